@@ -1,0 +1,1 @@
+"""Body models: SMPL-format data (numpy), safe loading, and the project's mannequin."""

@@ -1,0 +1,1 @@
+"""The PyMAF network (torch): backbone, feature pyramid, mesh alignment feedback, regressors."""
