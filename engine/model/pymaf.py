@@ -1,0 +1,313 @@
+"""PyMAF (Zhang et al., ICCV 2021) as released: a ResNet trunk, a deconvolution feature
+pyramid applied progressively, and a mesh alignment feedback loop of three stages, each
+with a per-point MLP and a SPIN-style regressor that updates (pose6D, betas, cam).
+
+Module and buffer names mirror the official release so its checkpoint loads with
+``strict=True`` (spec: shared/reference/pymaf-architecture.md, checkpoint-layout.json).
+
+Shapes: B batch, C=256 pyramid channels, N sampled points (441 grid / 431 vertices),
+V mesh vertices. Cameras are crop cameras (s, tx, ty), see engine.common.camera.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.body.model_data import BodyModelData
+from engine.body.smpl_torch import SMPL, VertexSubset
+from engine.common import smpl_topology as topo
+from engine.model.geometry import project_to_crop, rot6d_to_rotmat, rotmat_to_axis_angle
+from engine.model.resnet import ResNetTrunk
+
+GRID_SIZE = 21
+MLP_DIM = (256, 128, 64, 5)
+NUM_STAGES = 3
+POSE6D_DIM = 6 * topo.NUM_JOINTS  # 144
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What varies between PyMAF builds. The release: depth 50, IUV head on."""
+
+    backbone_depth: int = 50
+    with_iuv_head: bool = True
+
+    def to_dict(self) -> dict:
+        return {"backbone_depth": self.backbone_depth, "with_iuv_head": self.with_iuv_head}
+
+
+# --- fixed sampling geometry ---------------------------------------------------------
+def grid_points(size: int = GRID_SIZE) -> torch.Tensor:
+    """Stage-0 sampling grid (1, 2, size*size) in [-1, 1]; point k = (x_{k//size}, y_{k%size}).
+
+    x varies slowest ('ij' meshgrid), as in the release: regressor.0.fc1 is tied to it.
+    """
+    lin = torch.linspace(-1, 1, size)
+    xv, yv = torch.meshgrid(lin, lin, indexing="ij")
+    return torch.stack([xv.reshape(-1), yv.reshape(-1)]).unsqueeze(0)
+
+
+def vertex_selection_matrix(vertex_ids: np.ndarray, num_vertices: int) -> torch.Tensor:
+    """Dense 0/1 matrix (n, V) selecting ``vertex_ids`` (the release's ``Dmap`` buffer)."""
+    dmap = torch.zeros(len(vertex_ids), num_vertices)
+    dmap[torch.arange(len(vertex_ids)), torch.as_tensor(vertex_ids)] = 1.0
+    return dmap
+
+
+def sample_features(feature_map: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Bilinear features at points. (B, C, H, W), (B, N, 2) in [-1, 1] (x, y) -> (B, C, N).
+
+    align_corners=True as in the release (±1 = centres of the border pixels).
+    """
+    sampled = F.grid_sample(feature_map, points.unsqueeze(2), mode="bilinear",
+                            padding_mode="zeros", align_corners=True)
+    return sampled.squeeze(3)
+
+
+# --- modules -----------------------------------------------------------------------
+def deconv_pyramid(in_channels: int) -> nn.Sequential:
+    """3 x [ConvTranspose2d(k4, s2, p1, no bias) -> BN -> ReLU]: 7 -> 14 -> 28 -> 56."""
+    layers = []
+    for i in range(NUM_STAGES):
+        layers += [
+            nn.ConvTranspose2d(in_channels if i == 0 else 256, 256, kernel_size=4, stride=2,
+                               padding=1, output_padding=0, bias=False),
+            nn.BatchNorm2d(256, momentum=0.1),
+            nn.ReLU(inplace=True),
+        ]
+    return nn.Sequential(*layers)
+
+
+class MAFExtractor(nn.Module):
+    """Per-point MLP (Conv1d k=1) 256 -> 128 -> 64 -> 5 with the input re-fed as a skip.
+
+    Holds ``Dmap`` (431, V), the release's vertex-selection buffer; the engine gathers by
+    index instead of multiplying by it (same result, no dense matmul).
+    """
+
+    def __init__(self, num_vertices: int = topo.NUM_VERTICES):
+        super().__init__()
+        self.register_buffer("Dmap", vertex_selection_matrix(topo.MAF_VERTEX_IDS, num_vertices))
+        dims = MLP_DIM
+        for i in range(len(dims) - 1):
+            cin = dims[i] + (dims[0] if i > 0 else 0)
+            self.add_module(f"conv{i}", nn.Conv1d(cin, dims[i + 1], 1))
+        self.num_layers = len(dims) - 1
+
+    def vertex_ids(self) -> torch.Tensor:
+        """(431,) vertex indices selected by ``Dmap`` (one 1.0 per row)."""
+        return self.Dmap.argmax(dim=1)
+
+    def forward(self, point_features: torch.Tensor) -> torch.Tensor:
+        """(B, 256, N) -> (B, 5*N), flattened channel-major as in the release."""
+        y = point_features
+        for i in range(self.num_layers):
+            conv = getattr(self, f"conv{i}")
+            y = conv(y if i == 0 else torch.cat([y, point_features], dim=1))
+            if i < self.num_layers - 1:
+                y = F.leaky_relu(y)
+        return F.relu(y).flatten(1)
+
+
+class Regressor(nn.Module):
+    """SPIN-style head: [features | pose6d | betas | cam] -> fc1 -> fc2 -> residual updates.
+
+    No nonlinearity between fc1 and fc2 (as in SPIN's HMR head); dropout only in training.
+    Each stage owns its SMPL copy, as in the release's state dict.
+    """
+
+    def __init__(self, feature_dim: int, body: BodyModelData):
+        super().__init__()
+        init_pose, init_shape, init_cam = default_mean_params()
+        self.register_buffer("init_pose", init_pose)
+        self.register_buffer("init_shape", init_shape)
+        self.register_buffer("init_cam", init_cam)
+        self.fc1 = nn.Linear(feature_dim + POSE6D_DIM + topo.NUM_BETAS + 3, 1024)
+        self.drop1 = nn.Dropout(0.5)
+        self.fc2 = nn.Linear(1024, 1024)
+        self.drop2 = nn.Dropout(0.5)
+        self.decpose = nn.Linear(1024, POSE6D_DIM)
+        self.decshape = nn.Linear(1024, topo.NUM_BETAS)
+        self.deccam = nn.Linear(1024, 3)
+        # Small initial updates (as SPIN's xavier gain 0.01) keep an untrained model near
+        # the mean body.
+        for head in (self.decpose, self.decshape, self.deccam):
+            nn.init.xavier_uniform_(head.weight, gain=0.01)
+        self.smpl = SMPL(body, batch_size=64)
+
+    def forward(self, features, pose6d, betas, cam):
+        """(B, D), (B, 144), (B, 10), (B, 3) -> updated (pose6d, betas, cam)."""
+        x = torch.cat([features, pose6d, betas, cam], dim=1)
+        x = self.drop2(self.fc2(self.drop1(self.fc1(x))))
+        return pose6d + self.decpose(x), betas + self.decshape(x), cam + self.deccam(x)
+
+    def mean_params(self, batch_size: int):
+        """Stage-0 starting point (B, 144), (B, 10), (B, 3) from the ``init_*`` buffers."""
+        return (self.init_pose.expand(batch_size, -1), self.init_shape.expand(batch_size, -1),
+                self.init_cam.expand(batch_size, -1))
+
+
+def default_mean_params():
+    """Mean parameters for a model built from scratch (a checkpoint brings its own).
+
+    Upright body facing the camera (global orient = 180° about x in the OpenCV camera
+    frame), rest pose elsewhere, mean shape, body filling ~90% of the crop.
+    """
+    rot6d_identity = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0])
+    rot6d_flip_x = torch.tensor([1.0, 0.0, 0.0, -1.0, 0.0, 0.0])  # diag(1, -1, -1)
+    pose = torch.cat([rot6d_flip_x, rot6d_identity.repeat(topo.NUM_JOINTS - 1)]).unsqueeze(0)
+    return pose, torch.zeros(1, topo.NUM_BETAS), torch.tensor([[0.9, 0.0, 0.0]])
+
+
+class IUVHead(nn.Module):
+    """Auxiliary dense-correspondence head on the 56x56 map (training only)."""
+
+    def __init__(self, feat_dim: int = 256):
+        super().__init__()
+        self.predict_u = nn.Conv2d(feat_dim, 25, 3, padding=1)
+        self.predict_v = nn.Conv2d(feat_dim, 25, 3, padding=1)
+        self.predict_ann_index = nn.Conv2d(feat_dim, 15, 3, padding=1)
+        self.predict_uv_index = nn.Conv2d(feat_dim, 25, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        """(B, 256, 56, 56) -> U, V (B, 25, ...), coarse parts (B, 15, ...), parts (B, 25, ...)."""
+        return {"predict_u": self.predict_u(x), "predict_v": self.predict_v(x),
+                "predict_ann_index": self.predict_ann_index(x),
+                "predict_uv_index": self.predict_uv_index(x)}
+
+
+# --- outputs -----------------------------------------------------------------------
+@dataclass
+class StageOutput:
+    """One stage's estimate. Crop camera and crop-normalized 2D ([-1, 1]).
+
+    rotmat (B, 24, 3, 3); pose_axis_angle (B, 72); pose6d (B, 144); betas (B, 10);
+    cam (B, 3) = (s, tx, ty); joints3d (B, 49, 3) without translation;
+    joints2d (B, 49, 2); vertices (B, V, 3) for a full-mesh stage, else None;
+    sampled_vertices (B, 431, 3): the vertices the next stage samples at.
+    """
+
+    rotmat: torch.Tensor
+    pose_axis_angle: torch.Tensor
+    pose6d: torch.Tensor
+    betas: torch.Tensor
+    cam: torch.Tensor
+    joints3d: torch.Tensor
+    joints2d: torch.Tensor
+    sampled_vertices: torch.Tensor
+    vertices: Optional[torch.Tensor] = None
+
+
+@dataclass
+class PyMAFOutput:
+    stages: list = field(default_factory=list)  # StageOutput per stage, last = final
+    iuv: Optional[dict] = None
+
+    @property
+    def final(self) -> StageOutput:
+        return self.stages[-1]
+
+
+# --- the network ---------------------------------------------------------------------
+class PyMAF(nn.Module):
+    """The released network. ``forward(crops (B, 3, 224, 224))`` -> PyMAFOutput."""
+
+    def __init__(self, body: BodyModelData, config: ModelConfig = ModelConfig()):
+        super().__init__()
+        self.config = config
+        self.register_buffer("points_grid", grid_points())
+        self.feature_extractor = ResNetTrunk(config.backbone_depth)
+        self.deconv_layers = deconv_pyramid(self.feature_extractor.out_channels)
+        self.maf_extractor = nn.ModuleList(MAFExtractor(body.num_vertices) for _ in range(NUM_STAGES))
+        grid_dim = MLP_DIM[-1] * GRID_SIZE ** 2
+        vertex_dim = MLP_DIM[-1] * topo.NUM_MAF_VERTICES
+        self.regressor = nn.ModuleList(
+            Regressor(grid_dim if t == 0 else vertex_dim, body) for t in range(NUM_STAGES))
+        self.dp_head = IUVHead(256) if config.with_iuv_head else None
+        self._subsets: Optional[list] = None
+        self.register_load_state_dict_post_hook(lambda module, keys: module._forget_subsets())
+
+    def _forget_subsets(self) -> None:
+        self._subsets = None  # buffers changed: recompute the vertex subsets
+
+    def _apply(self, fn, *args, **kwargs):
+        self._forget_subsets()  # moved to another device or dtype
+        return super()._apply(fn, *args, **kwargs)
+
+    def stage_subsets(self) -> list:
+        """Per regressor, the vertex subset that gives the next stage's sampling points."""
+        if self._subsets is None:
+            self._subsets = [reg.smpl.subset_for(self.maf_extractor[min(t + 1, NUM_STAGES - 1)].vertex_ids())
+                             for t, reg in enumerate(self.regressor)]
+        return self._subsets
+
+    def pyramid_block(self, t: int) -> nn.Sequential:
+        return self.deconv_layers[3 * t: 3 * t + 3]
+
+    def forward(self, crops: torch.Tensor, *, full_mesh_every_stage: bool = False,
+                run_iuv: Optional[bool] = None, autocast_dtype: Optional[torch.dtype] = None) -> PyMAFOutput:
+        """crops (B, 3, 224, 224), ImageNet-normalized RGB -> PyMAFOutput.
+
+        Intermediate stages pose only the sampled vertices (and joint sources) unless
+        ``full_mesh_every_stage``; the final stage always gives the full mesh.
+        ``run_iuv`` defaults to training mode. ``autocast_dtype`` (bf16/fp16) runs the
+        trunk and pyramid in reduced precision; everything after them stays float32.
+        """
+        batch = crops.shape[0]
+        if run_iuv is None:
+            run_iuv = self.training and self.dp_head is not None
+        feature_map = self._run_cnn(lambda x: self.feature_extractor(x), crops, autocast_dtype)
+
+        pose6d, betas, cam = self.regressor[0].mean_params(batch)
+        out = PyMAFOutput()
+        sampled_vertices = None
+        subsets = self.stage_subsets()
+        for t in range(NUM_STAGES):
+            feature_map = self._run_cnn(self.pyramid_block(t), feature_map, autocast_dtype)
+            if t == 0:
+                points = self.points_grid.transpose(1, 2).expand(batch, -1, -1)
+            else:
+                points = project_to_crop(sampled_vertices, cam)
+            point_features = self.maf_extractor[t](sample_features(feature_map.float(), points))
+            pose6d, betas, cam = self.regressor[t](point_features, pose6d, betas, cam)
+            final = t == NUM_STAGES - 1
+            stage = self._stage_output(t, pose6d, betas, cam, subsets[t],
+                                       full_mesh=final or full_mesh_every_stage)
+            out.stages.append(stage)
+            # Feedback: the next stage starts from this estimate, without gradient
+            # through it (as in the release).
+            pose6d, betas, cam = pose6d.detach(), betas.detach(), cam.detach()
+            sampled_vertices = stage.sampled_vertices.detach()
+        if run_iuv:
+            out.iuv = self.dp_head(feature_map.float())
+        return out
+
+    @staticmethod
+    def _run_cnn(module, x: torch.Tensor, autocast_dtype: Optional[torch.dtype]) -> torch.Tensor:
+        if autocast_dtype is None:
+            return module(x)
+        with torch.autocast(device_type=x.device.type, dtype=autocast_dtype):
+            return module(x)
+
+    def _stage_output(self, t: int, pose6d, betas, cam, subset: VertexSubset, full_mesh: bool) -> StageOutput:
+        rotmat = rot6d_to_rotmat(pose6d.view(-1, topo.NUM_JOINTS, 6))
+        smpl = self.regressor[t].smpl
+        if full_mesh:
+            body = smpl.pose(rotmat, betas)
+            vertices = body.vertices
+            sampled = vertices[:, subset.vertex_ids]
+        else:
+            body = smpl.pose_subset(rotmat, betas, subset)
+            vertices, sampled = None, body.vertices
+        return StageOutput(
+            rotmat=rotmat,
+            pose_axis_angle=rotmat_to_axis_angle(rotmat).reshape(-1, 3 * topo.NUM_JOINTS),
+            pose6d=pose6d, betas=betas, cam=cam,
+            joints3d=body.joints49, joints2d=project_to_crop(body.joints49, cam),
+            sampled_vertices=sampled, vertices=vertices,
+        )
