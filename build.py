@@ -125,7 +125,7 @@ def cmd_mannequin(args) -> int:
 def cmd_test(args) -> int:
     py = engine_python(args)
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    code = run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/engine", *args.pytest_args],
+    code = run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/engine", *args.extra],
                cwd=ROOT, env=env)
     if code == 5:  # pytest: no tests collected
         say("no tests were collected")
@@ -135,7 +135,7 @@ def cmd_test(args) -> int:
 
 def cmd_bench(args) -> int:
     py = engine_python(args)
-    return run([py, "-m", "engine.bench", *args.bench_args], cwd=ROOT)
+    return run([py, "-m", "engine.bench", *args.extra], cwd=ROOT)
 
 
 def cmd_demo(args) -> int:
@@ -151,14 +151,13 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("setup", help="create/update the engine environment").set_defaults(func=cmd_setup)
     sub.add_parser("mannequin", help="regenerate build/assets/mannequin.npz").set_defaults(func=cmd_mannequin)
-    p = sub.add_parser("test", help="run the test suite")
-    p.add_argument("pytest_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_test)
-    p = sub.add_parser("bench", help="run the benchmarks")
-    p.add_argument("bench_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_bench)
+    sub.add_parser("test", help="run the test suite (extra arguments go to pytest)").set_defaults(func=cmd_test)
+    sub.add_parser("bench", help="run the benchmarks (extra arguments go to engine.bench)").set_defaults(func=cmd_bench)
     sub.add_parser("demo", help="run the main job on the bundled default").set_defaults(func=cmd_demo)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.func not in (cmd_test, cmd_bench):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     return args.func(args)
 
 

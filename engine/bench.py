@@ -27,21 +27,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(fn, device, repeats: int, warmup: int = 2) -> float:
-    """Median wall time of fn() in seconds, synchronizing the device around each call."""
-    for _ in range(warmup):
-        fn()
-    times = []
+def median_times(fns: dict, device, repeats: int, warmup: int = 2) -> dict:
+    """Median wall time (s) of each fn, run interleaved so that machine noise hits all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def measure(model: PyMAF, batch: int, device: torch.device, autocast: str, repeats: int) -> dict:
+    """Whole forward vs. trunk+pyramid alone (the overhead goal), and the share of each part."""
     dtype = AUTOCAST_DTYPES[autocast]
     x = torch.randn(batch, 3, 224, 224, device=device)
 
@@ -51,32 +54,33 @@ def measure(model: PyMAF, batch: int, device: torch.device, autocast: str, repea
         with torch.autocast(device_type=device.type, dtype=dtype):
             return fn(inp)
 
+    def backbone():
+        return cnn(model.feature_extractor, x)
+
+    def backbone_and_pyramid():
+        f = backbone()
+        for t in range(NUM_STAGES):
+            f = cnn(model.pyramid_block(t), f)
+        return f
+
+    rot = torch.eye(3, device=device).expand(batch, topo.NUM_JOINTS, 3, 3).contiguous()
+    betas = torch.zeros(batch, topo.NUM_BETAS, device=device)
+    subsets = model.stage_subsets()
+
+    def smpl_calls():  # what one forward poses: two vertex subsets, one full mesh
+        for t in range(NUM_STAGES - 1):
+            model.regressor[t].smpl.pose_subset(rot, betas, subsets[t])
+        model.regressor[-1].smpl.pose(rot, betas)
+
     with torch.inference_mode():
-        feat = cnn(model.feature_extractor, x)
-        pyramid_in = feat
-        rot = torch.eye(3, device=device).expand(batch, topo.NUM_JOINTS, 3, 3).contiguous()
-        betas = torch.zeros(batch, topo.NUM_BETAS, device=device)
-        subsets = model.stage_subsets()
-
-        def pyramid():
-            f = pyramid_in
-            for t in range(NUM_STAGES):
-                f = cnn(model.pyramid_block(t), f)
-            return f
-
-        def smpl_calls():
-            for t in range(NUM_STAGES - 1):
-                model.regressor[t].smpl.pose_subset(rot, betas, subsets[t])
-            model.regressor[-1].smpl.pose(rot, betas)
-
-        total = median_time(lambda: model(x, autocast_dtype=dtype), device, repeats)
-        backbone = median_time(lambda: cnn(model.feature_extractor, x), device, repeats)
-        pyr = median_time(pyramid, device, repeats)
-        smpl = median_time(smpl_calls, device, repeats)
-    rest = max(total - backbone - pyr - smpl, 0.0)
-    return {"batch": batch, "autocast": autocast, "fps": batch / total, "total_ms": total * 1e3,
-            "backbone": backbone / total, "pyramid": pyr / total, "maf": rest / total, "smpl": smpl / total,
-            "overhead": total / (backbone + pyr) - 1.0}
+        t = median_times({"total": lambda: model(x, autocast_dtype=dtype), "cnn": backbone_and_pyramid,
+                          "backbone": backbone, "smpl": smpl_calls}, device, repeats)
+    total = t["total"]
+    pyramid = max(t["cnn"] - t["backbone"], 0.0)
+    rest = max(total - t["cnn"] - t["smpl"], 0.0)
+    return {"fps": batch / total, "total_ms": total * 1e3, "backbone": t["backbone"] / total,
+            "pyramid": pyramid / total, "maf": rest / total, "smpl": t["smpl"] / total,
+            "overhead": total / t["cnn"] - 1.0}
 
 
 def main(argv=None) -> int:

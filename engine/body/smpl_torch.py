@@ -58,6 +58,20 @@ class SMPL(smplx.SMPL):
         extra = data.J_regressor_extra if self.has_extra_joints else np.zeros((9, num_vertices), np.float32)
         self.register_buffer("J_regressor_extra", torch.as_tensor(extra, dtype=torch.float32))
         self.register_buffer("joints49_source", torch.as_tensor(topo.JOINTS_49_SOURCE), persistent=False)
+        self._note_pose_correctives()
+
+    def _note_pose_correctives(self) -> None:
+        # A body without pose correctives (the mannequin) need not multiply by 17 MB of
+        # zeros on every call, the largest single cost of a batch-1 forward.
+        self.zero_pose_correctives = not bool(torch.any(self.posedirs != 0))
+
+    def lbs_posedirs(self, posedirs: torch.Tensor) -> torch.Tensor:
+        """The pose-corrective basis to hand smplx's ``lbs``: the real one, or, for a body
+        without correctives, a (207, 3) zero basis whose zero offset broadcasts over all
+        vertices in ``lbs`` (same result, no matmul over the whole mesh)."""
+        if self.zero_pose_correctives:
+            return posedirs.new_zeros(posedirs.shape[0], 3)
+        return posedirs
 
     # -- joint bookkeeping -------------------------------------------------------------
     def missing_joints49(self) -> list[str]:
@@ -71,6 +85,7 @@ class SMPL(smplx.SMPL):
         key = prefix + "J_regressor_extra"
         if key in state_dict:
             self.has_extra_joints = bool(torch.count_nonzero(state_dict[key]) > 0)
+        self._note_pose_correctives()
 
     def _joints49(self, joints45: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
         """(B, 45, 3) smplx joints + (B, 9, 3) extra joints -> (B, 49, 3)."""
@@ -83,7 +98,7 @@ class SMPL(smplx.SMPL):
     def pose(self, rotmat: torch.Tensor, betas: torch.Tensor) -> BodyOutput:
         """Full mesh. rotmat (B, 24, 3, 3), betas (B, 10) -> BodyOutput with (B, V, 3)."""
         vertices, joints24 = lbs(
-            betas, rotmat, self.v_template, self.shapedirs, self.posedirs,
+            betas, rotmat, self.v_template, self.shapedirs, self.lbs_posedirs(self.posedirs),
             self.J_regressor, self.parents, self.lbs_weights, pose2rot=False,
         )
         joints45 = self.vertex_joint_selector(vertices, joints24)
@@ -95,15 +110,12 @@ class SMPL(smplx.SMPL):
         if subset.full:
             out = self.pose(rotmat, betas)
             return BodyOutput(out.vertices[:, subset.vertex_ids], out.joints49, out.joints24)
-        rows = subset.rows
-        posedirs = self.posedirs.view(self.posedirs.shape[0], -1, 3)[:, rows].reshape(self.posedirs.shape[0], -1)
-        vertices, joints24 = lbs(
-            betas, rotmat, self.v_template[rows], self.shapedirs[rows], posedirs,
-            self.J_regressor[:, rows], self.parents, self.lbs_weights[rows], pose2rot=False,
-        )
+        m = subset.model
+        vertices, joints24 = lbs(betas, rotmat, m["v_template"], m["shapedirs"], self.lbs_posedirs(m["posedirs"]),
+                                 m["J_regressor"], self.parents, m["lbs_weights"], pose2rot=False)
         landmarks = vertices[:, subset.landmark_pos]
         joints45 = torch.cat([joints24, landmarks], dim=1)
-        extra = vertices2joints(self.J_regressor_extra[:, rows], vertices)
+        extra = vertices2joints(m["J_regressor_extra"], vertices)
         return BodyOutput(vertices[:, subset.wanted_pos], self._joints49(joints45, extra), joints24)
 
     def subset_for(self, vertex_ids: torch.Tensor) -> "VertexSubset":
@@ -116,30 +128,37 @@ class VertexSubset:
 
     rows: sorted vertex rows (wanted + landmark + every vertex a joint regressor reads);
     wanted_pos / landmark_pos: positions of the wanted / landmark vertices within rows;
+    model: the body's arrays sliced to ``rows`` (sliced once, not on every forward);
     full: True when the subset would be nearly the whole mesh (then pose everything).
     """
 
     vertex_ids: torch.Tensor
-    rows: Optional[torch.Tensor]
-    wanted_pos: Optional[torch.Tensor]
-    landmark_pos: Optional[torch.Tensor]
-    full: bool
+    rows: Optional[torch.Tensor] = None
+    wanted_pos: Optional[torch.Tensor] = None
+    landmark_pos: Optional[torch.Tensor] = None
+    model: Optional[dict] = None
+    full: bool = False
 
     @classmethod
     def build(cls, smpl: SMPL, vertex_ids: torch.Tensor) -> "VertexSubset":
         device = smpl.v_template.device
         vertex_ids = vertex_ids.to(device=device, dtype=torch.long)
-        regressor_support = (smpl.J_regressor.abs().sum(0) + smpl.J_regressor_extra.abs().sum(0)) > 0
-        needed = torch.zeros(smpl.v_template.shape[0], dtype=torch.bool, device=device)
+        landmark_ids = smpl.vertex_joint_selector.extra_joints_idxs
+        needed = (smpl.J_regressor.abs().sum(0) + smpl.J_regressor_extra.abs().sum(0)) > 0
         needed[vertex_ids] = True
-        needed[smpl.vertex_joint_selector.extra_joints_idxs] = True
-        needed |= regressor_support
+        needed[landmark_ids] = True
         rows = torch.nonzero(needed).squeeze(1)
         if rows.numel() > SUBSET_LIMIT:
-            return cls(vertex_ids, None, None, None, True)
+            return cls(vertex_ids, full=True)
         position = torch.full_like(needed, -1, dtype=torch.long)
         position[rows] = torch.arange(rows.numel(), device=device)
-        return cls(
-            vertex_ids, rows, position[vertex_ids],
-            position[smpl.vertex_joint_selector.extra_joints_idxs], False,
-        )
+        num_basis = smpl.posedirs.shape[0]
+        model = {
+            "v_template": smpl.v_template[rows],
+            "shapedirs": smpl.shapedirs[rows],
+            "posedirs": smpl.posedirs.view(num_basis, -1, 3)[:, rows].reshape(num_basis, -1),
+            "J_regressor": smpl.J_regressor[:, rows],
+            "lbs_weights": smpl.lbs_weights[rows],
+            "J_regressor_extra": smpl.J_regressor_extra[:, rows],
+        }
+        return cls(vertex_ids, rows, position[vertex_ids], position[landmark_ids], model)

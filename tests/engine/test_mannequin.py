@@ -23,8 +23,8 @@ LM = dict(VERTEX_JOINTS)
 
 
 @pytest.fixture(scope="module")
-def model() -> BodyModelData:
-    return mq.build_mannequin()
+def model(mannequin) -> BodyModelData:
+    return mannequin  # the session's build (tests/engine/conftest.py)
 
 
 @pytest.fixture(scope="module")
