@@ -25,6 +25,10 @@ class BodyModelData:
     parents:            (J,) int64   kinematic tree, parents[0] = -1
     faces:              (F, 3) int64 triangles
     J_regressor_extra:  (9, V) or None  SPIN's extra joints (45..53 of the 54-set)
+    vertex_parts:       (V,) uint8 or None  body part per vertex, DensePose's 24 parts (1..24)
+    vertex_uv:          (V, 2) float32 or None  per-part surface coordinates in [0, 1]
+                        (the parts and UV are the IUV auxiliary task's labels; see
+                        engine.render.surface)
     source:             human-readable origin, used in messages
     warnings:           problems that did not stop loading (shown to the user)
     """
@@ -37,6 +41,8 @@ class BodyModelData:
     parents: np.ndarray
     faces: np.ndarray
     J_regressor_extra: Optional[np.ndarray] = None
+    vertex_parts: Optional[np.ndarray] = None
+    vertex_uv: Optional[np.ndarray] = None
     source: str = ""
     warnings: list = field(default_factory=list)
 
@@ -68,6 +74,10 @@ class BodyModelData:
         }
         if self.J_regressor_extra is not None:
             out["J_regressor_extra"] = self.J_regressor_extra.astype(np.float32)
+        if self.vertex_parts is not None:
+            out["vertex_parts"] = self.vertex_parts.astype(np.uint8)
+        if self.vertex_uv is not None:
+            out["vertex_uv"] = self.vertex_uv.astype(np.float32)
         return out
 
     def save_npz(self, path) -> None:
@@ -78,7 +88,9 @@ class BodyModelData:
         """Inverse of ``to_npz_dict``; no validation (see ``engine.body.loading``)."""
         parents = np.asarray(arrays["kintree_table"])[0].astype(np.int64)
         parents[0] = -1
-        extra = arrays["J_regressor_extra"] if "J_regressor_extra" in arrays else None
+        optional = {k: (np.asarray(arrays[k]) if k in arrays else None)
+                    for k in ("J_regressor_extra", "vertex_parts", "vertex_uv")}
+        extra = optional["J_regressor_extra"]
         return cls(
             v_template=np.asarray(arrays["v_template"], np.float32),
             shapedirs=np.asarray(arrays["shapedirs"], np.float32),
@@ -88,5 +100,7 @@ class BodyModelData:
             parents=parents,
             faces=np.asarray(arrays["f"]).astype(np.int64),
             J_regressor_extra=None if extra is None else np.asarray(extra, np.float32),
+            vertex_parts=None if optional["vertex_parts"] is None else optional["vertex_parts"].astype(np.uint8),
+            vertex_uv=None if optional["vertex_uv"] is None else optional["vertex_uv"].astype(np.float32),
             source=source,
         )

@@ -58,7 +58,7 @@ def infer_config(sd: dict, obj: Optional[dict] = None) -> ModelConfig:
     """Backbone depth and IUV head from the keys (or the file's own ``config``)."""
     saved = (obj or {}).get("config")
     if isinstance(saved, dict) and "backbone_depth" in saved:
-        return ModelConfig(int(saved["backbone_depth"]), bool(saved.get("with_iuv_head", True)))
+        return ModelConfig.from_dict(saved)
     bottleneck = "feature_extractor.layer1.0.conv3.weight" in sd
     blocks3 = len({k.split(".")[2] for k in sd if k.startswith("feature_extractor.layer3.")})
     depth = 50 if bottleneck else (34 if blocks3 == 6 else 18)
@@ -137,7 +137,8 @@ def load_pymaf(path, *, body: Optional[BodyModelData] = None) -> tuple[PyMAF, di
     obj = read_checkpoint(path)
     sd = state_dict_of(obj)
     kind = guess_kind(sd)
-    if not kind.startswith("a PyMAF checkpoint"):
+    ours = obj.get("format") == OUR_FORMAT  # carries its config (ablation layouts too)
+    if not ours and not kind.startswith("a PyMAF checkpoint"):
         raise CheckpointError(f"{Path(path).name}: this looks like {kind}.")
     config = infer_config(sd, obj)
     if body is None:

@@ -30,15 +30,40 @@ NUM_STAGES = 3
 POSE6D_DIM = 6 * topo.NUM_JOINTS  # 144
 
 
+FEATURE_MODES = ("maf", "grid", "global")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """What varies between PyMAF builds. The release: depth 50, IUV head on."""
+    """What varies between PyMAF builds. The release: depth 50, IUV head on, 'maf', pyramid.
+
+    feature_mode: 'maf'    the paper: grid features at stage 0, mesh-aligned after;
+                  'grid'   grid features at every stage (Table 4 "grid");
+                  'global' IEF baseline: one regressor on the pooled trunk features,
+                           iterated once per stage with shared weights (Table 4 "global").
+    use_pyramid:  False samples every stage from the same finest (56x56) map (Table 5).
+    with_iuv_head: the auxiliary dense-correspondence head (Table 5 "aux").
+    Only the default layout matches the official checkpoint; the others are for training
+    and ablations (their checkpoints carry their config).
+    """
 
     backbone_depth: int = 50
     with_iuv_head: bool = True
+    feature_mode: str = "maf"
+    use_pyramid: bool = True
+
+    def __post_init__(self):
+        if self.feature_mode not in FEATURE_MODES:
+            raise ValueError(f"feature_mode must be one of {FEATURE_MODES}, got {self.feature_mode!r}")
 
     def to_dict(self) -> dict:
-        return {"backbone_depth": self.backbone_depth, "with_iuv_head": self.with_iuv_head}
+        return {"backbone_depth": self.backbone_depth, "with_iuv_head": self.with_iuv_head,
+                "feature_mode": self.feature_mode, "use_pyramid": self.use_pyramid}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        return cls(int(d.get("backbone_depth", 50)), bool(d.get("with_iuv_head", True)),
+                   str(d.get("feature_mode", "maf")), bool(d.get("use_pyramid", True)))
 
 
 # --- fixed sampling geometry ---------------------------------------------------------
@@ -211,6 +236,7 @@ class StageOutput:
 class PyMAFOutput:
     stages: list = field(default_factory=list)  # StageOutput per stage, last = final
     iuv: Optional[dict] = None
+    initial: Optional[StageOutput] = None       # mean-parameter start (with_initial=True)
 
     @property
     def final(self) -> StageOutput:
@@ -226,15 +252,24 @@ class PyMAF(nn.Module):
         self.config = config
         self.register_buffer("points_grid", grid_points())
         self.feature_extractor = ResNetTrunk(config.backbone_depth)
-        self.deconv_layers = deconv_pyramid(self.feature_extractor.out_channels)
-        self.maf_extractor = nn.ModuleList(MAFExtractor(body.num_vertices) for _ in range(NUM_STAGES))
-        grid_dim = MLP_DIM[-1] * GRID_SIZE ** 2
-        vertex_dim = MLP_DIM[-1] * topo.NUM_MAF_VERTICES
-        self.regressor = nn.ModuleList(
-            Regressor(grid_dim if t == 0 else vertex_dim, body) for t in range(NUM_STAGES))
+        global_mode = config.feature_mode == "global"
+        # The global baseline needs the pyramid only to feed the IUV head.
+        needs_pyramid = not global_mode or config.with_iuv_head
+        self.deconv_layers = deconv_pyramid(self.feature_extractor.out_channels) if needs_pyramid else None
+        if global_mode:
+            self.maf_extractor = nn.ModuleList()
+            self.regressor = nn.ModuleList([Regressor(self.feature_extractor.out_channels, body)])
+        else:
+            self.maf_extractor = nn.ModuleList(MAFExtractor(body.num_vertices) for _ in range(NUM_STAGES))
+            self.regressor = nn.ModuleList(
+                Regressor(self._feature_dim(t), body) for t in range(NUM_STAGES))
         self.dp_head = IUVHead(256) if config.with_iuv_head else None
         self._subsets: Optional[list] = None
         self.register_load_state_dict_post_hook(lambda module, keys: module._forget_subsets())
+
+    def _feature_dim(self, t: int) -> int:
+        vertex_sampling = self.config.feature_mode == "maf" and t > 0
+        return MLP_DIM[-1] * (topo.NUM_MAF_VERTICES if vertex_sampling else GRID_SIZE ** 2)
 
     def _forget_subsets(self) -> None:
         self._subsets = None  # buffers changed: recompute the vertex subsets
@@ -243,42 +278,51 @@ class PyMAF(nn.Module):
         self._forget_subsets()  # moved to another device or dtype
         return super()._apply(fn, *args, **kwargs)
 
+    def stage_regressor(self, t: int) -> Regressor:
+        return self.regressor[min(t, len(self.regressor) - 1)]
+
+    def sampled_vertex_ids(self, t: int) -> torch.Tensor:
+        """The vertices stage t samples at (the release's Dmap rows; fixed ids without it)."""
+        if len(self.maf_extractor):
+            return self.maf_extractor[t].vertex_ids()
+        return torch.as_tensor(topo.MAF_VERTEX_IDS, device=self.points_grid.device)
+
     def stage_subsets(self) -> list:
-        """Per regressor, the vertex subset that gives the next stage's sampling points."""
+        """Per stage, the vertex subset its SMPL call must pose (the next stage's samples)."""
         if self._subsets is None:
-            self._subsets = [reg.smpl.subset_for(self.maf_extractor[min(t + 1, NUM_STAGES - 1)].vertex_ids())
-                             for t, reg in enumerate(self.regressor)]
+            self._subsets = [self.stage_regressor(t).smpl.subset_for(
+                self.sampled_vertex_ids(min(t + 1, NUM_STAGES - 1))) for t in range(NUM_STAGES)]
         return self._subsets
 
     def pyramid_block(self, t: int) -> nn.Sequential:
         return self.deconv_layers[3 * t: 3 * t + 3]
 
     def forward(self, crops: torch.Tensor, *, full_mesh_every_stage: bool = False,
-                run_iuv: Optional[bool] = None, autocast_dtype: Optional[torch.dtype] = None) -> PyMAFOutput:
+                run_iuv: Optional[bool] = None, autocast_dtype: Optional[torch.dtype] = None,
+                with_initial: bool = False) -> PyMAFOutput:
         """crops (B, 3, 224, 224), ImageNet-normalized RGB -> PyMAFOutput.
 
         Intermediate stages pose only the sampled vertices (and joint sources) unless
         ``full_mesh_every_stage``; the final stage always gives the full mesh.
         ``run_iuv`` defaults to training mode. ``autocast_dtype`` (bf16/fp16) runs the
         trunk and pyramid in reduced precision; everything after them stays float32.
+        ``with_initial`` adds ``out.initial``, the mean-parameter starting estimate.
         """
         batch = crops.shape[0]
         if run_iuv is None:
             run_iuv = self.training and self.dp_head is not None
-        feature_map = self._run_cnn(lambda x: self.feature_extractor(x), crops, autocast_dtype)
+        trunk_map = self._run_cnn(self.feature_extractor, crops, autocast_dtype)
+        maps = self._stage_maps(trunk_map, autocast_dtype, run_iuv)
 
         pose6d, betas, cam = self.regressor[0].mean_params(batch)
         out = PyMAFOutput()
-        sampled_vertices = None
         subsets = self.stage_subsets()
+        if with_initial:
+            out.initial = self._stage_output(0, pose6d, betas, cam, subsets[0], full_mesh=full_mesh_every_stage)
+        sampled_vertices = None
         for t in range(NUM_STAGES):
-            feature_map = self._run_cnn(self.pyramid_block(t), feature_map, autocast_dtype)
-            if t == 0:
-                points = self.points_grid.transpose(1, 2).expand(batch, -1, -1)
-            else:
-                points = project_to_crop(sampled_vertices, cam)
-            point_features = self.maf_extractor[t](sample_features(feature_map.float(), points))
-            pose6d, betas, cam = self.regressor[t](point_features, pose6d, betas, cam)
+            features = self._stage_features(t, maps[t], sampled_vertices, cam)
+            pose6d, betas, cam = self.stage_regressor(t)(features, pose6d, betas, cam)
             final = t == NUM_STAGES - 1
             stage = self._stage_output(t, pose6d, betas, cam, subsets[t],
                                        full_mesh=final or full_mesh_every_stage)
@@ -288,8 +332,37 @@ class PyMAF(nn.Module):
             pose6d, betas, cam = pose6d.detach(), betas.detach(), cam.detach()
             sampled_vertices = stage.sampled_vertices.detach()
         if run_iuv:
-            out.iuv = self.dp_head(feature_map.float())
+            out.iuv = self.dp_head(maps[-1].float())
         return out
+
+    def _stage_maps(self, trunk_map: torch.Tensor, autocast_dtype, run_iuv: bool) -> list:
+        """The feature map each stage reads: pyramid level t (the paper), the finest level
+        for every stage (no pyramid), or the trunk map (global; pooled later). The last
+        entry is always the finest level when the IUV head needs it."""
+        if self.config.feature_mode == "global":
+            maps = [trunk_map] * NUM_STAGES
+            if run_iuv:
+                f = trunk_map
+                for t in range(NUM_STAGES):
+                    f = self._run_cnn(self.pyramid_block(t), f, autocast_dtype)
+                maps.append(f)
+            return maps
+        levels, f = [], trunk_map
+        for t in range(NUM_STAGES):
+            f = self._run_cnn(self.pyramid_block(t), f, autocast_dtype)
+            levels.append(f)
+        return levels if self.config.use_pyramid else [levels[-1]] * NUM_STAGES
+
+    def _stage_features(self, t: int, feature_map: torch.Tensor, sampled_vertices, cam) -> torch.Tensor:
+        """(B, D) regressor input features for stage t."""
+        if self.config.feature_mode == "global":
+            return feature_map.float().mean(dim=(2, 3))  # AvgPool2d(7) of the 7x7 trunk map
+        batch = feature_map.shape[0]
+        if t == 0 or self.config.feature_mode == "grid":
+            points = self.points_grid.transpose(1, 2).expand(batch, -1, -1)
+        else:
+            points = project_to_crop(sampled_vertices, cam)
+        return self.maf_extractor[t](sample_features(feature_map.float(), points))
 
     @staticmethod
     def _run_cnn(module, x: torch.Tensor, autocast_dtype: Optional[torch.dtype]) -> torch.Tensor:
@@ -300,7 +373,7 @@ class PyMAF(nn.Module):
 
     def _stage_output(self, t: int, pose6d, betas, cam, subset: VertexSubset, full_mesh: bool) -> StageOutput:
         rotmat = rot6d_to_rotmat(pose6d.view(-1, topo.NUM_JOINTS, 6))
-        smpl = self.regressor[t].smpl
+        smpl = self.stage_regressor(t).smpl
         if full_mesh:
             body = smpl.pose(rotmat, betas)
             vertices = body.vertices

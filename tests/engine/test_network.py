@@ -293,3 +293,52 @@ def test_predictor_uint8_crops_and_device(model, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             resolve_device("cuda")
+
+
+# --- ablation variants (Tables 4 and 5 of the paper) ------------------------------------
+@pytest.mark.parametrize("config", [
+    ModelConfig(backbone_depth=18, feature_mode="global", with_iuv_head=False),
+    ModelConfig(backbone_depth=18, feature_mode="global", with_iuv_head=True),
+    ModelConfig(backbone_depth=18, feature_mode="grid"),
+    ModelConfig(backbone_depth=18, use_pyramid=False),
+], ids=["global", "global+aux", "grid", "no-pyramid"])
+def test_ablation_variants_train_and_roundtrip(mannequin, config, tmp_path):
+    torch.manual_seed(0)
+    net = PyMAF(mannequin, config).train()
+    out = net(torch.randn(2, 3, 224, 224), with_initial=True)
+    assert len(out.stages) == 3 and out.initial is not None
+    assert (out.iuv is not None) == config.with_iuv_head
+    loss = sum(s.joints3d.square().mean() for s in out.stages)
+    loss.backward()
+    if config.feature_mode == "global":
+        assert len(net.regressor) == 1 and len(net.maf_extractor) == 0
+        assert net.regressor[0].fc1.in_features == 512 + 157
+    elif config.feature_mode == "grid":
+        assert all(r.fc1.in_features == 2205 + 157 for r in net.regressor)
+    path = tmp_path / "variant.pt"
+    ckpt.save_pymaf(net, path)
+    loaded, info = ckpt.load_pymaf(path)
+    assert loaded.config == config
+    net.eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(net(x).final.vertices, loaded(x).final.vertices, atol=1e-6)
+
+
+def test_no_pyramid_samples_the_finest_map_every_stage(mannequin):
+    net = PyMAF(mannequin, ModelConfig(backbone_depth=18, use_pyramid=False)).eval()
+    with torch.no_grad():
+        maps = net._stage_maps(net.feature_extractor(torch.randn(1, 3, 224, 224)), None, False)
+    assert [m.shape[-1] for m in maps] == [56, 56, 56]
+    paper = PyMAF(mannequin, ModelConfig(backbone_depth=18)).eval()
+    with torch.no_grad():
+        maps = paper._stage_maps(paper.feature_extractor(torch.randn(1, 3, 224, 224)), None, False)
+    assert [m.shape[-1] for m in maps] == [14, 28, 56]
+
+
+def test_initial_estimate_is_the_mean_parameters(model, crops):
+    with torch.no_grad():
+        out = model(crops, with_initial=True)
+    reg = model.regressor[0]
+    assert torch.allclose(out.initial.cam, reg.init_cam.expand(2, -1))
+    assert torch.allclose(out.initial.rotmat[:, 0], torch.diag(torch.tensor([1.0, -1.0, -1.0])).expand(2, 3, 3))

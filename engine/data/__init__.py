@@ -1,0 +1,1 @@
+"""Training data: synthetic people rendered from a body model, and SPIN-format datasets."""

@@ -1,0 +1,1 @@
+"""Rasterising posed bodies (moderngl over EGL) and the body-surface parametrisation."""

@@ -1,0 +1,1 @@
+"""Losses, trainer, named configurations and evaluation (the paper's metrics)."""
