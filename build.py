@@ -98,6 +98,28 @@ def ensure_venv(venv: Path, python_version: tuple, requirements: list, torch_ind
     return py
 
 
+# Offscreen OpenGL for the renderer (moderngl over EGL): Mesa's software EGL on a CPU
+# machine, the NVIDIA driver's EGL on a GPU one.
+SYSTEM_LIBRARIES = {"EGL": "libegl1", "GL": "libgl1"}
+
+
+def ensure_system_libraries() -> None:
+    """Install the Debian packages behind missing shared libraries (needs root and apt)."""
+    import ctypes.util
+
+    missing = [pkg for lib, pkg in SYSTEM_LIBRARIES.items() if ctypes.util.find_library(lib) is None]
+    if not missing or sys.platform != "linux":
+        return
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        say(f"the renderer needs the system packages {' '.join(missing)}; install them "
+            f"(e.g. 'sudo apt-get install {' '.join(missing)}'); rendering tests will be skipped")
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    check([apt, "-q", "update"], env=env)
+    check([apt, "install", "-y", "-q", "--no-install-recommends", *missing], env=env)
+
+
 def engine_python(args=None) -> Path:
     return ensure_venv(ENGINE_VENV, ENGINE_PYTHON_VERSION, ENGINE_REQUIREMENTS,
                        getattr(args, "torch_index_url", "") or "")
@@ -124,6 +146,7 @@ def cmd_mannequin(args) -> int:
 
 def cmd_test(args) -> int:
     py = engine_python(args)
+    ensure_system_libraries()
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     code = run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/engine", *args.extra],
                cwd=ROOT, env=env)

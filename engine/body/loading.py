@@ -298,6 +298,9 @@ def _data_from_file_dict(raw: Mapping, source) -> BodyModelData:
         raise BodyModelError(f"{name}: f (faces) must hold integer vertex indices, got {arrays['f'].dtype}")
     if "J_regressor_extra" in raw:
         arrays["J_regressor_extra"] = _numeric(raw["J_regressor_extra"], "J_regressor_extra", source)
+    for key in ("vertex_parts", "vertex_uv"):  # optional IUV labels (engine.render.surface)
+        if key in raw:
+            arrays[key] = _numeric(raw[key], key, source)
     data = BodyModelData.from_npz_dict(arrays, source=os.fspath(source) if source else "")
 
     gender = raw.get("gender")

@@ -788,7 +788,7 @@ def build_mannequin() -> BodyModelData:
     weights = _skinning_weights(vd, f)
     shapedirs = _shapedirs(vd, weights)
     posedirs = np.zeros((len(v), 3, 207), np.float32)
-    return BodyModelData(
+    data = BodyModelData(
         v_template=vt,
         shapedirs=shapedirs.astype(np.float32),
         posedirs=posedirs,
@@ -799,6 +799,9 @@ def build_mannequin() -> BodyModelData:
         J_regressor_extra=J_extra.astype(np.float32),
         source=SOURCE,
     )
+    # The IUV task's part/UV labels, defined once here and saved with the model.
+    from engine.render.surface import with_surface
+    return with_surface(data)
 
 
 def main(argv=None) -> int:
