@@ -32,7 +32,7 @@ Implementation (measurements in docs/benchmarks.md, "Renderer (issue 3)"):
   the first vertex's). Faces are rotated (winding kept) so that a vertex with that
   part comes last, and GL's provoking (last) vertex passes it as a flat integer. UV
   is interpolated from the vertices (faces on a part seam blend the parts' UV).
-* No back-face culling by default: it is about 1.5x faster on llvmpipe, but not
+* No back-face culling by default: it is 1.25-1.4x faster on llvmpipe, but not
   bit-identical (a handful of silhouette pixels where a back face tied the depth
   test). ``cull_back_faces=True`` opts in.
 * Near/far planes are chosen per image from the vertices' z (only depth-test precision
@@ -359,11 +359,11 @@ class Renderer:
 
     # --- rendering ---------------------------------------------------------------------
     def render(self, vertices: np.ndarray,
-               focal: "float | np.ndarray",
-               principal: "np.ndarray | None" = None,
-               vertex_colors: "np.ndarray | None" = None,
-               background: "np.ndarray | None" = None,
-               light_dir: "np.ndarray | None" = None,
+               focal: float | np.ndarray,
+               principal: np.ndarray | None = None,
+               vertex_colors: np.ndarray | None = None,
+               background: np.ndarray | None = None,
+               light_dir: np.ndarray | None = None,
                ) -> RenderOutput:
         """Render a batch of posed meshes.
 

@@ -214,8 +214,9 @@ def densepose_surface(uv_processed_mat_path: Union[str, os.PathLike], body: Body
     ``All_vertices`` (D,) 1-based SMPL vertex id per DensePose vertex. Read with
     ``scipy.io.loadmat`` (MATLAB arrays only, no pickles).
 
-    Per SMPL vertex: the majority part over its DensePose copies (ties: the part of the
-    first copy), and the UV of the first copy with that part. SMPL vertices without a
+    Per SMPL vertex: the majority part over its DensePose copies (ties: the tied part
+    whose first copy has the lowest DensePose id), and the UV of the first copy with
+    that part. SMPL vertices without a
     copy (none in the real file) take the labels of the nearest labelled rest vertex.
     """
     from scipy.io import loadmat
