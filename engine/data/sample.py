@@ -52,3 +52,13 @@ def check_sample(sample: dict) -> None:
 def collate(samples: list) -> dict:
     """List of samples -> batch dict with a leading axis."""
     return {key: np.stack([np.asarray(s[key]) for s in samples]) for key in SAMPLE_SPEC}
+
+
+def dataset_index(index: int, length: int) -> int:
+    """Python-style index (negative from the end) checked against a dataset's length."""
+    index = int(index)
+    if index < 0:
+        index += length
+    if not 0 <= index < length:
+        raise IndexError(f"index {index} out of range for {length} samples")
+    return index

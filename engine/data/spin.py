@@ -42,7 +42,7 @@ import numpy as np
 
 from engine.common.camera import image_points_to_crop
 from engine.common.rotations import axis_angle_to_rotmat
-from engine.data.sample import IUV_SIZE
+from engine.data.sample import IUV_SIZE, dataset_index
 from engine.preprocess import crop_person
 
 REQUIRED = ("imgname", "center", "scale")
@@ -71,11 +71,7 @@ class SpinDataset:
         return np.full(shape, default, np.float64)
 
     def __getitem__(self, index: int) -> dict:
-        index = int(index)
-        if index < 0:
-            index += self.length
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} samples")
+        index = dataset_index(index, self.length)
         d = self.data
         path = self.image_dir / str(d["imgname"][index])
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)

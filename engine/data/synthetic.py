@@ -96,7 +96,7 @@ from engine.common.camera import (
 )
 from engine.common.rotations import axis_angle_to_rotmat
 from engine.data import appearance, poses
-from engine.data.sample import CROP, IUV_SIZE, SAMPLE_SPEC, check_sample, collate
+from engine.data.sample import CROP, IUV_SIZE, SAMPLE_SPEC, check_sample, collate, dataset_index
 from engine.preprocess import crop_person, square_box
 
 GENERATOR_VERSION = 1
@@ -226,11 +226,7 @@ class SyntheticPeople:
         return self.length
 
     def __getitem__(self, index: int) -> dict:
-        index = int(index)
-        if index < 0:
-            index += self.length
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} samples")
+        index = dataset_index(index, self.length)
         if self.cache_dir is None:
             return self.generate(index)
         shard = index // self.shard_size
