@@ -49,21 +49,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.render.surface import COARSE_OF_PART
+
 NUM_OPENPOSE = 25                    # first 25 of the 49 joints
 R_HIP_24, L_HIP_24 = 2, 3            # within the 24 SPIN joints (49-set 27, 28)
 
-# Release ``utils/iuvmap.py`` Index2mask: coarse (annotation) part of each of the 24
-# DensePose parts, 0 = background. Used only until engine.render.surface provides it.
-_COARSE_OF_PART_RELEASE = np.array(
-    [0, 1, 1, 2, 3, 4, 5, 6, 7, 6, 7, 8, 9, 8, 9, 10, 11, 10, 11, 12, 13, 12, 13, 14, 14], dtype=np.int64)
-
-
 def coarse_of_part() -> np.ndarray:
     """(25,) coarse part 0..14 of each DensePose part 0..24 (0 = background)."""
-    try:
-        from engine.render.surface import COARSE_OF_PART
-    except ImportError:
-        return _COARSE_OF_PART_RELEASE
     return np.asarray(COARSE_OF_PART, dtype=np.int64)
 
 
