@@ -69,6 +69,7 @@ def venv_python(venv: Path) -> Path:
 
 
 def requirements_stamp(files: list, extra: str = "") -> str:
+    """Hash of the files' contents (and ``extra``): what an environment or asset was built from."""
     digest = hashlib.sha256(extra.encode())
     for f in files:
         digest.update(f.read_bytes())
@@ -125,10 +126,18 @@ def engine_python(args=None) -> Path:
                        getattr(args, "torch_index_url", "") or "")
 
 
+# The generated body model is rebuilt whenever the code that generates it changes.
+MANNEQUIN_SOURCES = [ROOT / "engine" / "body" / "mannequin.py", ROOT / "engine" / "render" / "surface.py"]
+
+
 def ensure_mannequin(py: Path, force: bool = False) -> Path:
-    if force or not MANNEQUIN.exists():
+    stamp_file = MANNEQUIN.with_suffix(".stamp")
+    stamp = requirements_stamp(MANNEQUIN_SOURCES)
+    fresh = MANNEQUIN.exists() and stamp_file.exists() and stamp_file.read_text() == stamp
+    if force or not fresh:
         ASSETS.mkdir(parents=True, exist_ok=True)
         check([py, "-m", "engine.body.mannequin", MANNEQUIN], cwd=ROOT)
+        stamp_file.write_text(stamp)
     return MANNEQUIN
 
 

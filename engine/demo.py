@@ -23,6 +23,7 @@ from engine.model.checkpoint import load_pymaf, save_pymaf
 from engine.model.inference import Predictor
 from engine.model.pymaf import ModelConfig, PyMAF
 from engine.preprocess import crop_person
+from engine.video.decode import VideoError, iter_frames
 
 DEFAULT_VIDEO = Path(__file__).resolve().parents[2] / "shared" / "footage" / "dancer.mp4"
 FOCAL_PX = 5000.0  # the official demo's focal length
@@ -30,19 +31,17 @@ FOCAL_PX = 5000.0  # the official demo's focal length
 
 def read_frames(path: Path, count: int):
     """Up to ``count`` RGB frames from a video, or a generated card if it cannot be read."""
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while cap.isOpened() and len(frames) < count:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    cap.release()
+    try:
+        frames = [f.image for f in iter_frames(path, stop=count)]
+    except VideoError as exc:
+        frames, reason = [], exc.message
+    else:
+        reason = "no frames"
     if frames:
         return frames, str(path)
     card = np.full((720, 1280, 3), 90, np.uint8)
     cv2.ellipse(card, (640, 360), (90, 300), 0, 0, 360, (200, 170, 150), -1)
-    return [card] * count, "generated test card (no video found)"
+    return [card] * count, f"generated test card ({reason})"
 
 
 def write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
