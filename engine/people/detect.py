@@ -1,0 +1,189 @@
+"""Person detectors: ``detect(image RGB (H, W, 3) uint8, index=None) -> (N, 5) float64
+[x1, y1, x2, y2, score]`` in full-image pixels, score in [0, 1].
+
+- ``HOGDetector`` (default): ``cv2.HOGDescriptor`` with the default people SVM (64x128
+  window). The frame is downscaled so its longer side is at most ``max_side`` px (1080p
+  -> 1280x720 by default, picked by measurement in docs/people.md: 640 is 5x faster but
+  loses the dancer in half the frames), then non-max suppressed. ``max_scale`` > 1
+  lets small frames be upscaled (people under ~130 px tall are otherwise missed). The SVM margin
+  ``w`` becomes a score ``1 - exp(-w)``.
+- ``HaarDetector``: ``haarcascade_fullbody.xml`` shipped with cv2 (a measured candidate).
+- ``ONNXDetector``: a YOLOv5/v8-style ONNX file the user has (``cv2.dnn.readNetFromONNX``,
+  letterbox to ``size``, class 0 = person). **Not yet tested**: no licence-clean weights
+  ship with any registry package (docs/people.md), so there is no file to test it on.
+- ``BoxesFromFile``: boxes the user provides; ``detect`` needs the frame ``index``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def _empty() -> np.ndarray:
+    return np.zeros((0, 5), np.float64)
+
+
+def nms(dets: np.ndarray, iou: float = 0.45) -> np.ndarray:
+    """Greedy non-max suppression of (N, 5) xyxy+score boxes."""
+    dets = np.asarray(dets, np.float64).reshape(-1, 5)
+    if len(dets) == 0:
+        return _empty()
+    xywh = np.column_stack([dets[:, :2], dets[:, 2:4] - dets[:, :2]]).tolist()
+    keep = cv2.dnn.NMSBoxes(xywh, dets[:, 4].tolist(), 0.0, float(iou))
+    keep = np.asarray(keep, int).reshape(-1)
+    return dets[keep]
+
+
+class Detector:
+    """Interface: ``detect(image, index=None) -> (N, 5)``."""
+
+    name = "detector"
+
+    def detect(self, image: np.ndarray, index: int | None = None) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+
+class _Downscaled(Detector):
+    def __init__(self, max_side: int = 640, max_scale: float = 1.0):
+        self.max_side, self.max_scale = int(max_side), float(max_scale)
+
+    def _small(self, image):
+        h, w = image.shape[:2]
+        k = min(self.max_scale, self.max_side / float(max(h, w)))
+        if k != 1.0:
+            image = cv2.resize(image, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY if self.gray else cv2.COLOR_RGB2BGR), k
+
+
+class HOGDetector(_Downscaled):
+    """OpenCV HOG + linear SVM people detector (offline, BSD-licensed)."""
+
+    name = "hog"
+    gray = False
+
+    def __init__(self, max_side: int = 1280, win_stride: int = 8, scale: float = 1.05,
+                 hit_threshold: float = 0.0, nms_iou: float = 0.45, max_scale: float = 1.0):
+        super().__init__(max_side, max_scale)
+        self.hog = cv2.HOGDescriptor()
+        self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        self.win_stride, self.scale = int(win_stride), float(scale)
+        self.hit_threshold, self.nms_iou = float(hit_threshold), float(nms_iou)
+
+    def detect(self, image, index=None):
+        img, k = self._small(image)
+        rects, weights = self.hog.detectMultiScale(img, hitThreshold=self.hit_threshold,
+                                                   winStride=(self.win_stride, self.win_stride),
+                                                   padding=(8, 8), scale=self.scale)
+        if len(rects) == 0:
+            return _empty()
+        r = np.asarray(rects, np.float64).reshape(-1, 4) / k
+        w = np.asarray(weights, np.float64).reshape(-1)
+        dets = np.column_stack([r[:, :2], r[:, :2] + r[:, 2:], 1.0 - np.exp(-np.maximum(w, 0.0))])
+        return nms(dets, self.nms_iou)
+
+
+class HaarDetector(_Downscaled):
+    """OpenCV's Haar full-body cascade (``cv2.data.haarcascades``)."""
+
+    name = "haar"
+    gray = True
+
+    def __init__(self, max_side: int = 640, cascade: str = "haarcascade_fullbody.xml", nms_iou: float = 0.45):
+        super().__init__(max_side)
+        self.cc = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / cascade))
+        if self.cc.empty():
+            raise RuntimeError(f"cannot load cascade {cascade}")
+        self.nms_iou = float(nms_iou)
+
+    def detect(self, image, index=None):
+        img, k = self._small(image)
+        rects, _, weights = self.cc.detectMultiScale3(img, scaleFactor=1.05, minNeighbors=3, minSize=(32, 64),
+                                                      outputRejectLevels=True)
+        if len(rects) == 0:
+            return _empty()
+        r = np.asarray(rects, np.float64).reshape(-1, 4) / k
+        w = np.asarray(weights, np.float64).reshape(-1)
+        dets = np.column_stack([r[:, :2], r[:, :2] + r[:, 2:], 1.0 - np.exp(-np.maximum(w, 0.0))])
+        return nms(dets, self.nms_iou)
+
+
+class ONNXDetector(Detector):
+    """A YOLOv5/v8-style person detector from a user's ONNX file. NOT YET TESTED (no file).
+
+    Output (1, 4 + C, A) (v8) or (1, A, 5 + C) (v5) in letterboxed ``size`` px; class 0 = person.
+    """
+
+    name = "onnx"
+
+    def __init__(self, path, size: int = 640, conf: float = 0.25, nms_iou: float = 0.45, person_class: int = 0):
+        self.net = cv2.dnn.readNetFromONNX(str(path))
+        self.size, self.conf, self.nms_iou, self.cls = int(size), float(conf), float(nms_iou), int(person_class)
+
+    def detect(self, image, index=None):
+        h, w = image.shape[:2]
+        k = self.size / float(max(h, w))
+        canvas = np.full((self.size, self.size, 3), 114, np.uint8)
+        canvas[:round(h * k), :round(w * k)] = cv2.resize(image, (round(w * k), round(h * k)))
+        self.net.setInput(cv2.dnn.blobFromImage(canvas, 1 / 255.0, swapRB=False))
+        out = np.asarray(self.net.forward())[0]
+        if out.shape[0] < out.shape[1]:          # v8: (4 + C, A)
+            out = out.T
+            score = out[:, 4 + self.cls]
+        else:                                    # v5: (A, 5 + C)
+            score = out[:, 4] * out[:, 5 + self.cls]
+        m = score >= self.conf
+        c, s = out[m, :4] / k, score[m]
+        dets = np.column_stack([c[:, :2] - c[:, 2:] / 2, c[:, :2] + c[:, 2:] / 2, s])
+        return nms(dets, self.nms_iou)
+
+
+class BoxesFromFile(Detector):
+    """Per-frame boxes from a file the user provides.
+
+    JSON: ``{"frame index": [[x1, y1, x2, y2(, score)], ...], ...}`` or a list indexed by
+    frame. CSV: header ``frame,x1,y1,x2,y2[,score]``. Score defaults to 1.
+    """
+
+    name = "file"
+
+    def __init__(self, path_or_mapping):
+        self.boxes: dict[int, np.ndarray] = {}
+        src = path_or_mapping
+        if isinstance(src, (str, Path)):
+            p = Path(src)
+            if p.suffix.lower() == ".csv":
+                rows = {}
+                with open(p, newline="") as f:
+                    for r in csv.DictReader(f):
+                        box = [float(r["x1"]), float(r["y1"]), float(r["x2"]), float(r["y2"]),
+                               float(r.get("score") or 1.0)]
+                        rows.setdefault(int(r["frame"]), []).append(box)
+                src = rows
+            else:
+                src = json.loads(p.read_text())
+        if isinstance(src, list):
+            src = dict(enumerate(src))
+        for key, boxes in src.items():
+            a = np.asarray(boxes, np.float64).reshape(len(boxes), -1) if len(boxes) else np.zeros((0, 5))
+            if a.shape[1] == 4:
+                a = np.column_stack([a, np.ones(len(a))])
+            if a.shape[1] != 5:
+                raise ValueError(f"frame {key}: boxes need 4 or 5 numbers, got {a.shape[1]}")
+            self.boxes[int(key)] = a
+
+    def detect(self, image=None, index=None):
+        if index is None:
+            raise ValueError("BoxesFromFile.detect needs the frame index")
+        return self.boxes.get(int(index), _empty()).copy()
+
+
+def make_detector(name: str = "hog", **kw) -> Detector:
+    if name == "hog":
+        return HOGDetector(**kw)
+    if name == "haar":
+        return HaarDetector(**kw)
+    raise ValueError(f"unknown detector {name!r}; use 'hog', 'haar', ONNXDetector(path) or BoxesFromFile(path)")
