@@ -1,0 +1,24 @@
+"""``python -m engine COMMAND ...``. Commands: ``run`` (see engine/run.py for options and
+exit codes; docs/engine-cli.md)."""
+from __future__ import annotations
+
+import sys
+
+USAGE = "usage: python -m engine run VIDEO -o RESULT.npz [options]   (python -m engine run --help)"
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE, file=sys.stderr)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "run":
+        from engine.run import main as run_main
+        return run_main(rest)
+    print(f"error: unknown command {cmd!r}\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
