@@ -59,6 +59,16 @@ class _Downscaled(Detector):
         return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY if self.gray else cv2.COLOR_RGB2BGR), k
 
 
+def _scored_boxes(rects, weights, k: float) -> np.ndarray:
+    """OpenCV (x, y, w, h) rectangles found at scale k, with their raw weights ->
+    (N, 5) [x1, y1, x2, y2, score] in full-image pixels, score squashed into [0, 1)."""
+    if len(rects) == 0:
+        return _empty()
+    r = np.asarray(rects, np.float64).reshape(-1, 4) / k
+    w = np.asarray(weights, np.float64).reshape(-1)
+    return np.column_stack([r[:, :2], r[:, :2] + r[:, 2:], 1.0 - np.exp(-np.maximum(w, 0.0))])
+
+
 class HOGDetector(_Downscaled):
     """OpenCV HOG + linear SVM people detector (offline, BSD-licensed)."""
 
@@ -78,12 +88,7 @@ class HOGDetector(_Downscaled):
         rects, weights = self.hog.detectMultiScale(img, hitThreshold=self.hit_threshold,
                                                    winStride=(self.win_stride, self.win_stride),
                                                    padding=(8, 8), scale=self.scale)
-        if len(rects) == 0:
-            return _empty()
-        r = np.asarray(rects, np.float64).reshape(-1, 4) / k
-        w = np.asarray(weights, np.float64).reshape(-1)
-        dets = np.column_stack([r[:, :2], r[:, :2] + r[:, 2:], 1.0 - np.exp(-np.maximum(w, 0.0))])
-        return nms(dets, self.nms_iou)
+        return nms(_scored_boxes(rects, weights, k), self.nms_iou)
 
 
 class HaarDetector(_Downscaled):
@@ -103,12 +108,7 @@ class HaarDetector(_Downscaled):
         img, k = self._small(image)
         rects, _, weights = self.cc.detectMultiScale3(img, scaleFactor=1.05, minNeighbors=3, minSize=(32, 64),
                                                       outputRejectLevels=True)
-        if len(rects) == 0:
-            return _empty()
-        r = np.asarray(rects, np.float64).reshape(-1, 4) / k
-        w = np.asarray(weights, np.float64).reshape(-1)
-        dets = np.column_stack([r[:, :2], r[:, :2] + r[:, 2:], 1.0 - np.exp(-np.maximum(w, 0.0))])
-        return nms(dets, self.nms_iou)
+        return nms(_scored_boxes(rects, weights, k), self.nms_iou)
 
 
 class ONNXDetector(Detector):
