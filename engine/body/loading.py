@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tempfile
 import zipfile
 from typing import Mapping, Optional, Union
 
@@ -27,6 +26,7 @@ import numpy as np
 
 from engine.body.model_data import BodyModelData
 from engine.body.safe_pickle import UnsafePickleError, load_smpl_pickle
+from engine.common.atomic import atomic_file
 from engine.common import smpl_topology as topo
 from engine.safe_torch import MAX_BYTES as MAX_CHECKPOINT_BYTES, TorchFileError, read_torch_file
 
@@ -563,18 +563,5 @@ def to_smplx_struct(data: BodyModelData):
 
 def save_body_model_npz(data: BodyModelData, path: PathLike, compressed: bool = True) -> None:
     """Write ``data.to_npz_dict()`` to ``path`` atomically (temporary file, then os.replace)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:  # a file object: numpy does not append ".npz"
-            (np.savez_compressed if compressed else np.savez)(fh, **data.to_npz_dict())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_file(path) as fh:  # a file object: numpy does not append ".npz"
+        (np.savez_compressed if compressed else np.savez)(fh, **data.to_npz_dict())

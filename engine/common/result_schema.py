@@ -36,13 +36,13 @@ import errno
 import json
 import os
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from engine.common import rotations
+from engine.common.atomic import atomic_file
 from engine.common import smpl_topology as topo
 
 SCHEMA_VERSION = 1
@@ -464,47 +464,16 @@ def write_result(result, path, compress=False):
         raise ResultError(f"{path}: is a directory; refusing to overwrite it with a result file")
     result.validate()
     arrays = result.to_arrays()
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
-                                   suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_file(path) as f:
             (np.savez_compressed if compress else np.savez)(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_dir(folder)
     except OSError as e:
         if e.errno in _DISK_FULL:
             raise ResultError(f"{path}: not enough disk space to write the result "
                               f"(no space left on device); the previous file, if any, is "
                               f"unchanged. Free some disk space and retry.") from e
         raise ResultError(f"{path}: could not write the result ({e})") from e
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
     return path
-
-
-def _fsync_dir(folder):
-    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def read_result(path, validate=True):

@@ -95,6 +95,7 @@ from engine.common.camera import (
     perspective_project,
 )
 from engine.common.rotations import axis_angle_to_rotmat
+from engine.common.atomic import atomic_file
 from engine.data import appearance, poses
 from engine.data.sample import CROP, IUV_SIZE, SAMPLE_SPEC, check_sample, collate, dataset_index
 from engine.preprocess import crop_person, square_box
@@ -473,10 +474,8 @@ class SyntheticPeople:
         arrays["index"] = np.arange(start, stop, dtype=np.int64)
         path = self.shard_path(shard)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
+        with atomic_file(path) as f:
             np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
         return path
 
     def write_cache(self, shards=None) -> list:

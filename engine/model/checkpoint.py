@@ -7,8 +7,6 @@ state dict; ours add ``'config'`` (plain ints/bools) and ``'format'``. Both load
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -17,6 +15,7 @@ import torch
 
 from engine.body.loading import body_model_from_state_dict
 from engine.body.model_data import BodyModelData
+from engine.common.atomic import atomic_file
 from engine.model.pymaf import ModelConfig, PyMAF
 from engine.safe_torch import TorchFileError, read_torch_file
 
@@ -166,14 +165,8 @@ def save_pymaf(model: PyMAF, path, *, legacy_format: bool = False, extra: Option
     path = Path(path)
     payload = {"model": model.state_dict(), "config": model.config.to_dict(), "format": OUR_FORMAT}
     payload.update(extra or {})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp, _use_new_zipfile_serialization=not legacy_format)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_file(path) as f:
+        torch.save(payload, f, _use_new_zipfile_serialization=not legacy_format)
 
 
 __all__ = ["CheckpointError", "read_checkpoint", "state_dict_of", "infer_config", "compare_layout",
