@@ -46,15 +46,20 @@ class Track:
         return square_box(np.column_stack([b[:, :2], b[:, 2:] - b[:, :2]]))
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Elementwise IoU of broadcastable (..., 4) boxes (x1, y1, x2, y2); 0 for empty unions."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    inter = np.prod(np.clip(np.minimum(a[..., 2:], b[..., 2:]) - np.maximum(a[..., :2], b[..., :2]), 0, None), -1)
+    area = lambda x: np.prod(np.clip(x[..., 2:] - x[..., :2], 0, None), -1)  # noqa: E731
+    union = area(a) + area(b) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, 4), (M, 4) xyxy boxes -> (N, M) IoU."""
     a = np.asarray(a, np.float64).reshape(-1, 4)
     b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area = lambda x: np.prod(np.clip(x[:, 2:] - x[:, :2], 0, None), axis=1)
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    return box_iou(a[:, None, :], b[None, :, :])
 
 
 class _Live:
@@ -155,10 +160,7 @@ def square_iou(a_sq: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
     def xyxy(s):
         s = np.asarray(s, np.float64)
         return np.concatenate([s[..., :2] - s[..., 2:3] / 2, s[..., :2] + s[..., 2:3] / 2], -1)
-    a, b = xyxy(a_sq), xyxy(b_sq)
-    inter = np.prod(np.clip(np.minimum(a[..., 2:], b[..., 2:]) - np.maximum(a[..., :2], b[..., :2]), 0, None), -1)
-    ar = lambda x: np.prod(x[..., 2:] - x[..., :2], -1)
-    return inter / (ar(a) + ar(b) - inter)
+    return box_iou(xyxy(a_sq), xyxy(b_sq))
 
 
 # ------------------------------------------------------------------------- test clips
