@@ -307,10 +307,11 @@ def pass_infer(args, predictor, tracks, n, progress, cancel, stamps):
         j2d = fin.joints2d.float().cpu().numpy()
         for i, (tid, row, f, _) in enumerate(batch):
             box = boxes[tid][row]
-            out[tid].append((row, {"rotmat": rot[i], "betas": betas[i], "cam": cam[i], "joints3d": j3d[i],
-                                   "kp2d": crop_points_to_image(j2d[i], box[:2], box[2]),
-                                   "transl": crop_cam_to_full_translation(cam[i], box[:2], box[2],
-                                                                          (W, H), focal)}))
+            transl = crop_cam_to_full_translation(cam[i], box[:2], box[2], (W, H), focal)
+            # the result format stores joints3d in the camera frame, translation included
+            out[tid].append((row, {"rotmat": rot[i], "betas": betas[i], "cam": cam[i],
+                                   "joints3d": j3d[i] + transl, "transl": transl,
+                                   "kp2d": crop_points_to_image(j2d[i], box[:2], box[2])}))
         done_crops += len(batch)
         progress.update(done_crops, force=done_crops == len(batch) or done_crops == total)
 

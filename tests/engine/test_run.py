@@ -91,6 +91,8 @@ def test_run_jsonl_and_outputs_match_network(data):
     np.testing.assert_allclose(tr.body_pose_rotmat, R[:, 1:], atol=1e-4)
     np.testing.assert_allclose(tr.betas, fin.betas.numpy(), atol=1e-4)
     np.testing.assert_allclose(tr.cam_crop, fin.cam.numpy(), atol=1e-4)
+    # joints3d are stored in the camera frame, translation included (the result format)
+    np.testing.assert_allclose(tr.joints3d - tr.transl[:, None], fin.joints3d.numpy(), atol=1e-4)
     # boxes follow the file's boxes (square, side = max(w, h))
     b = json.loads((data / "boxes.json").read_text())
     x1 = np.array([b[str(i)][0][0] for i in range(12)])
