@@ -181,9 +181,15 @@ class BoxesFromFile(Detector):
         return self.boxes.get(int(index), _empty()).copy()
 
 
-def make_detector(name: str = "hog", **kw) -> Detector:
-    if name == "hog":
+# Names accepted by ``make_detector`` and ``python -m engine run --detector``; "default" is the
+# candidate picked by measurement (docs/people.md).
+DETECTOR_NAMES = ("default", "hog", "haar")
+
+
+def make_detector(name: str = "default", **kw) -> Detector:
+    if name in ("default", "hog"):
         return HOGDetector(**kw)
     if name == "haar":
         return HaarDetector(**kw)
-    raise ValueError(f"unknown detector {name!r}; use 'hog', 'haar', ONNXDetector(path) or BoxesFromFile(path)")
+    raise ValueError(f"unknown detector {name!r}; use one of {DETECTOR_NAMES}, ONNXDetector(path) or "
+                     f"BoxesFromFile(path)")
