@@ -54,6 +54,14 @@ class BodyModelData:
     def num_betas(self) -> int:
         return int(self.shapedirs.shape[-1])
 
+    def rest_shape(self, betas) -> tuple:
+        """Rest mesh and joints for a shape: betas (B,) -> (vertices (V, 3), joints (J, 3)),
+        float64, SMPL body frame. The joints are what smplx's forward kinematics starts from."""
+        from engine.common.kinematics import regress_joints, shaped_vertices
+
+        verts = shaped_vertices(self.v_template, self.shapedirs, betas)
+        return verts, regress_joints(self.J_regressor, verts)
+
     def kintree_table(self) -> np.ndarray:
         """(2, J) SMPL file layout: row 0 parents (root as 2**32-1), row 1 joint ids."""
         parents = self.parents.astype(np.int64).copy()

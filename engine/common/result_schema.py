@@ -27,6 +27,15 @@ Key layout (schema version 1)::
     tracks/<id>/confidence          (T,)        float   detection confidence in [0, 1]
     tracks/<id>/interpolated        (T,)        bool    frame filled across a short gap (not observed)
 
+Optional rig data (engine >= 0.2 writes it; the Blender extension needs it to build a skinned
+rig without reading any body model file itself)::
+
+    body/faces                      (F, 3)      int64   triangles of the body mesh
+    body/weights                    (V, 24)     float   skinning weights
+    body/parents                    (24,)       int64   kinematic tree, parents[0] = -1
+    tracks/<id>/rest_vertices       (V, 3)      float   rest mesh shaped by betas_robust (SMPL body frame)
+    tracks/<id>/rest_joints         (24, 3)     float   J_regressor(rest_vertices) (SMPL body frame)
+
 Writing is atomic (temp file in the target folder, fsync, ``os.replace``): a reader sees the old
 file or the new one, never half of one; a full disk raises ``ResultError`` and leaves the target
 untouched.
@@ -41,9 +50,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.common import rotations
-from engine.common.atomic import atomic_file
-from engine.common import smpl_topology as topo
+from . import rotations
+from .atomic import atomic_file
+from . import smpl_topology as topo
 
 SCHEMA_VERSION = 1
 
@@ -76,7 +85,15 @@ TRACK_FIELDS = {
     "confidence": ((), "f", True),
     "interpolated": ((), "b", True),
 }
-TRACK_STATIC_FIELDS = {"betas_robust": ((_NB,), "f", True)}
+# Per-track arrays without a time axis: name -> (shape (None = any size), kind, required).
+TRACK_STATIC_FIELDS = {
+    "betas_robust": ((_NB,), "f", True),
+    "rest_vertices": ((None, 3), "f", False),
+    "rest_joints": ((_NJ, 3), "f", False),
+}
+BODY_PREFIX = "body/"
+# name -> (shape (None = any size), kind); all present or all absent.
+BODY_FIELDS = {"faces": ((None, 3), "i"), "weights": ((None, _NJ), "f"), "parents": ((_NJ,), "i")}
 
 META_REQUIRED = ("schema_version", "engine_version", "created", "partial", "frames_done",
                  "video", "camera", "track_ids")
@@ -161,6 +178,38 @@ def _check_rotmats(key, R):
         raise ResultError(f"{key}: determinant is not +1 (reflection?)")
 
 
+def _check_static(key, arr, shape, kind):
+    _check_dtype(key, arr, kind)
+    if arr.ndim != len(shape) or any(w is not None and w != d for w, d in zip(shape, arr.shape)):
+        want = "(" + ", ".join("N" if w is None else str(w) for w in shape) + ")"
+        raise ResultError(f"{key}: expected shape {want}, got {arr.shape}")
+    if kind == "f" and not np.all(np.isfinite(arr)):
+        raise ResultError(f"{key}: contains NaN or inf")
+
+
+@dataclass
+class BodyRig:
+    """The body mesh topology and skinning shared by all tracks (optional rig data)."""
+    faces: np.ndarray
+    weights: np.ndarray
+    parents: np.ndarray
+
+    def __post_init__(self):
+        for name, (_, kind) in BODY_FIELDS.items():
+            setattr(self, name, _coerce(getattr(self, name), kind))
+
+    def validate(self):
+        for name, (shape, kind) in BODY_FIELDS.items():
+            _check_static(BODY_PREFIX + name, getattr(self, name), shape, kind)
+        V = self.weights.shape[0]
+        if self.faces.size and (self.faces.min() < 0 or self.faces.max() >= V):
+            raise ResultError(f"{BODY_PREFIX}faces: vertex index outside [0, {V})")
+        if self.parents[0] != -1 or np.any(self.parents[1:] >= np.arange(1, _NJ)) or np.any(self.parents[1:] < 0):
+            raise ResultError(f"{BODY_PREFIX}parents: not a kinematic tree with parents[0] = -1 and "
+                              "parents[j] < j")
+        return self
+
+
 @dataclass
 class TrackResult:
     """One person's motion. Per-frame arrays share their first dim T = len(frames)."""
@@ -178,6 +227,8 @@ class TrackResult:
     cam_crop: np.ndarray = None
     keypoints2d: np.ndarray = None
     joints3d: np.ndarray = None
+    rest_vertices: np.ndarray = None
+    rest_joints: np.ndarray = None
 
     def __post_init__(self):
         for name, (_, kind, _) in {**TRACK_FIELDS, **TRACK_STATIC_FIELDS}.items():
@@ -245,12 +296,9 @@ class TrackResult:
                 raise ResultError(f"{key}: contains NaN or inf")
         for name, (shape, kind, _) in TRACK_STATIC_FIELDS.items():
             arr = getattr(self, name)
-            key = f"{prefix}/{name}"
-            _check_dtype(key, arr, kind)
-            if arr.shape != shape:
-                raise ResultError(f"{key}: expected shape {shape}, got {arr.shape}")
-            if not np.all(np.isfinite(arr)):
-                raise ResultError(f"{key}: contains NaN or inf")
+            if arr is None:
+                continue
+            _check_static(f"{prefix}/{name}", arr, shape, kind)
 
         if frames.min() < 0:
             raise ResultError(f"{prefix}/frames: negative frame index {int(frames.min())}")
@@ -295,6 +343,7 @@ class MotionResult:
     meta: dict
     tracks: dict = field(default_factory=dict)
     timestamps: np.ndarray = None
+    body: BodyRig = None
 
     def __post_init__(self):
         if self.timestamps is not None:
@@ -368,7 +417,19 @@ class MotionResult:
             last = int(tr.frames[-1])
             if last >= done:
                 raise ResultError(f"{prefix}/frames: frame index {last} >= frames_done = {done}")
+            if tr.rest_vertices is not None and self.body is not None \
+                    and tr.rest_vertices.shape[0] != self.body.weights.shape[0]:
+                raise ResultError(f"{prefix}/rest_vertices: {tr.rest_vertices.shape[0]} vertices but "
+                                  f"{BODY_PREFIX}weights has {self.body.weights.shape[0]}")
+        if self.body is not None:
+            self.body.validate()
         return self
+
+    @property
+    def has_rig(self):
+        """True when the optional rig data (body section, rest mesh and joints per track) is there."""
+        return self.body is not None and all(
+            t.rest_vertices is not None and t.rest_joints is not None for t in self.tracks.values())
 
     def to_arrays(self):
         """Flat key -> array dict, exactly what goes into the npz."""
@@ -384,6 +445,9 @@ class MotionResult:
         for tid, tr in self.tracks.items():
             for name, arr in tr.arrays().items():
                 out[f"{TRACK_PREFIX}{tid}/{name}"] = np.ascontiguousarray(arr)
+        if self.body is not None:
+            for name in BODY_FIELDS:
+                out[BODY_PREFIX + name] = np.ascontiguousarray(getattr(self.body, name))
         for k, a in out.items():
             if a.dtype.kind not in _ALLOWED_KINDS and a.dtype.kind != "U":
                 raise ResultError(f"{k}: dtype {a.dtype} is not storable (bool/int/float/'U' only)")
@@ -423,7 +487,15 @@ class MotionResult:
             if missing:
                 raise ResultError(f"{TRACK_PREFIX}{tid}/{missing[0]}: required array is missing")
             tracks[tid] = TrackResult(**fields)
-        return cls(meta=meta, tracks=tracks, timestamps=arrays.get(TIMESTAMPS_KEY))
+        body = None
+        present = [n for n in BODY_FIELDS if BODY_PREFIX + n in arrays]
+        if present:
+            if len(present) != len(BODY_FIELDS):
+                missing = sorted(set(BODY_FIELDS) - set(present))[0]
+                raise ResultError(f"{BODY_PREFIX}{missing}: required array is missing (the body section "
+                                  "is all or nothing)")
+            body = BodyRig(**{n: arrays[BODY_PREFIX + n] for n in BODY_FIELDS})
+        return cls(meta=meta, tracks=tracks, timestamps=arrays.get(TIMESTAMPS_KEY), body=body)
 
 
 def check_schema_version(version, engine_version=None):

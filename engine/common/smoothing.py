@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.common.rotations import (
+from .rotations import (
     axis_angle_to_quat,
     normalize_quat,
     quat_conjugate,

@@ -314,3 +314,50 @@ def test_module_imports_no_torch():
 def test_torch_probe_is_not_vacuous():
     pytest.importorskip("torch")
     assert _torch_in_sys_modules("import engine.common.result_schema, torch") == "TORCH"
+
+
+def with_rig(res, seed=1, V=30):
+    """Add the optional rig data (body section + rest mesh/joints per track)."""
+    rng = np.random.default_rng(seed)
+    w = rng.uniform(size=(V, 24))
+    parents = np.array([-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21])
+    res.body = rs.BodyRig(faces=rng.integers(0, V, size=(20, 3)), weights=(w / w.sum(1, keepdims=True)).astype(np.float32),
+                          parents=parents)
+    for tr in res.tracks.values():
+        tr.rest_vertices = rng.normal(size=(V, 3)).astype(np.float32)
+        tr.rest_joints = rng.normal(size=(24, 3))
+    return res
+
+
+def test_rig_data_round_trip(tmp_path):
+    res = with_rig(make_result())
+    assert res.has_rig and not make_result().has_rig
+    rs.write_result(res, tmp_path / "r.npz")
+    back = rs.read_result(tmp_path / "r.npz")
+    assert back.has_rig
+    for name in rs.BODY_FIELDS:
+        np.testing.assert_array_equal(getattr(back.body, name), getattr(res.body, name))
+    for tid, tr in res.tracks.items():
+        np.testing.assert_array_equal(back.tracks[tid].rest_vertices, tr.rest_vertices)
+        np.testing.assert_array_equal(back.tracks[tid].rest_joints, tr.rest_joints)
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda r: setattr(r.tracks["0"], "rest_vertices", np.zeros((29, 3))), "rest_vertices: 29 vertices"),
+    (lambda r: setattr(r.tracks["0"], "rest_joints", np.zeros((23, 3))), r"rest_joints: expected shape \(24, 3\)"),
+    (lambda r: setattr(r.body, "faces", np.full((2, 3), 30)), "faces: vertex index outside"),
+    (lambda r: setattr(r.body, "parents", np.arange(24) - 1 + 2 * (np.arange(24) == 5)), "parents: not a kinematic tree"),
+])
+def test_rig_data_validation(mutate, match):
+    res = with_rig(make_result())
+    mutate(res)
+    with pytest.raises(rs.ResultError, match=match):
+        res.validate()
+
+
+def test_body_section_is_all_or_nothing(tmp_path):
+    arrays = with_rig(make_result()).to_arrays()
+    del arrays["body/parents"]
+    _write_raw(tmp_path / "r.npz", arrays)
+    with pytest.raises(rs.ResultError, match="body/parents: required array is missing"):
+        rs.read_result(tmp_path / "r.npz")
