@@ -98,11 +98,13 @@ def blender_camera(focal_px: float, principal_point, width: int, height: int,
     """Pinhole intrinsics in pixels -> Blender camera settings reproducing the projection.
 
     Uses sensor_fit 'HORIZONTAL' (the sensor width spans the image width). Blender's shift is
-    a fraction of the larger image side; +shift_x moves the frame right (so the optical axis
-    lands left of centre), +shift_y moves it up (the axis lands below centre in pixel rows).
+    a fraction of the sensor-fit side: the image width here, for landscape and portrait alike
+    (it is the larger side only with sensor_fit 'AUTO'; measured with bpy 4.2-5.2 in
+    tests/blender/test_scene.py). +shift_x moves the frame right (so the optical axis lands
+    left of centre), +shift_y moves it up (the axis lands below centre in pixel rows).
     -> {lens, sensor_width, sensor_fit, shift_x, shift_y, resolution_x, resolution_y}."""
     cx, cy = (float(v) for v in principal_point)
-    size = float(max(width, height))
+    size = float(width)  # shift unit = the sensor-fit dimension (HORIZONTAL -> width)
     return {
         "lens": float(focal_px) * sensor_width_mm / float(width),
         "sensor_width": float(sensor_width_mm),

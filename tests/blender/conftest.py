@@ -40,6 +40,19 @@ def empty_scene():
     return bpy.context.scene
 
 
+@pytest.fixture(scope="session")
+def results(tmp_path_factory):
+    """Result files + reference arrays (tests/blender/make_results.py), written once per session
+    by the ENGINE interpreter: the references come from the engine's own smplx model."""
+    import subprocess
+
+    out = tmp_path_factory.getbasetemp() / "pymaf-results"
+    if not (out / "multi_ref.npz").exists():
+        subprocess.run([str(engine_python()), str(REPO / "tests" / "blender" / "make_results.py"), str(out)],
+                       check=True, cwd=REPO)
+    return out
+
+
 # bpy 4.2.x segfaults at interpreter exit after some operations (exit code 139 even when all
 # tests passed; see ../shared/reference/blender-notes.md §9): leave with pytest's status at once.
 _exit = {"code": 0}

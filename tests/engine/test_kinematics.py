@@ -105,6 +105,9 @@ def test_blender_camera_settings():
     assert cam["lens"] == pytest.approx(1000 * 36 / 1920) and cam["shift_x"] == 0 and cam["shift_y"] == 0
     off = bs.blender_camera(1000.0, (1000.0, 500.0), 1920, 1080)
     assert off["shift_x"] == pytest.approx(-40 / 1920) and off["shift_y"] == pytest.approx(-40 / 1920)
+    # Portrait: the shift unit is still the width (sensor_fit HORIZONTAL), not the larger side.
+    tall = bs.blender_camera(1000.0, (350.0, 700.0), 720, 1280)
+    assert tall["shift_x"] == pytest.approx(10 / 720) and tall["shift_y"] == pytest.approx(60 / 720)
     # projection through the placed camera inverts camera_points_to_world
     p_cam = np.array([[0.3, -0.2, 4.0]])
     uv = bs.project_world_points(bs.camera_points_to_world(p_cam), 1000.0, (960, 540))

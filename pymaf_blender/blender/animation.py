@@ -1,0 +1,178 @@
+"""Keyframes for one person, and the raw per-frame data kept with the rig.
+
+The maths is ``pymaf_blender.common`` (engine/common): SMPL local rotations ->
+``blender_space.armature_rotations`` -> ``bone_local_quats`` with the bones' rest orientations
+read back from Blender; root motion -> ``root_offsets`` -> ``root_locations``. Keys go in with
+``keyframe_points.add`` + ``foreach_set`` (``compat.set_keys``), one action per person, on the
+frames the track has and no others (docs/blender-scene.md).
+
+Raw data: the track's per-frame SMPL rotation matrices (float32, as the engine writes them),
+translation and frame numbers are stored on the armature object (``obj["pymaf"]``,
+little-endian bytes plus their shapes) so ``reapply`` can re-filter with
+``smoothing.smooth_track`` and re-key without the engine. Bytes rather than ID-property arrays
+so that Blender's Custom Properties panel does not turn a million floats into a Python list on
+every redraw.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ..common import blender_space, smoothing
+from . import compat, rig
+
+RAW_KEY = "pymaf"
+RAW_VERSION = 1
+_ARRAYS = {"frames": "<i8", "rotmat": "<f4", "transl": "<f8", "rest_root": "<f8"}
+
+
+# --------------------------------------------------------------------------- raw data
+
+def raw_from_track(track, meta: dict, track_id: str, import_name: str, body_name: str) -> dict:
+    """A track of the result -> the raw dict stored with the rig (numpy arrays + scalars)."""
+    R = np.concatenate([np.asarray(track.global_orient_rotmat, np.float32)[:, None],
+                        np.asarray(track.body_pose_rotmat, np.float32)], axis=1)
+    smoothing_meta = meta.get("smoothing")
+    return {
+        "version": RAW_VERSION,
+        "track_id": str(track_id),
+        "import_name": import_name,
+        "body": body_name,
+        "fps": float(meta["video"]["fps"]),
+        "frame_offset": int(meta.get("frame_start") or 0) + 1,
+        "frames": np.asarray(track.frames, np.int64),
+        "rotmat": R,                                         # (T, 24, 3, 3) SMPL local, float32
+        "transl": np.asarray(track.transl, np.float64),      # (T, 3) camera frame
+        "rest_root": np.asarray(track.rest_joints, np.float64)[0],
+        "strength": 0.0,
+        "result_smoothing": json.dumps(smoothing_meta) if smoothing_meta else "",
+    }
+
+
+def store_raw(obj, raw: dict) -> None:
+    data = {}
+    for k, v in raw.items():
+        if k in _ARRAYS:
+            a = np.ascontiguousarray(v, _ARRAYS[k])
+            data[k] = a.tobytes()
+            data[k + "_shape"] = list(a.shape)
+        else:
+            data[k] = v
+    obj[RAW_KEY] = data
+
+
+def load_raw(obj) -> dict:
+    """The raw dict stored by ``store_raw`` (ValueError when ``obj`` carries none)."""
+    if obj is None or obj.type != "ARMATURE" or RAW_KEY not in obj.keys():
+        name = getattr(obj, "name", obj)
+        raise ValueError(f"{name!r} is not a rig imported by PyMAF (it has no stored motion data); "
+                         "select a PyMAF armature or import the result again")
+    g = obj[RAW_KEY]
+    if int(g.get("version", 0)) != RAW_VERSION:
+        raise ValueError(f"{obj.name!r}: stored motion data version {g.get('version')!r} is not "
+                         f"{RAW_VERSION}; import the result again")
+    raw = {}
+    for k in g.keys():
+        if k.endswith("_shape"):
+            continue
+        if k in _ARRAYS:
+            shape = tuple(int(s) for s in g[k + "_shape"])
+            raw[k] = np.frombuffer(bytes(g[k]), _ARRAYS[k]).reshape(shape).astype(_ARRAYS[k][1:])
+        else:
+            v = g[k]
+            raw[k] = v.to_dict() if hasattr(v, "to_dict") else v
+    return raw
+
+
+# --------------------------------------------------------------------------- key values
+
+def check_strength(strength):
+    """None or a number in [0, 1] -> None or float; ValueError otherwise."""
+    if strength is None:
+        return None
+    try:
+        s = float(strength)
+    except (TypeError, ValueError):
+        raise ValueError(f"smoothing strength must be a number in [0, 1], got {strength!r}") from None
+    if not (0.0 <= s <= 1.0):
+        raise ValueError(f"smoothing strength must be in [0, 1], got {s}")
+    return s
+
+
+def smoothed(raw: dict, strength) -> tuple:
+    """(rotmat (T, 24, 3, 3), transl (T, 3)) after the strength's One-Euro filter
+    (``smoothing.smooth_track``: on the rotation group, restarting after long gaps).
+
+    Strength None or 0 returns the stored arrays untouched (bit for bit)."""
+    q, t = raw["rotmat"], raw["transl"]
+    params = smoothing.params_for_strength(strength or 0.0)
+    if params.is_identity:
+        return q, t
+    frames, fps = raw["frames"], raw["fps"]
+    return (smoothing.smooth_track(frames, q, fps, params=params),
+            smoothing.smooth_track(frames, t, fps, params=params))
+
+
+def key_values(rotmat: np.ndarray, transl: np.ndarray, rest_root: np.ndarray, bone_rest: np.ndarray) -> tuple:
+    """SMPL local rotations (T, 24, 3, 3) + translation (T, 3) -> pose-bone values.
+
+    -> (rotation_quaternion (T, 24, 4) hemisphere-continuous, root location (T, 3))."""
+    M = blender_space.armature_rotations(np.asarray(rotmat, np.float64))
+    q_bone = blender_space.bone_local_quats(M, bone_rest)
+    loc = blender_space.root_locations(blender_space.root_offsets(transl, rest_root), bone_rest[0])
+    return q_bone, loc
+
+
+# --------------------------------------------------------------------------- writing keys
+
+def write_pose_keys(arm_obj, frames_bl: np.ndarray, q_bone: np.ndarray, loc: np.ndarray,
+                    action_name: str = None):
+    """Key every bone's rotation_quaternion and the root's location on ``frames_bl``. -> action."""
+    action = compat.ensure_action(arm_obj, action_name or f"{arm_obj.name}_motion")
+    linear = compat.interpolation_value("LINEAR")
+    frames_bl = np.asarray(frames_bl, np.float64)
+    q_bone = np.asarray(q_bone, np.float64)
+    for j, name in enumerate(rig.BONE_NAMES):
+        pb = arm_obj.pose.bones[name]
+        path = pb.path_from_id("rotation_quaternion")
+        for i in range(4):
+            fc = compat.ensure_fcurve(action, arm_obj, path, i, name)
+            compat.set_keys(fc, frames_bl, q_bone[:, j, i], linear)
+    root = rig.BONE_NAMES[0]
+    path = arm_obj.pose.bones[root].path_from_id("location")
+    for i in range(3):
+        fc = compat.ensure_fcurve(action, arm_obj, path, i, root)
+        compat.set_keys(fc, frames_bl, loc[:, i], linear)
+    return action
+
+
+def write_visibility_keys(obj, key_frames: np.ndarray, hidden: np.ndarray, action_name: str = None):
+    """CONSTANT keys on ``hide_viewport`` and ``hide_render`` of ``obj``. -> action."""
+    action = compat.ensure_action(obj, action_name or f"{obj.name}_visibility")
+    const = compat.interpolation_value("CONSTANT")
+    for path in ("hide_viewport", "hide_render"):
+        fc = compat.ensure_fcurve(action, obj, path, 0, "Visibility")
+        compat.set_keys(fc, key_frames, hidden, const)
+    return action
+
+
+def rekey(arm_obj, raw: dict, strength) -> None:
+    """(Re)write the pose keys of ``arm_obj`` from ``raw`` at ``strength``."""
+    bone_rest = rig.bone_rest_matrices(arm_obj)
+    q, t = smoothed(raw, strength)
+    q_bone, loc = key_values(q, t, raw["rest_root"], bone_rest)
+    frames_bl = raw["frames"].astype(np.float64) + raw["frame_offset"]
+    write_pose_keys(arm_obj, frames_bl, q_bone, loc)
+
+
+def reapply(context, arm_obj, strength) -> None:
+    """Re-filter the stored raw data at ``strength`` and re-key (no engine run)."""
+    s = check_strength(strength)
+    if s is None:
+        raise ValueError("smoothing strength must be a number in [0, 1], got None")
+    raw = load_raw(arm_obj)
+    rekey(arm_obj, raw, s)
+    arm_obj[RAW_KEY]["strength"] = s
+    scene = context.scene
+    scene.frame_set(scene.frame_current)
