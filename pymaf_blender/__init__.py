@@ -1,15 +1,38 @@
 """PyMAF for Blender: the Blender side (bpy only; never imports torch).
 
-The engine runs as a separate process in its own Python environment. This package
-holds only what touches bpy; the shared numpy pieces live in ``engine.common``.
-The import interface arrives with the extension issue; this module registers nothing
-yet so the skeleton installs cleanly.
+The engine (PyTorch) runs as a separate process in its own Python environment; this add-on
+starts it, shows its progress, and builds animated rigs from its result file. The shared numpy
+pieces are the engine's own ``engine/common``, imported as ``pymaf_blender.common``.
+
+Modules: ``properties`` (scene settings), ``preferences``, ``tasks`` (what the buttons run,
+synchronous or driven by a modal timer), ``operators``, ``ui`` (the sidebar panel),
+``overlay`` (the preview's projection), ``cli`` (the headless main job), ``blender/*`` (rig,
+keys, camera, scene import, export). docs/extension.md describes the whole.
 """
+import bpy
+from bpy.app.handlers import persistent
+
+from . import operators, preferences, properties, tasks, ui
+
+_MODULES = (properties, preferences, operators, ui)
+
+
+@persistent
+def _on_load_pre(*_args):
+    # A new file replaces the scene a running job would import into: stop the engine.
+    tasks.cancel_all(force=True)
 
 
 def register():
-    pass
+    for module in _MODULES:
+        module.register()
+    if _on_load_pre not in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.append(_on_load_pre)
 
 
 def unregister():
-    pass
+    tasks.cancel_all(force=True)
+    if _on_load_pre in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(_on_load_pre)
+    for module in reversed(_MODULES):
+        module.unregister()

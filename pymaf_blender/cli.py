@@ -1,0 +1,176 @@
+"""The headless main job: video -> engine -> Blender scene -> .blend + .fbx + overlay preview.
+
+It presses the same buttons as a user (``bpy.ops.pymaf.import_video``, ``pymaf.export``,
+``pymaf.overlay``), so it runs exactly the code path of the interface, synchronously.
+
+With the bpy module (a source checkout, from the repository root)::
+
+    .venvs/blender-5.0/bin/python -m pymaf_blender.cli VIDEO --out DIR [--frames N] [--start N]
+        [--checkpoint FILE] [--body FILE] [--device auto|cuda|cpu|mps] [--smoothing 0.67]
+        [--people 1,3] [--engine-python PY] [--fbx-preset BLENDER|UNITY|UNREAL] [--no-overlay]
+
+With a real Blender and the extension installed (arguments after ``--``)::
+
+    blender -b --python-expr "import sys, bl_ext.user_default.pymaf_blender.cli as c; \\
+        sys.exit(c.main(sys.argv[sys.argv.index('--') + 1:]))" -- VIDEO --out DIR --frames 48
+    blender -b -P /path/to/pymaf_blender/cli.py -- VIDEO --out DIR        # a checkout or the
+                                                                        # installed add-on's file
+
+Writes ``DIR/<video>.blend``, ``DIR/<video>.fbx``, ``DIR/<video>_overlay.mp4`` with PNG stills
+in ``DIR/<video>_overlay_frames/``, and keeps the engine's raw result and log in ``DIR/pymaf/``.
+Starts from an empty scene. Exit code 0, or 1 with the reason on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m pymaf_blender.cli",
+                                description="Video -> animated SMPL rigs in Blender -> .blend, .fbx, overlay preview")
+    p.add_argument("video", help="the video file")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--start", type=int, default=0, help="first video frame (0-based)")
+    p.add_argument("--frames", type=int, default=0, help="number of frames (0: to the end)")
+    p.add_argument("--checkpoint", default="", help="PyMAF checkpoint (default: the bundled default network)")
+    p.add_argument("--body", default="", help="SMPL body model (default: the checkpoint's, or the bundled mannequin)")
+    p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu", "mps"))
+    p.add_argument("--smoothing", type=float, default=None, help="smoothing strength in [0, 1] (default 2/3)")
+    p.add_argument("--people", default="", help="only these track ids, e.g. 1,3 (runs Analyze first)")
+    p.add_argument("--boxes", default="", help="person boxes per frame instead of detection (engine --boxes)")
+    p.add_argument("--engine-python", default="", help="the engine environment's Python (default: found "
+                                                        "automatically, see the add-on's preferences)")
+    p.add_argument("--fbx-preset", default="BLENDER", choices=("BLENDER", "UNITY", "UNREAL"))
+    p.add_argument("--no-overlay", action="store_true", help="skip the overlay preview")
+    p.add_argument("--png-count", type=int, default=4, help="PNG stills of the overlay")
+    return p
+
+
+def _ensure_enabled(package: str) -> None:
+    import addon_utils
+    import bpy
+
+    mod = sys.modules.get(package)
+    if mod is not None and not hasattr(mod, "__time__") and getattr(mod, "__file__", None):
+        mod.__time__ = os.path.getmtime(mod.__file__)  # imported already (python -m): no reload
+    if package not in bpy.context.preferences.addons:
+        addon_utils.enable(package, default_set=True, handle_error=None)
+    if package not in bpy.context.preferences.addons:
+        raise RuntimeError(f"could not enable the add-on {package}")
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        out = run(args)
+    except (RuntimeError, ValueError, OSError) as exc:
+        msg = str(exc).strip()
+        msg = msg[len("Error: "):] if msg.startswith("Error: ") else msg  # bpy.ops' report prefix
+        print(f"error: {msg}", file=sys.stderr, flush=True)
+        return 1
+    print("PyMAF for Blender: main job done")
+    for label, key in (("scene", "blend"), ("FBX", "fbx"), ("overlay video", "overlay"), ("result file", "result"),
+                       ("engine log", "log")):
+        if out.get(key):
+            print(f"  {label + ':':<15}{out[key]}")
+    for png in out.get("pngs", []):
+        print(f"  {'overlay still:':<15}{png}")
+    for line in out.get("notes", []):
+        print(f"  note: {line}")
+    return 0
+
+
+def run(args) -> dict:
+    """The job itself (callable in-process); -> paths of what it wrote."""
+    import bpy
+
+    package = __package__ or "pymaf_blender"
+    _ensure_enabled(package)
+    from importlib import import_module
+    tasks = import_module(f"{package}.tasks")
+    paths = import_module(f"{package}.paths")
+
+    video = os.path.abspath(args.video)
+    if not os.path.isfile(video):
+        raise ValueError(f"video not found: {video}")
+    out_dir = Path(args.out).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = paths.safe_stem(video)
+
+    prefs = paths.preferences()
+    if args.engine_python:
+        prefs.engine_python = os.path.abspath(args.engine_python)
+    prefs.checkpoint_path = os.path.abspath(args.checkpoint) if args.checkpoint else ""
+    prefs.body_path = os.path.abspath(args.body) if args.body else ""
+    prefs.device = {"auto": "AUTO", "cuda": "CUDA", "cpu": "CPU", "mps": "MPS"}[args.device]
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    bpy.context.preferences.filepaths.save_version = 0  # no .blend1 backups in the output
+    blend = out_dir / f"{stem}.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))  # results go to DIR/pymaf/ next to it
+    s = bpy.context.scene.pymaf
+    s.video_path = video
+    s.range_start, s.range_count = max(0, args.start), max(0, args.frames)
+    if args.smoothing is not None:
+        s.smoothing = min(1.0, max(0.0, args.smoothing))
+
+    def failed(kind="engine"):
+        task = tasks.last(kind)
+        return RuntimeError(task.message if task is not None and task.message else "the job failed")
+
+    if args.people:
+        if bpy.ops.pymaf.analyze(boxes=args.boxes) != {"FINISHED"}:
+            raise failed()
+        wanted = {p.strip() for p in args.people.split(",") if p.strip()}
+        found = {t.track_id for t in s.tracks}
+        if not wanted & found:
+            raise ValueError(f"none of the people {sorted(wanted)} was found (found: {sorted(found)})")
+        for t in s.tracks:
+            t.use = t.track_id in wanted
+    if bpy.ops.pymaf.import_video(boxes="" if args.people else args.boxes) != {"FINISHED"}:
+        raise failed()
+    imp = tasks.last("engine")
+    result = {"blend": str(blend), "result": imp.outputs.get("result"), "log": imp.outputs.get("log"),
+              "rigs": sorted(imp.info.get("armatures", {})), "notes": [imp.message], "pngs": []}
+    fbx = out_dir / f"{stem}.fbx"
+    if bpy.ops.pymaf.export(format="FBX", preset=args.fbx_preset, filepath=str(fbx)) != {"FINISHED"}:
+        raise RuntimeError(f"FBX export to {fbx} failed")
+    result["fbx"] = str(fbx)
+    if not args.no_overlay:
+        if bpy.ops.pymaf.overlay(out_dir=str(out_dir), png_count=args.png_count) != {"FINISHED"}:
+            raise failed()
+        ov = tasks.last("engine")
+        result["overlay"], result["pngs"] = ov.outputs.get("video"), ov.outputs.get("pngs", [])
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    return result
+
+
+def _script_main() -> int:
+    """``blender -b -P cli.py -- ARGS``: find the add-on (an installed extension, else this
+    file's folder as a package) and run its ``cli.main``."""
+    import importlib
+
+    import bpy
+
+    argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
+    here = Path(__file__).resolve().parent
+    package = next((name for name in bpy.context.preferences.addons.keys()
+                    if name == "pymaf_blender" or name.endswith(".pymaf_blender")), None)
+    if package is None:
+        if str(here.parent) not in sys.path:
+            sys.path.insert(0, str(here.parent))
+        package = here.name
+    return importlib.import_module(f"{package}.cli").main(argv)
+
+
+if __name__ == "__main__":
+    if __package__:  # python -m pymaf_blender.cli
+        code = main()
+    else:            # blender -b -P cli.py -- ...
+        code = _script_main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # bpy 4.2 can crash at interpreter exit (blender-notes §9)

@@ -1,0 +1,304 @@
+"""Operators: the panel's and the preferences' buttons.
+
+Engine-running operators share ``TaskOperator``: ``invoke`` (a click in the interface) starts
+the task and returns to Blender at once; a modal handler driven by a window-manager timer calls
+``task.step()`` every 0.1 s, so the interface never freezes; Esc or the Cancel button cancel.
+``execute`` (scripts, ``blender -b``, the bpy module, tests) runs the SAME task synchronously.
+"""
+
+import time
+from pathlib import Path
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+
+from . import paths, tasks
+from .properties import FBX_PRESET_ITEMS
+
+TIMER_S = 0.1
+
+
+def redraw(context) -> None:
+    wm = context.window_manager
+    for window in getattr(wm, "windows", []):
+        screen = window.screen
+        if screen is None:
+            continue
+        for area in screen.areas:
+            if area.type in {"VIEW_3D", "PREFERENCES"}:
+                area.tag_redraw()
+
+
+class TaskOperator:
+    """Mixin: ``make_task(context) -> tasks.Task``."""
+    _task = None
+    _timer = None
+
+    def make_task(self, context):
+        raise NotImplementedError
+
+    def _outcome(self, task):
+        if task.message:
+            self.report({task.level}, task.message)
+        return {"FINISHED"} if task.status == "done" else {"CANCELLED"}
+
+    def execute(self, context):
+        last = {"t": 0.0, "text": ""}
+
+        def show(task):  # headless: a progress line now and then on the console
+            if bpy.app.background and task.progress_text != last["text"] and time.monotonic() - last["t"] > 1.0:
+                last["t"], last["text"] = time.monotonic(), task.progress_text
+                print(f"[PyMAF] {task.progress_text}", flush=True)
+
+        try:
+            task = self.make_task(context)
+            task.run_sync(context, on_step=show)
+        except (tasks.TaskError, ValueError, OSError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        return self._outcome(task)
+
+    def invoke(self, context, event):
+        try:
+            task = self.make_task(context)
+            task.start(context)
+        except (tasks.TaskError, ValueError, OSError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self._task = task
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(TIMER_S, window=context.window)
+        wm.modal_handler_add(self)
+        redraw(context)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        task = self._task
+        if task is None:
+            return {"CANCELLED"}
+        if event.type == "ESC" and event.value == "PRESS":
+            task.cancel()
+            redraw(context)
+            return {"RUNNING_MODAL"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        finished = task.step(context)
+        redraw(context)
+        if not finished:
+            return {"PASS_THROUGH"}
+        self._stop_timer(context)
+        return self._outcome(task)
+
+    def cancel(self, context):
+        """Blender ends the modal operator (a new file is loaded, the window closes)."""
+        if self._task is not None:
+            self._task.cancel(force=True)
+            self._task.abandon()
+        self._stop_timer(context)
+
+    def _stop_timer(self, context):
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+
+
+class PYMAF_OT_import_video(TaskOperator, bpy.types.Operator):
+    """Run the engine on the video and build an animated rig per person (one undo step)"""
+    bl_idname = "pymaf.import_video"
+    bl_label = "Import as Rig"
+    bl_options = {"REGISTER", "UNDO"}
+
+    video: StringProperty(name="Video", description="Override the panel's video", options={"SKIP_SAVE"},
+                          subtype="FILE_PATH")
+    boxes: StringProperty(name="Boxes", description="Person boxes file instead of detection (engine --boxes)",
+                          options={"SKIP_SAVE", "HIDDEN"})
+    result_path: StringProperty(name="Result file", description="Where the engine writes its result",
+                                options={"SKIP_SAVE", "HIDDEN"}, subtype="FILE_PATH")
+    name: StringProperty(name="Name", description="Name of the new collection and objects",
+                         options={"SKIP_SAVE"})
+
+    def make_task(self, context):
+        return tasks.ImportTask(video=self.video or None, boxes=self.boxes or None,
+                                result_path=self.result_path or None, name=self.name or None)
+
+
+class PYMAF_OT_analyze(TaskOperator, bpy.types.Operator):
+    """Find and track the people in the video (no pose estimation) to choose whom to import"""
+    bl_idname = "pymaf.analyze"
+    bl_label = "Analyze"
+
+    video: StringProperty(name="Video", options={"SKIP_SAVE"}, subtype="FILE_PATH")
+    boxes: StringProperty(name="Boxes", options={"SKIP_SAVE", "HIDDEN"})
+
+    def make_task(self, context):
+        return tasks.AnalyzeTask(video=self.video or None, boxes=self.boxes or None)
+
+
+class PYMAF_OT_overlay(TaskOperator, bpy.types.Operator):
+    """Draw the posed bodies over the video frames (MP4 and PNG stills): a check of the fit"""
+    bl_idname = "pymaf.overlay"
+    bl_label = "Overlay Preview"
+
+    out_dir: StringProperty(name="Folder", options={"SKIP_SAVE"}, subtype="DIR_PATH")
+    png_count: IntProperty(name="PNG stills", default=4, min=0, max=100, options={"SKIP_SAVE"})
+
+    def make_task(self, context):
+        return tasks.OverlayTask(out_dir=paths.abspath(self.out_dir) or None, png_count=self.png_count)
+
+
+class PYMAF_OT_check_models(TaskOperator, bpy.types.Operator):
+    """Load the checkpoint and body model files like the engine does and say what is wrong"""
+    bl_idname = "pymaf.check_models"
+    bl_label = "Check"
+
+    def make_task(self, context):
+        return tasks.CheckTask()
+
+
+class PYMAF_OT_setup_engine(TaskOperator, bpy.types.Operator):
+    """Create the engine's own Python environment (with a system Python 3.11) and install PyTorch
+    and the engine's other packages from PyPI into it. Blender's Python is not changed"""
+    bl_idname = "pymaf.setup_engine"
+    bl_label = "Set up Engine"
+
+    def make_task(self, context):
+        return tasks.SetupTask()
+
+
+class PYMAF_OT_cancel(bpy.types.Operator):
+    """Stop the running engine job (press again to stop it at once)"""
+    bl_idname = "pymaf.cancel"
+    bl_label = "Cancel"
+
+    kind: EnumProperty(items=(("engine", "Engine", ""), ("setup", "Setup", ""), ("check", "Check", "")),
+                       default="engine", options={"SKIP_SAVE"})
+    force: BoolProperty(name="Now", description="Kill at once instead of asking the engine to stop",
+                        options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        task = tasks.active(self.kind)
+        if task is None:
+            self.report({"WARNING"}, "nothing is running")
+            return {"CANCELLED"}
+        task.cancel(force=self.force)
+        redraw(context)
+        return {"FINISHED"}
+
+
+class PYMAF_OT_tracks_select(bpy.types.Operator):
+    """Tick all, none, or invert the people to import"""
+    bl_idname = "pymaf.tracks_select"
+    bl_label = "Select People"
+    bl_options = {"REGISTER", "UNDO"}
+
+    action: EnumProperty(items=(("ALL", "All", ""), ("NONE", "None", ""), ("INVERT", "Invert", "")))
+
+    def execute(self, context):
+        for t in context.scene.pymaf.tracks:
+            t.use = {"ALL": True, "NONE": False}.get(self.action, not t.use)
+        return {"FINISHED"}
+
+
+class PYMAF_OT_reapply_smoothing(bpy.types.Operator):
+    """Re-key the selected PyMAF rigs (all of them when none is selected) with the panel's smoothing
+    strength, from the raw motion kept with each rig (no engine run)"""
+    bl_idname = "pymaf.reapply_smoothing"
+    bl_label = "Re-apply Smoothing"
+    bl_options = {"REGISTER", "UNDO"}
+
+    strength: FloatProperty(name="Strength", min=-1.0, max=1.0, default=-1.0, options={"SKIP_SAVE"},
+                            description="Smoothing strength (negative: the panel's)")
+
+    def execute(self, context):
+        from .blender.scene import reapply_smoothing
+
+        arms = tasks.pymaf_armatures(context)
+        if not arms:
+            self.report({"ERROR"}, "no PyMAF rig in the scene: import a video first")
+            return {"CANCELLED"}
+        s = self.strength if self.strength >= 0 else float(context.scene.pymaf.smoothing)
+        try:
+            for arm in arms:
+                reapply_smoothing(context, arm, s)
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Smoothing {s:.2f} applied to {len(arms)} rig(s)")
+        return {"FINISHED"}
+
+
+EXPORT_FORMATS = (("FBX", "FBX", "Rig, skinned body and animation (.fbx)"),
+                  ("GLTF", "glTF", "Binary glTF with skins and animation (.glb)"),
+                  ("BVH", "BVH", "Skeleton motion only (.bvh), one file per person"))
+EXTENSIONS = {"FBX": ".fbx", "GLTF": ".glb", "BVH": ".bvh"}
+
+
+class PYMAF_OT_export(bpy.types.Operator):
+    """Export the selected PyMAF rigs (all of them when none is selected)"""
+    bl_idname = "pymaf.export"
+    bl_label = "Export"
+
+    format: EnumProperty(name="Format", items=EXPORT_FORMATS, default="FBX")
+    preset: EnumProperty(name="FBX preset", items=FBX_PRESET_ITEMS, default="BLENDER")
+    filepath: StringProperty(name="File", subtype="FILE_PATH", options={"SKIP_SAVE"})
+    filter_glob: StringProperty(default="*.fbx;*.glb;*.bvh", options={"HIDDEN"})
+    check_existing: BoolProperty(default=True, options={"HIDDEN"})
+
+    @classmethod
+    def description(cls, context, props):
+        return {"FBX": f"Export the PyMAF rigs to FBX ({props.preset.title()} preset)",
+                "GLTF": "Export the PyMAF rigs to binary glTF (.glb)",
+                "BVH": "Export the PyMAF rigs' motion to BVH (one file per person)"}[props.format]
+
+    def _default_path(self, context, arms) -> str:
+        folder = Path(bpy.path.abspath("//")) if bpy.data.filepath else Path.home()
+        stem = arms[0].get("pymaf", {}).get("import_name") if len(arms) else None
+        return str(folder / f"{stem or 'pymaf'}{EXTENSIONS[self.format]}")
+
+    def invoke(self, context, event):
+        arms = tasks.pymaf_armatures(context)
+        if not arms:
+            self.report({"ERROR"}, "no PyMAF rig in the scene: import a video first")
+            return {"CANCELLED"}
+        if self.format == "FBX" and not self.properties.is_property_set("preset"):
+            self.preset = context.scene.pymaf.fbx_preset
+        if not self.filepath:
+            self.filepath = self._default_path(context, arms)
+        self.filter_glob = "*" + EXTENSIONS[self.format]
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        from .blender.export import export_bvh, export_fbx, export_gltf
+
+        arms = tasks.pymaf_armatures(context)
+        if not arms:
+            self.report({"ERROR"}, "no PyMAF rig in the scene: import a video first")
+            return {"CANCELLED"}
+        ext = EXTENSIONS[self.format]
+        path = paths.abspath(self.filepath) or self._default_path(context, arms)
+        path = bpy.path.ensure_ext(path, ext)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.format == "FBX":
+                written = [export_fbx(context, path, list(arms), preset=self.preset)]
+            elif self.format == "GLTF":
+                written = [export_gltf(context, path, list(arms))]
+            else:
+                written = []
+                for arm in arms:
+                    p = path if len(arms) == 1 else \
+                        f"{path[:-len(ext)]}_{arm.get('pymaf', {}).get('track_id', arm.name)}{ext}"
+                    written.append(export_bvh(context, p, arm))
+        except (ValueError, RuntimeError, OSError) as exc:
+            self.report({"ERROR"}, f"Export failed: {exc}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Exported {len(arms)} rig(s) to " + ", ".join(written))
+        return {"FINISHED"}
+
+
+CLASSES = (PYMAF_OT_import_video, PYMAF_OT_analyze, PYMAF_OT_overlay, PYMAF_OT_check_models,
+           PYMAF_OT_setup_engine, PYMAF_OT_cancel, PYMAF_OT_tracks_select, PYMAF_OT_reapply_smoothing,
+           PYMAF_OT_export)
+
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

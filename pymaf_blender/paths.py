@@ -1,0 +1,183 @@
+"""Where things are: the bundled engine, the engine's Python, the user directory, result files.
+
+Nothing here starts a process that lasts; version probes of candidate interpreters are short
+``subprocess.run`` calls with a timeout.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import bpy
+
+from . import common
+
+ADDON_DIR = Path(__file__).resolve().parent
+ENGINE_ROOT = Path(common.ENGINE_ROOT)        # the ``engine`` package (bundled or the checkout's)
+ENGINE_PARENT = ENGINE_ROOT.parent            # what goes on the engine's PYTHONPATH
+IN_CHECKOUT = ENGINE_PARENT != ADDON_DIR      # running from a source checkout, not an install
+ENGINE_VENV_NAME = "engine-venv"
+SETUP_PYTHON_VERSION = (3, 11)                # the engine's pinned torch 2.13.0 is tested on 3.11
+_WINDOWS = os.name == "nt"
+
+
+def package() -> str:
+    """The add-on's module name: ``bl_ext.<repo>.pymaf_blender`` when installed as an extension,
+    ``pymaf_blender`` when enabled from a checkout."""
+    return __package__
+
+
+def preferences(context=None):
+    """The AddonPreferences, or None when the add-on is registered without a preferences entry."""
+    context = context or bpy.context
+    addon = context.preferences.addons.get(package())
+    return addon.preferences if addon else None
+
+
+def user_dir(create: bool = True) -> Path:
+    """The extension's own writable folder (engine venv, setup log, results of unsaved files)."""
+    try:
+        path = Path(bpy.utils.extension_path_user(package(), create=create))
+    except ValueError:  # enabled as a plain add-on (a checkout): not an extension
+        path = Path(bpy.utils.user_resource("DATAFILES", path="pymaf_blender", create=create))
+    return path
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if _WINDOWS else "bin/python")
+
+
+def own_engine_venv() -> Path:
+    return user_dir(create=False) / ENGINE_VENV_NAME
+
+
+def engine_requirements() -> Path:
+    """The requirements the setup button installs: bundled in the extension as
+    ``engine/requirements.txt``, in a checkout ``requirements/engine.txt``."""
+    bundled = ENGINE_ROOT / "requirements.txt"
+    return bundled if bundled.is_file() else ENGINE_PARENT / "requirements" / "engine.txt"
+
+
+def bundled_body() -> Optional[Path]:
+    """The default body model (the project's mannequin): bundled as ``engine/assets/mannequin.npz``,
+    in a checkout ``build/assets/mannequin.npz`` (``python3 build.py mannequin``)."""
+    for p in (ENGINE_ROOT / "assets" / "mannequin.npz", ENGINE_PARENT / "build" / "assets" / "mannequin.npz"):
+        if p.is_file():
+            return p
+    return None
+
+
+def abspath(path: str) -> str:
+    """A Blender path (``//`` relative to the .blend) as an absolute, normalised file path."""
+    return os.path.normpath(bpy.path.abspath(path)) if path else ""
+
+
+def find_engine_python(prefs=None) -> tuple:
+    """-> (path or None, where it came from). The order: the Python chosen in the preferences,
+    the extension's own engine environment, ``PYMAF_ENGINE_PYTHON``, a checkout's
+    ``.venvs/engine``."""
+    chosen = abspath(getattr(prefs, "engine_python", "") or "")
+    if chosen:
+        return (Path(chosen) if os.path.isfile(chosen) else None), f"chosen in the preferences ({chosen})"
+    candidates = [(venv_python(own_engine_venv()), "the extension's engine environment")]
+    env = os.environ.get("PYMAF_ENGINE_PYTHON")
+    if env:
+        candidates.append((Path(env), "PYMAF_ENGINE_PYTHON"))
+    if IN_CHECKOUT:
+        candidates.append((venv_python(ENGINE_PARENT / ".venvs" / "engine"), "the checkout's .venvs/engine"))
+    for path, source in candidates:
+        if path.is_file():
+            return path, source
+    return None, "not found"
+
+
+def python_version(argv: list, timeout: float = 10.0) -> Optional[tuple]:
+    """(major, minor) of an interpreter given as an argument list (e.g. ``["py", "-3.11"]``)."""
+    try:
+        out = subprocess.run([*argv, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"(\d+)\.(\d+)", out.stdout or "")
+    return (int(m.group(1)), int(m.group(2))) if out.returncode == 0 and m else None
+
+
+def find_setup_python(prefs=None) -> tuple:
+    """A system Python 3.11 to create the engine environment with -> (argv prefix or None,
+    description). The preferences' choice wins; then the usual places per platform; then
+    Blender's own interpreter when it is 3.11 (the venv is separate either way: nothing is
+    installed into Blender's Python)."""
+    want = SETUP_PYTHON_VERSION
+    chosen = abspath(getattr(prefs, "setup_python", "") or "")
+    if chosen:
+        if not os.path.isfile(chosen):
+            return None, f"the Python chosen for setup does not exist: {chosen}"
+        return [chosen], f"chosen in the preferences ({chosen})"
+    name = f"python{want[0]}.{want[1]}"
+    candidates = []
+    if _WINDOWS:
+        if shutil.which("py"):
+            candidates.append(["py", f"-{want[0]}.{want[1]}"])
+        local = Path(os.environ.get("LOCALAPPDATA", "")) / "Programs" / "Python" / f"Python{want[0]}{want[1]}" / "python.exe"
+        candidates.append([str(local)])
+    found = shutil.which(name)
+    if found:
+        candidates.append([found])
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates += [[str(p / "bin" / "python3")] for p in sorted(pyenv.glob(f"{want[0]}.{want[1]}.*"), reverse=True)]
+    for base in ("/opt/homebrew/bin", "/usr/local/bin", "/usr/bin",
+                 f"/Library/Frameworks/Python.framework/Versions/{want[0]}.{want[1]}/bin"):
+        candidates.append([f"{base}/{name}"])
+    for generic in ("python3", "python"):
+        found = shutil.which(generic)
+        if found:
+            candidates.append([found])
+    exe = Path(sys.executable)
+    if exe.name.lower().startswith("python") and sys.version_info[:2] == want:
+        candidates.append([str(exe)])  # Blender's own interpreter (or a bpy venv's)
+    seen = set()
+    for argv in candidates:
+        key = tuple(argv)
+        if key in seen or (len(argv) == 1 and not os.path.isfile(argv[0])):
+            continue
+        seen.add(key)
+        if python_version(argv) == want:
+            return argv, " ".join(argv)
+    return None, (f"no Python {want[0]}.{want[1]} found; install it (python.org, or your package manager) "
+                  f"or choose one in the preferences ('Python for setup')")
+
+
+def result_folder(create: bool = True) -> Path:
+    """Where raw result files are kept: ``<blend folder>/pymaf/`` for a saved file, else the
+    extension's user directory (``results/``)."""
+    if bpy.data.filepath:
+        folder = Path(bpy.path.abspath("//")) / "pymaf"
+    else:
+        folder = user_dir(create=create) / "results"
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def safe_stem(path: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem).strip("._") or "video"
+    return stem[:60]
+
+
+def new_result_path(video: str, suffix: str = ".npz", folder: Optional[Path] = None) -> Path:
+    """A fresh file name for one run on ``video``: ``<folder>/<stem>_<YYYYmmdd-HHMMSS>[-n]<suffix>``."""
+    folder = folder or result_folder()
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = f"{safe_stem(video)}_{stamp}"
+    path = folder / f"{base}{suffix}"
+    n = 1
+    while path.exists() or path.with_suffix(".log").exists():
+        n += 1
+        path = folder / f"{base}-{n}{suffix}"
+    return path

@@ -1,0 +1,120 @@
+"""The extension's preferences: the engine's Python, its setup, model files, device, smoothing."""
+
+import bpy
+from bpy.props import EnumProperty, FloatProperty, StringProperty
+
+from . import paths, tasks
+from .properties import DEFAULT_SMOOTHING
+
+DEVICE_ITEMS = (
+    ("AUTO", "Auto", "The GPU when there is one (CUDA, Apple), else the CPU"),
+    ("CUDA", "CUDA", "An NVIDIA GPU (needs the CUDA build of PyTorch in the engine environment)"),
+    ("CPU", "CPU", "The processor (slow, always available)"),
+    ("MPS", "Apple", "Apple silicon GPU (Metal)"),
+)
+ENGINE_DEVICE = {"AUTO": "auto", "CUDA": "cuda", "CPU": "cpu", "MPS": "mps"}
+
+
+def draw_task(layout, task, cancel_kind: str) -> None:
+    """A progress bar with the task's text and a Cancel button."""
+    row = layout.row(align=True)
+    row.progress(factor=task.progress, type="BAR", text=task.progress_text or task.title)
+    op = row.operator("pymaf.cancel", text="", icon="CANCEL")
+    op.kind = cancel_kind
+
+
+def draw_lines(layout, text: str, icon="NONE", limit: int = 12) -> None:
+    col = layout.column(align=True)
+    for i, line in enumerate(l for l in text.splitlines() if l.strip()):
+        if i >= limit:
+            col.label(text="...")
+            break
+        col.label(text=line, icon=icon if i == 0 else "BLANK1")
+
+
+class PYMAF_AP_preferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    engine_python: StringProperty(
+        name="Engine Python", subtype="FILE_PATH",
+        description=("The Python interpreter of an environment with the engine's packages (torch...). "
+                     "Empty: found automatically (the environment 'Set up engine' made, "
+                     "PYMAF_ENGINE_PYTHON, a source checkout's .venvs/engine)"))
+    setup_python: StringProperty(
+        name="Python for setup", subtype="FILE_PATH",
+        description="A Python 3.11 to create the engine environment with (empty: found automatically)")
+    torch_index_url: StringProperty(
+        name="PyTorch index URL",
+        description=("Optional: a PyTorch package index for a CUDA build of torch 2.13.0 (from the 'Get "
+                     "Started' page of pytorch.org). Empty: PyPI's default build"))
+    checkpoint_path: StringProperty(
+        name="Checkpoint", subtype="FILE_PATH",
+        description=("A PyMAF checkpoint (e.g. PyMAF_model_checkpoint.pt). Empty: the bundled default "
+                     "(today an UNTRAINED network: the pipeline runs, the poses mean nothing)"))
+    body_path: StringProperty(
+        name="Body model", subtype="FILE_PATH",
+        description=("An SMPL body model (.pkl/.npz), for checkpoints that embed none. Empty: the "
+                     "checkpoint's own, or the bundled mannequin body"))
+    device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="AUTO",
+                         description="Where the network runs")
+    default_smoothing: FloatProperty(
+        name="Default smoothing", min=0.0, max=1.0, default=DEFAULT_SMOOTHING, subtype="FACTOR",
+        description="Smoothing strength of scenes that have not set their own")
+    check_report: StringProperty(name="Check result", options={"SKIP_SAVE"})
+    setup_report: StringProperty(name="Setup result", options={"SKIP_SAVE"})
+
+    def draw(self, context):
+        layout = self.layout
+
+        box = layout.box()
+        box.label(text="Engine", icon="SCRIPT")
+        box.prop(self, "engine_python")
+        py, source = paths.find_engine_python(self)
+        if py:
+            box.label(text=f"Using {py} ({source})", icon="CHECKMARK")
+        else:
+            box.label(text=f"No engine environment found ({source}): press 'Set up engine'", icon="ERROR")
+        setup = tasks.active("setup")
+        if setup is not None:
+            draw_task(box, setup, "setup")
+        else:
+            row = box.row()
+            row.operator("pymaf.setup_engine", icon="IMPORT")
+            row.operator("wm.path_open", text="Open setup log", icon="TEXT").filepath = str(
+                paths.user_dir(create=False) / "engine-setup.log")
+        if self.setup_report:
+            draw_lines(box, self.setup_report)
+        sub = box.column()
+        sub.prop(self, "setup_python")
+        sub.prop(self, "torch_index_url")
+        box.label(text=(f"Setup creates {paths.own_engine_venv()} and installs the engine's packages "
+                        f"(PyTorch and others, about 1-5 GB) from PyPI; Blender's own Python is not changed."),
+                  icon="INFO")
+
+        box = layout.box()
+        box.label(text="Model files", icon="FILE")
+        box.prop(self, "checkpoint_path")
+        box.prop(self, "body_path")
+        if not self.checkpoint_path:
+            body = paths.bundled_body()
+            box.label(text=("No checkpoint: the bundled default runs, an UNTRAINED network for now "
+                            "(a trained default ships later)"), icon="INFO")
+            box.label(text=f"Body: {'the bundled mannequin' if body else 'the engine default mannequin'}"
+                      + ("" if not self.body_path else " unless a body model is chosen"), icon="BLANK1")
+        check = tasks.active("check")
+        if check is not None:
+            draw_task(box, check, "check")
+        else:
+            box.operator("pymaf.check_models", icon="VIEWZOOM")
+        if self.check_report:
+            draw_lines(box, self.check_report, limit=20)
+
+        box = layout.box()
+        box.label(text="Defaults", icon="PREFERENCES")
+        box.prop(self, "device")
+        box.prop(self, "default_smoothing")
+
+
+CLASSES = (PYMAF_AP_preferences,)
+
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

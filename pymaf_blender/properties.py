@@ -1,0 +1,83 @@
+"""Per-scene settings of the panel (``scene.pymaf``) and the analysed tracks list."""
+
+import bpy
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty,
+                       PointerProperty, StringProperty)
+
+from . import paths
+
+DEFAULT_SMOOTHING = 2.0 / 3.0  # the "default" One-Euro preset (docs/smoothing.md)
+FBX_PRESET_ITEMS = (
+    ("BLENDER", "Blender", "Blender's own axes and units (re-import into Blender)"),
+    ("UNITY", "Unity", "Y up, scale and axes for Unity's humanoid import"),
+    ("UNREAL", "Unreal", "Axes and centimetre scale for Unreal Engine"),
+)
+
+
+def default_smoothing(context=None) -> float:
+    prefs = paths.preferences(context)
+    return float(getattr(prefs, "default_smoothing", DEFAULT_SMOOTHING)) if prefs else DEFAULT_SMOOTHING
+
+
+def _get_smoothing(self):
+    # Until the user moves the slider in this scene, the preferences' default applies.
+    return float(self.get("_smoothing", default_smoothing()))
+
+
+def _set_smoothing(self, value):
+    self["_smoothing"] = float(value)
+
+
+class PYMAF_PG_track(bpy.types.PropertyGroup):
+    """One tracked person found by Analyze."""
+    track_id: StringProperty(name="Id", description="The engine's track id")
+    use: BoolProperty(name="Import", description="Import this person", default=True)
+    first_frame: IntProperty(name="First", description="First video frame (0-based)")
+    last_frame: IntProperty(name="Last", description="Last video frame (0-based)")
+    frame_count: IntProperty(name="Frames", description="Frames where this person was found")
+    score: FloatProperty(name="Score", description="Mean detection confidence", min=0.0, max=1.0)
+
+
+class PYMAF_PG_settings(bpy.types.PropertyGroup):
+    video_path: StringProperty(name="Video", description="The video to turn into animated rigs",
+                               subtype="FILE_PATH")
+    range_start: IntProperty(name="Start", description="First video frame to process (0-based)",
+                             default=0, min=0)
+    range_count: IntProperty(name="Frames", description="Number of frames to process (0: to the end)",
+                             default=0, min=0)
+    smoothing: FloatProperty(name="Smoothing", description=(
+        "Temporal smoothing of the motion (0: raw network output; 1/3 light, 2/3 default, 1 strong). "
+        "Applied in Blender: change it later with Re-apply Smoothing, without running the engine again"),
+        min=0.0, max=1.0, subtype="FACTOR", get=_get_smoothing, set=_set_smoothing)
+    tracks: CollectionProperty(type=PYMAF_PG_track)
+    tracks_index: IntProperty(name="Active track", default=0)
+    tracks_file: StringProperty(name="Tracks file", description="The analysis the list comes from")
+    tracks_video: StringProperty()
+    tracks_start: IntProperty()
+    tracks_count: IntProperty()
+    fbx_preset: EnumProperty(name="FBX preset", items=FBX_PRESET_ITEMS, default="BLENDER")
+    last_summary: StringProperty(name="Last run", description="What the last run did")
+    last_result: StringProperty(name="Result file", subtype="FILE_PATH")
+    last_log: StringProperty(name="Log", subtype="FILE_PATH")
+    last_overlay: StringProperty(name="Overlay", subtype="FILE_PATH")
+
+    def analysis_matches(self) -> bool:
+        """The tracks list belongs to the current video and frame range."""
+        return bool(self.tracks_file) and len(self.tracks) > 0 and \
+            paths.abspath(self.video_path) == self.tracks_video and \
+            self.range_start == self.tracks_start and self.range_count == self.tracks_count
+
+
+CLASSES = (PYMAF_PG_track, PYMAF_PG_settings)
+
+
+def register():
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.pymaf = PointerProperty(type=PYMAF_PG_settings)
+
+
+def unregister():
+    del bpy.types.Scene.pymaf
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,624 @@
+"""What the buttons do: one ``Task`` per engine run (import, analyze, overlay, check, setup).
+
+A task builds the command, runs it as a child process through ``common.jobs`` (argument
+lists, a reader thread, never a shell) and, on the main thread, turns its events into progress
+and its outcome into scene changes and a report. ``step()`` never blocks; the SAME task runs
+
+* in the interface: a modal operator calls ``step()`` on every timer tick (the UI never
+  freezes; Cancel and Esc call ``cancel()``);
+* headless (``blender -b``, the bpy module, scripts, tests): ``run_sync()`` calls ``step()`` in
+  a loop (timers and modal operators never run there: ../shared/reference/blender-notes.md §8).
+
+Errors before anything starts raise ``TaskError``. The engine's errors end the task with
+``status == "error"`` and the engine's own message. An import reads and validates the result
+file before it changes the scene; if building the scene still fails, everything the import
+created is removed again (``SceneGuard``), so a failed or cancelled run leaves the scene as it was.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import bpy
+
+from . import paths
+from .common import jobs as runner
+
+_ACTIVE: dict = {}  # kind ("engine", "setup", "check") -> running Task
+_LAST: dict = {}    # kind -> the last task started (finished or not): for scripts and tests
+STAGE_SPANS = {"track": (0.0, 0.3), "infer": (0.3, 1.0)}  # engines that report two passes
+STAGE_NAMES = {"run": "Estimating motion", "analyze": "Finding people", "track": "Tracking people",
+               "infer": "Estimating poses", "overlay": "Drawing the overlay"}
+
+
+class TaskError(Exception):
+    """A problem found before the engine starts (the message is shown as is)."""
+
+
+def active(kind: str) -> Optional["Task"]:
+    return _ACTIVE.get(kind)
+
+
+def last(kind: str = "engine") -> Optional["Task"]:
+    return _LAST.get(kind)
+
+
+def cancel_all(force: bool = True) -> None:
+    for task in list(_ACTIVE.values()):
+        task.cancel(force=force)
+        task.abandon()
+
+
+atexit.register(cancel_all)  # Blender quits while the engine runs: do not leave it behind
+
+
+def _frames_text(done, total) -> str:
+    return f"{done}/{total}" if total else f"{done}"
+
+
+class Task:
+    kind = "engine"
+    title = "PyMAF"
+
+    def __init__(self):
+        self.job = None
+        self.status = "pending"       # running, done, error, cancelled
+        self.message = ""             # for self.report
+        self.level = "INFO"
+        self.progress = 0.0
+        self.progress_text = ""
+        self.log_path: Optional[Path] = None
+        self.outputs: dict = {}
+        self._t0 = time.monotonic()
+
+    # --- to implement ---------------------------------------------------------------------
+    def build(self, context):
+        """-> a started-able job (``runner.Job`` / ``runner.Sequence``); raise TaskError."""
+        raise NotImplementedError
+
+    def on_done(self, context, result) -> None:
+        """The job succeeded: finish the work (main thread) and set ``self.message``."""
+
+    # --- lifecycle ------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "error", "cancelled")
+
+    def start(self, context) -> "Task":
+        other = active(self.kind)
+        if other is not None and other is not self:
+            raise TaskError(f"{other.title} is still running; wait for it or cancel it first")
+        self.job = self.build(context)
+        self.status = "running"
+        self.progress_text = f"{self.title}: starting"
+        _ACTIVE[self.kind] = _LAST[self.kind] = self
+        self._t0 = time.monotonic()
+        try:
+            self.job.start()
+        except Exception:
+            _ACTIVE.pop(self.kind, None)
+            raise
+        return self
+
+    def step(self, context) -> bool:
+        """Handle new events; finish when the job ended. -> True when the task is over."""
+        if self.finished:
+            return True
+        for event in self.job.poll():
+            try:
+                self.on_event(context, event)
+            except Exception:  # noqa: BLE001 - a bad event must not kill the task
+                traceback.print_exc()
+        if self.job.result is None:
+            return False
+        try:
+            self._finish(context, self.job.result)
+        except Exception as exc:  # noqa: BLE001 - report, never leave the task hanging
+            traceback.print_exc()
+            self._set("error", f"{self.title} failed: {type(exc).__name__}: {exc}", "ERROR")
+        finally:
+            if _ACTIVE.get(self.kind) is self:
+                del _ACTIVE[self.kind]
+        return True
+
+    def _finish(self, context, result) -> None:
+        if result.status == "done":
+            self.progress = 1.0
+            self.status = "done"
+            self.on_done(context, result)
+            if self.status == "done":
+                self.progress_text = f"{self.title}: done"
+        elif result.status == "cancelled":
+            self._set("cancelled", self.cancelled_message(result), "WARNING")
+        else:
+            self._set("error", self.error_message(result), "ERROR")
+
+    def _set(self, status, message, level) -> None:
+        self.status, self.message, self.level = status, message, level
+        self.progress_text = f"{self.title}: {status}"
+
+    def error_message(self, result) -> str:
+        msg = f"{self.title} failed: {result.message}"
+        if self.log_path:
+            msg += f" (log: {self.log_path})"
+        return msg
+
+    def cancelled_message(self, result) -> str:
+        return f"{self.title} cancelled; nothing was changed"
+
+    def on_event(self, context, event) -> None:
+        if event.get("event") != "progress":
+            return
+        stage = str(event.get("stage", ""))
+        done, total = event.get("done") or 0, event.get("total") or 0
+        frac = min(1.0, done / total) if total else 0.0
+        a, b = STAGE_SPANS.get(stage, (0.0, 1.0))
+        self.progress = max(self.progress, a + (b - a) * frac)
+        text = f"{STAGE_NAMES.get(stage, stage.capitalize() or self.title)}: {_frames_text(done, total)}"
+        eta = event.get("eta_s")
+        if isinstance(eta, (int, float)) and eta > 0:
+            text += f", {eta:.0f} s left" if eta >= 1 else ", <1 s left"
+        self.progress_text = text
+
+    def cancel(self, force: bool = False) -> None:
+        """Ask the engine to stop; a second call (or ``force``) kills it."""
+        if self.job is None or self.finished:
+            return
+        force = force or getattr(self.job, "cancelling", False)
+        self.progress_text = f"{self.title}: {'stopping now' if force else 'cancelling (finishing the current batch)'}"
+        self.job.cancel(force=force)
+
+    def abandon(self) -> None:
+        """Forget the task (e.g. a new file is loaded while it runs)."""
+        if _ACTIVE.get(self.kind) is self:
+            del _ACTIVE[self.kind]
+
+    def run_sync(self, context, interval: float = 0.05, timeout: Optional[float] = None,
+                 on_step=None) -> "Task":
+        """Start and run to the end on this thread (background mode, scripts, tests)."""
+        if self.status == "pending":
+            self.start(context)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.step(context):
+            if on_step is not None:
+                on_step(self)
+            if deadline is not None and time.monotonic() > deadline:
+                self.cancel(force=True)
+                deadline = None
+            time.sleep(interval)
+        return self
+
+
+# --- helpers ---------------------------------------------------------------------------------
+def engine_python(context) -> Path:
+    prefs = paths.preferences(context)
+    py, source = paths.find_engine_python(prefs)
+    if py is None:
+        if source.startswith("chosen"):
+            raise TaskError(f"the engine Python {source} does not exist; fix it in the add-on's preferences")
+        raise TaskError("no engine environment found: open Preferences > Add-ons > PyMAF for Blender and press "
+                        "'Set up engine' (or choose an engine Python there)")
+    return py
+
+
+def engine_job(context, args: list, log_path, module: str = "engine", protocol: str = "jsonl", cwd=None):
+    py = engine_python(context)
+    return runner.Job(runner.engine_command(py, *args, module=module), env=runner.engine_env(paths.ENGINE_PARENT),
+                      cwd=cwd or Path(log_path).parent, protocol=protocol, log_path=log_path,
+                      label="the engine")
+
+
+def model_args(prefs) -> list:
+    """--checkpoint / --body as the preferences say: the user's files, else the bundled default
+    (no checkpoint: the engine's default network; the bundled mannequin as its body)."""
+    args = []
+    checkpoint = paths.abspath(getattr(prefs, "checkpoint_path", "") or "")
+    body = paths.abspath(getattr(prefs, "body_path", "") or "")
+    for label, path in (("checkpoint", checkpoint), ("body model", body)):
+        if path and not os.path.isfile(path):
+            raise TaskError(f"the {label} file does not exist: {path} (Preferences > PyMAF for Blender)")
+    if checkpoint:
+        args += ["--checkpoint", checkpoint]
+    if body:
+        args += ["--body", body]
+    elif not checkpoint and paths.bundled_body():
+        args += ["--body", str(paths.bundled_body())]
+    return args
+
+
+def device_arg(prefs) -> list:
+    from .preferences import ENGINE_DEVICE
+    return ["--device", ENGINE_DEVICE.get(getattr(prefs, "device", "AUTO"), "auto")]
+
+
+def video_of(settings, video: Optional[str]) -> str:
+    path = paths.abspath(video or settings.video_path)
+    if not path:
+        raise TaskError("choose a video file first")
+    if not os.path.isfile(path):
+        raise TaskError(f"video not found: {path}")
+    return path
+
+
+def range_args(start: int, count: int) -> list:
+    args = []
+    if start:
+        args += ["--start", str(int(start))]
+    if count:
+        args += ["--stop", str(int(start) + int(count))]
+    return args
+
+
+class SceneGuard:
+    """Remembers the data-blocks and scene settings before an import; ``rollback()`` removes
+    whatever was created since and restores the settings (only used when an import fails
+    after it started changing the scene)."""
+
+    COLLECTIONS = ("objects", "meshes", "armatures", "actions", "collections", "cameras", "images",
+                   "movieclips", "materials")
+
+    def __init__(self, context):
+        self.scene = context.scene
+        self.before = {name: set(getattr(bpy.data, name)[:]) for name in self.COLLECTIONS}
+        r = self.scene.render
+        self.settings = (r.fps, r.fps_base, r.resolution_x, r.resolution_y, self.scene.frame_start,
+                         self.scene.frame_end, self.scene.frame_current, self.scene.camera)
+
+    def rollback(self) -> None:
+        for name in ("objects", "collections", "actions", "meshes", "armatures", "cameras", "materials",
+                     "images", "movieclips"):
+            data = getattr(bpy.data, name)
+            for block in [b for b in data if b not in self.before[name]]:
+                try:
+                    data.remove(block)
+                except (RuntimeError, ReferenceError, TypeError):
+                    pass
+        r = self.scene.render
+        (r.fps, r.fps_base, r.resolution_x, r.resolution_y, self.scene.frame_start, self.scene.frame_end,
+         frame, camera) = self.settings
+        try:
+            self.scene.camera = camera
+        except ReferenceError:
+            self.scene.camera = None
+        self.scene.frame_set(frame)
+
+
+def pymaf_armatures(context, selected_only: bool = False) -> list:
+    """PyMAF rigs: the selected ones (or the active one), else every one in the scene."""
+    from .blender.animation import RAW_KEY
+
+    def is_rig(ob):
+        return ob is not None and ob.type == "ARMATURE" and RAW_KEY in ob
+
+    objs = [ob for ob in (context.selected_objects or []) if is_rig(ob)]
+    for ob in context.selected_objects or []:  # a selected body mesh selects its rig
+        if ob.type == "MESH" and is_rig(ob.parent) and ob.parent not in objs:
+            objs.append(ob.parent)
+    if not objs and is_rig(context.active_object):
+        objs = [context.active_object]
+    if not objs and not selected_only:
+        objs = [ob for ob in context.scene.objects if is_rig(ob)]
+    return objs
+
+
+def rig_meshes(arm) -> list:
+    return [ob for ob in arm.children if ob.type == "MESH"]
+
+
+# --- import ----------------------------------------------------------------------------------
+class ImportTask(Task):
+    """Video -> engine (``run --smoothing none``) -> result file (kept) -> rigs in the scene."""
+    title = "Import"
+
+    def __init__(self, *, video: Optional[str] = None, boxes: Optional[str] = None,
+                 result_path: Optional[str] = None, name: Optional[str] = None):
+        super().__init__()
+        self.video_override, self.boxes, self.result_override, self.name = video, boxes, result_path, name
+        self.info: dict = {}
+
+    def build(self, context):
+        settings = context.scene.pymaf
+        prefs = paths.preferences(context)
+        self.video = video_of(settings, self.video_override)
+        out = Path(self.result_override) if self.result_override else paths.new_result_path(self.video)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.result_path, self.log_path = out, out.with_suffix(".log")
+        self.strength = float(settings.smoothing)
+        args = ["run", self.video, "-o", out, "--progress", "jsonl", "--smoothing", "none",
+                *device_arg(prefs), *model_args(prefs)]
+        self.people = None
+        if self.boxes:
+            args += ["--boxes", self.boxes, *range_args(settings.range_start, settings.range_count)]
+        elif settings.analysis_matches() and os.path.isfile(settings.tracks_file):
+            chosen = [t.track_id for t in settings.tracks if t.use]
+            if not chosen:
+                raise TaskError("no person is ticked in the list: tick the people to import")
+            args += ["--tracks", settings.tracks_file]
+            if len(chosen) < len(settings.tracks):
+                args += ["--people", ",".join(chosen)]
+                self.people = chosen
+        else:
+            args += range_args(settings.range_start, settings.range_count)
+        return engine_job(context, args, self.log_path)
+
+    def cancelled_message(self, result) -> str:
+        msg = "Import cancelled; the scene was not changed"
+        if self.result_path.exists():
+            msg += f" (the engine's partial result is kept: {self.result_path})"
+        return msg
+
+    def on_done(self, context, result) -> None:
+        from .blender.scene import import_result
+        from .common.result_schema import ResultError, read_result
+
+        path = Path(result.done.get("result") or self.result_path)
+        self.progress_text = "Import: building the rigs"
+        try:
+            motion = read_result(path)  # validated before the scene is touched
+        except ResultError as exc:
+            self._set("error", f"Import failed: the engine's result file is not valid: {exc}", "ERROR")
+            return
+        guard = SceneGuard(context)
+        try:
+            info = import_result(context, motion, track_ids=None, strength=self.strength,
+                                 video_path=self.video, name=self.name or paths.safe_stem(self.video))
+        except ValueError as exc:
+            guard.rollback()  # documented to raise before touching the scene; make sure
+            self._set("error", f"Import failed: {exc}", "ERROR")
+            return
+        except Exception:
+            guard.rollback()
+            raise
+        for arm in info.get("armatures", {}).values():
+            arm["pymaf_result_file"] = str(path)
+        self.info = info
+        self.outputs = {"result": str(path), "log": str(self.log_path)}
+        prov = motion.meta.get("provenance") or {}
+        ids = sorted(info.get("armatures", {}), key=lambda t: (len(t), t))
+        fps = float(info.get("fps") or motion.meta["video"]["fps"])
+        lines = [f"Imported {len(ids)} {'person' if len(ids) == 1 else 'people'} ({', '.join(ids)}), "
+                 f"frames {info.get('frame_start')}-{info.get('frame_end')} at {fps:.3f} fps, "
+                 f"smoothing {self.strength:.2f}, in {result.seconds:.0f} s"]
+        if prov.get("untrained"):
+            lines.append("The engine ran the bundled UNTRAINED network: the poses mean nothing yet "
+                         "(choose a checkpoint in the preferences)")
+        self.summary = "\n".join(lines)
+        settings = context.scene.pymaf
+        settings.last_summary = self.summary
+        settings.last_result = str(path)
+        settings.last_log = str(self.log_path)
+        self.message = lines[0] + (" - untrained network" if prov.get("untrained") else "")
+        self.level = "WARNING" if prov.get("untrained") else "INFO"
+
+
+# --- analyze ---------------------------------------------------------------------------------
+class AnalyzeTask(Task):
+    """Video -> ``engine analyze`` -> the people list (ids, frame spans) with checkboxes."""
+    title = "Analyze"
+
+    def __init__(self, *, video: Optional[str] = None, boxes: Optional[str] = None):
+        super().__init__()
+        self.video_override, self.boxes = video, boxes
+
+    def build(self, context):
+        settings = context.scene.pymaf
+        self.video = video_of(settings, self.video_override)
+        out = paths.new_result_path(self.video, suffix=".tracks.json")
+        self.tracks_path, self.log_path = out, out.with_suffix(".log")
+        self.range = (settings.range_start, settings.range_count)
+        args = ["analyze", self.video, "-o", out, "--progress", "jsonl", *range_args(*self.range)]
+        if self.boxes:
+            args += ["--boxes", self.boxes]
+        return engine_job(context, args, self.log_path)
+
+    def error_message(self, result) -> str:
+        if result.returncode == 2 and "unknown command" in (result.stderr_tail or ""):
+            return "Analyze failed: this engine has no 'analyze' command; update the extension"
+        return super().error_message(result)
+
+    def on_done(self, context, result) -> None:
+        path = Path(result.done.get("result") or self.tracks_path)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if doc.get("format") != "pymaf-tracks":
+                raise ValueError("not a tracks file")
+            entries = sorted(doc["tracks"], key=lambda t: int(t["id"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self._set("error", f"Analyze failed: cannot read the tracks file {path}: {exc}", "ERROR")
+            return
+        settings = context.scene.pymaf
+        settings.tracks.clear()
+        for t in entries:
+            item = settings.tracks.add()
+            item.track_id = str(t["id"])
+            item.first_frame, item.last_frame = int(t["first_frame"]), int(t["last_frame"])
+            item.frame_count = int(t.get("frame_count", len(t.get("frames", []))))
+            scores = t.get("scores") or []
+            item.score = float(sum(scores) / len(scores)) if scores else 0.0
+            item.use = True
+        settings.tracks_index = 0
+        settings.tracks_file = str(path)
+        settings.tracks_video = self.video
+        settings.tracks_start, settings.tracks_count = self.range
+        self.outputs = {"tracks": str(path)}
+        n = len(entries)
+        self.message = (f"Found {n} {'person' if n == 1 else 'people'}" if n else "No person found") + \
+            (f": {', '.join(str(t['id']) for t in entries)}" if n else "")
+        settings.last_summary = self.message
+        settings.last_log = str(self.log_path)
+        self.level = "INFO" if n else "WARNING"
+
+
+# --- overlay preview ---------------------------------------------------------------------------
+class OverlayTask(Task):
+    """The posed bodies of the scene, projected with the scene camera (in Blender), drawn over
+    the video frames by ``engine.overlay`` -> MP4 + PNG stills."""
+    title = "Overlay"
+
+    def __init__(self, *, armatures=None, out_dir: Optional[str] = None, png_count: int = 4,
+                 max_frames: int = 900):
+        super().__init__()
+        self.armatures, self.out_dir, self.png_count, self.max_frames = armatures, out_dir, png_count, max_frames
+
+    def build(self, context):
+        from . import overlay
+
+        arms = self.armatures or pymaf_armatures(context)
+        if not arms:
+            raise TaskError("no PyMAF rig in the scene: import a video first")
+        inp = overlay.projection_input(context, arms, max_frames=self.max_frames)
+        stem = paths.safe_stem(inp["video"])
+        folder = Path(self.out_dir) if self.out_dir else paths.result_folder()
+        folder.mkdir(parents=True, exist_ok=True)
+        base = folder / f"{stem}_overlay"
+        in_path = base.with_suffix(".input.npz")
+        overlay.write_input(in_path, inp)
+        self.log_path = base.with_suffix(".log")
+        self.video_out = base.with_suffix(".mp4")
+        self.png_dir = folder / f"{stem}_overlay_frames"
+        self.input_path = in_path
+        args = [in_path, "--video-out", self.video_out, "--png-dir", self.png_dir, "--png-count",
+                str(self.png_count), "--progress", "jsonl"]
+        self.clipped = inp["clipped"]
+        return engine_job(context, args, self.log_path, module="engine.overlay", cwd=folder)
+
+    def on_done(self, context, result) -> None:
+        done = result.done or {}
+        self.outputs = {"video": done.get("result", str(self.video_out)), "pngs": list(done.get("pngs", []))}
+        try:
+            self.input_path.unlink()  # the projected meshes: only an intermediate
+        except OSError:
+            pass
+        context.scene.pymaf.last_overlay = self.outputs["video"]
+        self.message = f"Overlay preview: {self.outputs['video']} ({done.get('frames', '?')} frames)"
+        if self.clipped:
+            self.message += f"; only the first {self.max_frames} frames"
+
+
+# --- model file check ---------------------------------------------------------------------------
+class CheckTask(Task):
+    """``python -m engine.check --json`` on the files the import would use."""
+    kind = "check"
+    title = "Check"
+
+    def build(self, context):
+        prefs = paths.preferences(context)
+        args = model_args(prefs)
+        if not args:
+            raise TaskError("nothing to check: no model file chosen and no bundled body model found")
+        self.log_path = paths.user_dir() / "check.log"
+        self.log_path.write_text("")
+        self.lines = []
+        return engine_job(context, [*args, "--json"], self.log_path, module="engine.check", protocol="plain",
+                          cwd=paths.user_dir())
+
+    def on_event(self, context, event) -> None:
+        if event.get("event") == "log" and event.get("stream") == "stdout":
+            self.lines.append(event["line"])
+        self.progress_text = "Check: loading the files"
+
+    def _finish(self, context, result) -> None:
+        report = None
+        for line in reversed(self.lines):
+            if line.startswith("{"):
+                try:
+                    report = json.loads(line)
+                    break
+                except ValueError:
+                    continue
+        prefs = paths.preferences(context)
+        if report is None:
+            return super()._finish(context, result)
+        text = []
+        for key, label in (("checkpoint", "Checkpoint"), ("body", "Body model")):
+            rep = report.get(key)
+            if not rep:
+                continue
+            text.append(f"{label}: {'OK' if rep['ok'] else 'PROBLEM'} - {rep['summary']}")
+            text += [f"  {p}" for p in rep.get("problems", [])[1:]]
+            text += [f"  warning: {w}" for w in rep.get("warnings", [])]
+        if not (getattr(prefs, "checkpoint_path", "") or ""):
+            text.append("No checkpoint chosen: the engine runs its bundled default (an untrained network for now)")
+        self.report_text = "\n".join(text)
+        if prefs is not None:
+            prefs.check_report = self.report_text
+        self.progress = 1.0
+        if report.get("ok"):
+            self._set("done", "Model files OK: " + " / ".join(l for l in text if not l.startswith(" ")), "INFO")
+            self.status = "done"
+        else:
+            first = next((l for l in text if "PROBLEM" in l), text[0] if text else "problem")
+            self._set("error", f"Model file problem: {first}", "ERROR")
+
+
+# --- engine setup -----------------------------------------------------------------------------
+class SetupTask(Task):
+    """Create the extension's own engine environment (a venv in its user directory, made with a
+    system Python 3.11) and install the bundled engine requirements into it with pip."""
+    kind = "setup"
+    title = "Engine setup"
+
+    def build(self, context):
+        prefs = paths.preferences(context)
+        base, desc = paths.find_setup_python(prefs)
+        if base is None:
+            raise TaskError(desc)
+        req = paths.engine_requirements()
+        if not req.is_file():
+            raise TaskError(f"the engine's requirements file is missing ({req}); reinstall the extension")
+        venv = paths.own_engine_venv()
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        py = paths.venv_python(venv)
+        self.log_path = paths.user_dir() / "engine-setup.log"
+        self.log_path.write_text(f"PyMAF for Blender engine setup\nbase Python: {desc}\nvenv: {venv}\n"
+                                 f"requirements: {req}\n", encoding="utf-8")
+        pip = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+               "--progress-bar", "off"]
+        steps = [("Creating the environment", [*base, "-m", "venv", str(venv)])]
+        url = (getattr(prefs, "torch_index_url", "") or "").strip()
+        if url:
+            pin = next((l.split("#")[0].strip() for l in req.read_text().splitlines()
+                        if l.strip().startswith("torch==")), "torch")
+            steps.append(("Installing PyTorch from the chosen index", [*pip, "--index-url", url, pin]))
+        steps.append(("Installing the engine's packages (PyTorch...)", [*pip, "-r", str(req)]))
+        steps.append(("Checking the engine", [str(py), "-c", "import torch, numpy, cv2, smplx; "
+                                               "print('torch', torch.__version__)"]))
+        self.venv, self.python = venv, py
+        return runner.Sequence(steps, log_path=self.log_path, env=runner.engine_env(paths.ENGINE_PARENT),
+                               cwd=str(venv.parent), label="engine setup")
+
+    def on_event(self, context, event) -> None:
+        if event.get("event") == "progress":
+            total = event.get("total") or 1
+            self.progress = event.get("done", 0) / total
+            self.step_label = event.get("stage", "")
+            self.progress_text = f"{self.step_label} ({event.get('done', 0) + 1}/{total})"
+        elif event.get("event") == "log" and event.get("line", "").strip():
+            line = event["line"].strip()
+            self.progress_text = f"{getattr(self, 'step_label', 'Setup')}: {line[:80]}"
+
+    def error_message(self, result) -> str:
+        return f"Engine setup failed: {result.message.splitlines()[0]} (log: {self.log_path})"
+
+    def cancelled_message(self, result) -> str:
+        return f"Engine setup cancelled (log: {self.log_path})"
+
+    def _finish(self, context, result) -> None:
+        super()._finish(context, result)
+        prefs = paths.preferences(context)
+        if prefs is None:
+            return
+        if self.status == "done":
+            note = ""
+            if prefs.engine_python:
+                note = f" (the engine Python chosen before, {prefs.engine_python}, was cleared)"
+                prefs.engine_python = ""
+            self.message = f"Engine environment ready: {self.python}{note}"
+            prefs.setup_report = f"Set up {self.venv} in {result.seconds:.0f} s. Log: {self.log_path}"
+        else:
+            prefs.setup_report = self.message

@@ -1,0 +1,114 @@
+"""The sidebar panel (3D viewport > N > PyMAF)."""
+from __future__ import annotations
+
+import bpy
+
+from . import paths, tasks
+from .preferences import draw_lines, draw_task
+
+
+class PYMAF_UL_tracks(bpy.types.UIList):
+    """The people Analyze found: tick whom to import."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
+        row = layout.row(align=True)
+        row.prop(item, "use", text="")
+        row.label(text=f"Person {item.track_id}", icon="ARMATURE_DATA")
+        sub = row.row()
+        sub.alignment = "RIGHT"
+        sub.label(text=f"frames {item.first_frame}-{item.last_frame} ({item.frame_count})")
+
+
+class _Panel:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "PyMAF"
+
+
+class PYMAF_PT_main(_Panel, bpy.types.Panel):
+    bl_label = "PyMAF: Video to Rig"
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.pymaf
+        prefs = paths.preferences(context)
+        py, _ = paths.find_engine_python(prefs)
+        if py is None:
+            box = layout.box()
+            box.label(text="No engine environment yet", icon="ERROR")
+            op = box.operator("preferences.addon_show", text="Open Preferences > Set up engine", icon="PREFERENCES")
+            op.module = paths.package()
+
+        layout.prop(s, "video_path", text="")
+        row = layout.row(align=True)
+        row.prop(s, "range_start")
+        row.prop(s, "range_count")
+
+        running = tasks.active("engine")
+        col = layout.column()
+        col.enabled = running is None
+        col.operator("pymaf.analyze", icon="VIEWZOOM")
+        if len(s.tracks):
+            if not s.analysis_matches():
+                layout.label(text="The list is for another video or range: Analyze again", icon="ERROR")
+            layout.template_list("PYMAF_UL_tracks", "", s, "tracks", s, "tracks_index", rows=3)
+            row = layout.row(align=True)
+            row.operator("pymaf.tracks_select", text="All").action = "ALL"
+            row.operator("pymaf.tracks_select", text="None").action = "NONE"
+            row.operator("pymaf.tracks_select", text="Invert").action = "INVERT"
+
+        layout.prop(s, "smoothing", slider=True)
+        if running is not None:
+            draw_task(layout, running, "engine")
+        else:
+            row = layout.row()
+            row.scale_y = 1.4
+            row.operator("pymaf.import_video", icon="OUTLINER_OB_ARMATURE")
+
+
+class PYMAF_PT_rig(_Panel, bpy.types.Panel):
+    bl_label = "Rig"
+    bl_parent_id = "PYMAF_PT_main"
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.pymaf
+        arms = tasks.pymaf_armatures(context)
+        layout.label(text=f"{len(arms)} PyMAF rig(s) {'selected' if any(a.select_get() for a in arms) else 'in the scene'}"
+                     if arms else "No PyMAF rig yet", icon="ARMATURE_DATA")
+        col = layout.column()
+        col.enabled = bool(arms) and tasks.active("engine") is None
+        col.operator("pymaf.reapply_smoothing", icon="IPO_EASE_IN_OUT")
+        row = col.row(align=True)
+        row.prop(s, "fbx_preset", text="")
+        op = row.operator("pymaf.export", text="FBX", icon="EXPORT")
+        op.format, op.preset = "FBX", s.fbx_preset
+        row = col.row(align=True)
+        row.operator("pymaf.export", text="glTF").format = "GLTF"
+        row.operator("pymaf.export", text="BVH").format = "BVH"
+        col.operator("pymaf.overlay", icon="IMAGE_BACKGROUND")
+
+
+class PYMAF_PT_last_run(_Panel, bpy.types.Panel):
+    bl_label = "Last Run"
+    bl_parent_id = "PYMAF_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.pymaf
+        if not (s.last_summary or s.last_result):
+            layout.label(text="Nothing run yet in this scene")
+            return
+        draw_lines(layout, s.last_summary)
+        for label, prop in (("Result", "last_result"), ("Log", "last_log"), ("Overlay", "last_overlay")):
+            value = getattr(s, prop)
+            if value:
+                row = layout.row(align=True)
+                row.label(text=f"{label}: {bpy.path.basename(value)}")
+                row.operator("wm.path_open", text="", icon="FILE_FOLDER").filepath = bpy.path.abspath(value)
+
+
+CLASSES = (PYMAF_UL_tracks, PYMAF_PT_main, PYMAF_PT_rig, PYMAF_PT_last_run)
+
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

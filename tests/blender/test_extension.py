@@ -1,0 +1,480 @@
+"""The extension as users get it: the built zip installed into Blender (bpy 4.2 / 5.0 / 5.2),
+its operators and preferences, engine jobs against a fake engine (progress, errors, crashes,
+cancel: the scene stays as it was) and the real engine, and the headless main job.
+
+The zip comes from ``python3 build.py test`` (``PYMAF_EXTENSION_ZIP``) or is built here with
+build.py's own function. The real engine is ``PYMAF_ENGINE_PYTHON`` (the engine venv).
+"""
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import bpy
+import numpy as np
+import pytest
+
+from conftest import REPO, SHARED, engine_python
+
+MODULE = "bl_ext.user_default.pymaf_blender"
+FAKE = Path(__file__).resolve().parent / "fake_engine.py"
+DANCER = SHARED / "footage" / "dancer.mp4"
+DATA = ("objects", "actions", "collections", "meshes", "armatures", "cameras", "images", "materials")
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def zip_path(tmp_path_factory):
+    env = os.environ.get("PYMAF_EXTENSION_ZIP")
+    if env:
+        return Path(env)
+    sys.path.insert(0, str(REPO))
+    import build  # the same function build.py uses
+
+    if not build.MANNEQUIN.exists():
+        build.ensure_mannequin(engine_python())
+    return build.build_extension(Path(sys.executable), tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture(scope="session")
+def ext(zip_path):
+    """The installed, enabled extension's module."""
+    if MODULE not in bpy.context.preferences.addons:
+        res = bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo="user_default",
+                                                       enable_on_install=True)
+        assert res == {"FINISHED"}
+    assert MODULE in bpy.context.preferences.addons
+    return importlib.import_module(MODULE)
+
+
+@pytest.fixture
+def prefs(ext, monkeypatch):
+    p = bpy.context.preferences.addons[MODULE].preferences
+    for key in ("engine_python", "setup_python", "checkpoint_path", "body_path", "check_report", "setup_report"):
+        setattr(p, key, "")
+    p.device = "CPU"
+    yield p
+    for key in ("engine_python", "setup_python", "checkpoint_path", "body_path"):
+        setattr(p, key, "")
+
+
+@pytest.fixture(scope="session")
+def fake_python(tmp_path_factory):
+    sys.path.insert(0, str(FAKE.parent))
+    import fake_engine
+
+    return fake_engine.write_wrapper(tmp_path_factory.mktemp("fake") / "python")
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory):
+    """A small real video (640x360, 8 frames, MJPG) and a boxes file for it, made by the engine
+    environment's OpenCV (a dummy file when that environment is missing)."""
+    folder = tmp_path_factory.mktemp("clip")
+    py = os.environ.get("PYMAF_ENGINE_PYTHON") or str(REPO / ".venvs" / "engine" / "bin" / "python")
+    if Path(py).exists():
+        code = ("import sys, pathlib; from engine.demo import write_test_clip; "
+                "v, b = write_test_clip(pathlib.Path(sys.argv[1]), frames=8); print(v); print(b)")
+        out = subprocess.run([py, "-c", code, str(folder)], cwd=REPO, capture_output=True, text=True, check=True)
+        video, boxes = out.stdout.split()[-2:]
+        return Path(video), Path(boxes)
+    (folder / "test_card.avi").write_bytes(b"RIFF0000AVI ")
+    return folder / "test_card.avi", None
+
+
+@pytest.fixture
+def scene(ext, clip):
+    bpy.ops.wm.read_homefile(use_empty=True)
+    s = bpy.context.scene
+    s.pymaf.video_path = str(clip[0])
+    s.pymaf.range_count = 6
+    return s
+
+
+@pytest.fixture
+def fake(prefs, fake_python, monkeypatch):
+    """The fake engine as the engine's Python; ``fake(mode)`` switches what it does."""
+    prefs.engine_python = str(fake_python)
+    monkeypatch.setenv("PYMAF_FAKE_DELAY", "0.01")
+    real = os.environ.get("PYMAF_ENGINE_PYTHON")
+    if real:
+        monkeypatch.setenv("PYMAF_REAL_ENGINE_PYTHON", real)
+
+    def set_mode(mode="ok"):
+        monkeypatch.setenv("PYMAF_FAKE_ENGINE", mode)
+
+    set_mode("ok")
+    return set_mode
+
+
+def snapshot():
+    s = bpy.context.scene
+    state = {name: sorted(b.name for b in getattr(bpy.data, name)) for name in DATA}
+    state["scene"] = (s.render.fps, s.render.fps_base, s.frame_start, s.frame_end, s.frame_current,
+                      s.camera.name if s.camera else None)
+    return state
+
+
+def rig_key_frames(ext, arm):
+    """Blender frames keyed on the rig's root location."""
+    action = arm.animation_data.action
+    fcs = [fc for fc in ext.blender.compat.action_fcurves(action, arm)
+           if fc.data_path.endswith('["pelvis"].location') and fc.array_index == 0]
+    assert len(fcs) == 1
+    return [kp.co[0] for kp in fcs[0].keyframe_points]
+
+
+# --- packaging ------------------------------------------------------------------------------------
+def blender_ext():
+    return Path(bpy.utils.system_resource("SCRIPTS")) / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"
+
+
+def test_manifest_and_zip_validate_with_blenders_own_tool(zip_path, tmp_path):
+    script = blender_ext()
+    for target in (zip_path, REPO / "blender_manifest.toml"):
+        if target.suffix == ".toml":
+            folder = tmp_path / "src"
+            folder.mkdir()
+            (folder / "blender_manifest.toml").write_text(target.read_text())
+            (folder / "__init__.py").write_text("")
+            target = folder
+        proc = subprocess.run([sys.executable, str(script), "validate", str(target)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    # the validator bites: a tagline ending with a full stop is refused
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "__init__.py").write_text("")
+    (bad / "blender_manifest.toml").write_text(
+        (REPO / "blender_manifest.toml").read_text().replace('plate"', 'plate."'))
+    proc = subprocess.run([sys.executable, str(script), "validate", str(bad)], capture_output=True, text=True)
+    assert proc.returncode != 0 and "tagline" in proc.stdout + proc.stderr
+
+
+def test_zip_layout(zip_path):
+    names = zipfile.ZipFile(zip_path).namelist()
+    for required in ("blender_manifest.toml", "__init__.py", "operators.py", "cli.py", "common/__init__.py",
+                     "blender/scene.py", "engine/__init__.py", "engine/run.py", "engine/check.py",
+                     "engine/overlay.py", "engine/common/jobs.py", "engine/requirements.txt",
+                     "engine/assets/mannequin.npz"):
+        assert required in names, required
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith("tests/")]
+    req = zipfile.ZipFile(zip_path).read("engine/requirements.txt").decode()
+    assert "torch==2.13.0" in req
+
+
+def test_installed_extension_registers_everything(ext, prefs):
+    assert ext.__name__ == MODULE
+    for op in ("import_video", "analyze", "cancel", "export", "reapply_smoothing", "overlay", "check_models",
+               "setup_engine", "tracks_select"):
+        assert getattr(bpy.ops.pymaf, op).idname() == f"PYMAF_OT_{op}"
+    for cls in ("PYMAF_PT_main", "PYMAF_PT_rig", "PYMAF_PT_last_run", "PYMAF_UL_tracks"):
+        assert hasattr(bpy.types, cls), cls
+    assert type(prefs).bl_idname == MODULE
+    for key in ("engine_python", "checkpoint_path", "body_path", "device", "default_smoothing"):
+        assert hasattr(prefs, key)
+    assert {i.identifier for i in type(prefs).bl_rna.properties["device"].enum_items} == {"AUTO", "CUDA", "CPU", "MPS"}
+    # the installed copy runs its own bundled engine code, not the checkout's
+    installed = Path(ext.__file__).parent
+    assert Path(ext.common.ENGINE_ROOT) == installed / "engine"
+    assert not ext.paths.IN_CHECKOUT
+    schema = importlib.import_module(MODULE + ".common.result_schema")
+    assert Path(schema.__file__).is_relative_to(installed / "engine" / "common")
+    assert importlib.import_module(MODULE + ".common.jobs").Job
+    assert ext.paths.bundled_body() == installed / "engine" / "assets" / "mannequin.npz"
+    assert ext.paths.engine_requirements() == installed / "engine" / "requirements.txt"
+    assert "torch" not in sys.modules
+    # the user directory is the extension's own
+    assert ext.paths.user_dir().is_relative_to(Path(os.environ["BLENDER_USER_RESOURCES"]))
+
+
+def test_the_panel_draws(ext, scene):
+    """Panel and preferences draw without errors (a UILayout stand-in records the calls)."""
+    class Layout:
+        def __getattr__(self, name):
+            return lambda *a, **k: Layout()
+
+        def __setattr__(self, name, value):
+            pass
+
+    for cls in (bpy.types.PYMAF_PT_main, bpy.types.PYMAF_PT_rig, bpy.types.PYMAF_PT_last_run):
+        cls.draw(SimpleNamespace(layout=Layout()), bpy.context)
+    p = bpy.context.preferences.addons[MODULE].preferences
+    type(p).draw(SimpleNamespace(layout=Layout(), **{k: getattr(p, k) for k in (
+        "engine_python", "setup_python", "torch_index_url", "checkpoint_path", "body_path", "device",
+        "default_smoothing", "check_report", "setup_report")}), bpy.context)
+
+
+# --- import against the fake engine ------------------------------------------------------------
+def test_import_with_progress_keys_and_kept_result(ext, scene, fake):
+    seen = []
+    task = ext.tasks.ImportTask()
+    task.run_sync(bpy.context, interval=0.01, on_step=lambda t: seen.append((t.progress, t.progress_text)))
+    assert task.status == "done", task.message
+    texts = [t for _, t in seen]
+    assert any(t.startswith("Tracking people: ") for t in texts)
+    assert any(t.startswith("Estimating poses: ") for t in texts)
+    progress = [p for p, _ in seen]
+    assert progress == sorted(progress) and any(0 < p < 1 for p in progress) and task.progress == 1.0
+    arms = task.info["armatures"]
+    assert sorted(arms) == ["1", "2"]
+    # keys exactly on the frames each track has: Blender frame = video frame + 1
+    assert rig_key_frames(ext, arms["1"]) == [1, 2, 3, 4, 5, 6]
+    assert rig_key_frames(ext, arms["2"]) == [3, 4, 5, 6]
+    assert (scene.frame_start, scene.frame_end, scene.render.fps, scene.render.fps_base) == (1, 6, 25, 1.0)
+    # the raw result is kept (unsaved file: the extension's user directory) and recorded on the rigs
+    result = Path(arms["1"]["pymaf_result_file"])
+    assert result.is_file() and result.parent == ext.paths.user_dir() / "results"
+    assert scene.pymaf.last_result == str(result) and Path(scene.pymaf.last_log).is_file()
+    log = Path(scene.pymaf.last_log).read_text()
+    assert "--smoothing none" in log and "--progress jsonl" in log and "--stop 6" in log
+    assert str(ext.paths.bundled_body()) in log  # no checkpoint: the bundled mannequin body
+
+
+def test_import_operator_saved_file_keeps_result_next_to_it(ext, scene, fake, tmp_path):
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "shot.blend"))
+    scene = bpy.context.scene
+    scene.pymaf.video_path, scene.pymaf.range_count = str(ext.paths.abspath(scene.pymaf.video_path)), 6
+    assert bpy.ops.pymaf.import_video() == {"FINISHED"}
+    arm = next(o for o in scene.objects if o.type == "ARMATURE")
+    assert Path(arm["pymaf_result_file"]).parent == tmp_path / "pymaf"
+    assert ext.paths.abspath(scene.pymaf.last_result).startswith(str(tmp_path / "pymaf"))
+    assert "bl_options" in dir(bpy.types.PYMAF_OT_import_video) and \
+        "UNDO" in bpy.types.PYMAF_OT_import_video.bl_options  # one undo step
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("fail", "Import failed: no person found in the video"),
+    ("crash", "stopped unexpectedly \\(killed by signal SIGSEGV\\) without an error message"),
+    ("badresult", "result file is not valid"),
+])
+def test_failures_are_reported_and_leave_the_scene_untouched(ext, scene, fake, mode, message):
+    fake(mode)
+    before = snapshot()
+    with pytest.raises(RuntimeError, match=message):
+        bpy.ops.pymaf.import_video()
+    assert snapshot() == before
+    task = ext.tasks.last()
+    assert task.status == "error" and ext.tasks.active("engine") is None
+    if mode == "crash":
+        assert "Segmentation fault" in task.message  # the stderr tail
+
+
+def test_cancel_leaves_the_scene_untouched(ext, scene, fake):
+    fake("hang")
+    before = snapshot()
+    task = ext.tasks.ImportTask().start(bpy.context)
+    deadline = time.monotonic() + 30
+    while not task.progress_text.startswith("Estimating poses"):
+        assert not task.step(bpy.context) and time.monotonic() < deadline
+        time.sleep(0.02)
+    assert bpy.ops.pymaf.cancel() == {"FINISHED"}
+    assert "cancelling" in task.progress_text
+    task.run_sync(bpy.context)
+    assert task.status == "cancelled" and task.level == "WARNING"
+    assert "partial result is kept" in task.message and task.result_path.is_file()
+    assert snapshot() == before and ext.tasks.active("engine") is None
+    assert bpy.ops.pymaf.cancel() == {"CANCELLED"}  # nothing running any more
+
+
+def test_modal_operator_drives_the_same_task(ext, scene, fake):
+    """The interface path: modal() on timer events steps the task; Esc cancels."""
+    op_cls = ext.operators.TaskOperator
+    reports = []
+
+    def operator(task):
+        return SimpleNamespace(_task=task, _timer=None, report=lambda level, msg: reports.append((level, msg)),
+                               _stop_timer=lambda ctx: None, _outcome=lambda t: op_cls._outcome(fake_op, t))
+
+    timer = SimpleNamespace(type="TIMER", value="NOTHING")
+    fake_op = operator(ext.tasks.ImportTask().start(bpy.context))
+    state, deadline = {"PASS_THROUGH"}, time.monotonic() + 30
+    while state == {"PASS_THROUGH"}:
+        state = op_cls.modal(fake_op, bpy.context, timer)
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert state == {"FINISHED"} and reports[-1][0] == {"INFO"} and "Imported 2 people" in reports[-1][1]
+
+    fake("hang")
+    before = snapshot()
+    fake_op = operator(ext.tasks.ImportTask().start(bpy.context))
+    for _ in range(20):
+        op_cls.modal(fake_op, bpy.context, timer)
+        time.sleep(0.02)
+    assert op_cls.modal(fake_op, bpy.context, SimpleNamespace(type="ESC", value="PRESS")) == {"RUNNING_MODAL"}
+    state, deadline = {"PASS_THROUGH"}, time.monotonic() + 30
+    while state == {"PASS_THROUGH"}:
+        state = op_cls.modal(fake_op, bpy.context, timer)
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert state == {"CANCELLED"} and reports[-1][0] == {"WARNING"} and "cancelled" in reports[-1][1]
+    assert snapshot() == before
+
+
+def test_engine_missing_is_explained(ext, scene, prefs, monkeypatch, tmp_path):
+    prefs.engine_python = str(tmp_path / "nope" / "python")
+    with pytest.raises(RuntimeError, match="does not exist; fix it in the add-on's preferences"):
+        bpy.ops.pymaf.import_video()
+    prefs.engine_python = ""
+    monkeypatch.delenv("PYMAF_ENGINE_PYTHON", raising=False)
+    with pytest.raises(RuntimeError, match="no engine environment found: .*Set up engine"):
+        bpy.ops.pymaf.import_video()
+    scene.pymaf.video_path = str(tmp_path / "missing.mp4")
+    with pytest.raises(RuntimeError, match="video not found"):
+        bpy.ops.pymaf.import_video()
+
+
+def test_analyze_lists_people_and_import_takes_the_ticked_ones(ext, scene, fake, tmp_path, monkeypatch):
+    argv_log = tmp_path / "argv.jsonl"
+    monkeypatch.setenv("PYMAF_FAKE_ARGV_LOG", str(argv_log))
+    assert bpy.ops.pymaf.analyze() == {"FINISHED"}
+    s = scene.pymaf
+    assert [(t.track_id, t.first_frame, t.last_frame, t.frame_count, t.use) for t in s.tracks] == \
+        [("1", 0, 5, 6, True), ("2", 2, 5, 4, True)]
+    assert s.analysis_matches()
+    s.tracks[0].use = False
+    assert bpy.ops.pymaf.import_video() == {"FINISHED"}
+    arms = [o for o in scene.objects if o.type == "ARMATURE"]
+    assert [a["pymaf"]["track_id"] for a in arms] == ["2"]
+    run = [json.loads(l) for l in argv_log.read_text().splitlines() if '"run"' in l][-1]
+    assert run[run.index("--tracks") + 1] == s.tracks_file and run[run.index("--people") + 1] == "2"
+    assert "--stop" not in run  # the analysis fixes the range
+    # another range makes the list stale: everyone is imported over the new range
+    s.range_count = 5
+    assert not s.analysis_matches()
+    bpy.ops.pymaf.tracks_select(action="NONE")
+    assert not any(t.use for t in s.tracks)
+
+
+def test_reapply_smoothing_and_exports(ext, scene, fake, tmp_path):
+    assert bpy.ops.pymaf.import_video() == {"FINISHED"}
+    arm = next(o for o in scene.objects if o.type == "ARMATURE" and o["pymaf"]["track_id"] == "1")
+    fcs = [fc for fc in ext.blender.compat.action_fcurves(arm.animation_data.action, arm)
+           if "rotation_quaternion" in fc.data_path]
+
+    def values():
+        return np.array([kp.co[1] for fc in fcs for kp in fc.keyframe_points])
+
+    smooth = values()
+    assert bpy.ops.pymaf.reapply_smoothing(strength=0.0) == {"FINISHED"}
+    assert np.abs(values() - smooth).max() > 1e-3
+    for fmt, preset, name in (("FBX", "UNITY", "rigs.fbx"), ("GLTF", "BLENDER", "rigs.glb")):
+        assert bpy.ops.pymaf.export(format=fmt, preset=preset, filepath=str(tmp_path / name)) == {"FINISHED"}
+        assert (tmp_path / name).stat().st_size > 10_000
+    assert bpy.ops.pymaf.export(format="BVH", filepath=str(tmp_path / "motion.bvh")) == {"FINISHED"}
+    assert sorted(p.name for p in tmp_path.glob("*.bvh")) == ["motion_1.bvh", "motion_2.bvh"]
+
+
+def test_overlay_projection_matches_world_to_camera_view(ext, scene, fake):
+    from bpy_extras.object_utils import world_to_camera_view
+    overlay = importlib.import_module(MODULE + ".overlay")
+
+    assert bpy.ops.pymaf.import_video() == {"FINISHED"}
+    arm = next(o for o in scene.objects if o.type == "ARMATURE")
+    body = next(o for o in arm.children if o.type == "MESH")
+    scene.frame_set(4)
+    verts = overlay.evaluated_vertices(bpy.context, body)
+    view, proj = overlay.camera_matrices(bpy.context, scene.camera, 640, 360)
+    uv, cam = overlay.project(verts, view, proj, 640, 360)
+    from mathutils import Vector
+    for i in range(0, len(verts), max(1, len(verts) // 50)):
+        x, y, z = world_to_camera_view(scene, scene.camera, Vector(verts[i]))
+        assert abs(uv[i, 0] - x * 640) < 1e-3 and abs(uv[i, 1] - (1 - y) * 360) < 1e-3
+        assert abs(cam[i, 2] - z) < 1e-4
+    # ... and the engine's own pinhole (the result's focal and principal point)
+    engine_uv = ext.common.blender_space.project_world_points(verts, 600.0, [320.0, 180.0])
+    assert np.abs(engine_uv - uv).max() < 0.05
+
+
+# --- preferences: engine setup and the model check ----------------------------------------------
+def test_setup_engine_makes_the_extensions_own_environment(ext, scene, prefs, fake, fake_python, monkeypatch):
+    prefs.setup_python = str(fake_python)
+    prefs.engine_python = "/chosen/before/python"
+    venv = ext.paths.own_engine_venv()
+    try:
+        assert bpy.ops.pymaf.setup_engine() == {"FINISHED"}
+        py = ext.paths.venv_python(venv)
+        assert py.is_file()
+        assert prefs.engine_python == ""  # the new environment is used from now on
+        assert ext.paths.find_engine_python(prefs) == (py, "the extension's engine environment")
+        log = (ext.paths.user_dir() / "engine-setup.log").read_text()
+        assert "-m venv" in log and "-r " + str(ext.paths.engine_requirements()) in log
+        assert "Successfully installed" in log and "Set up" in prefs.setup_report
+
+        fake("pipfail")
+        with pytest.raises(RuntimeError, match="Engine setup failed: .*exit code 1.*engine-setup.log"):
+            bpy.ops.pymaf.setup_engine()
+        assert "Could not find a version" in (ext.paths.user_dir() / "engine-setup.log").read_text()
+    finally:
+        import shutil
+        shutil.rmtree(venv, ignore_errors=True)
+
+
+def test_check_button_says_what_is_wrong(ext, scene, prefs, tmp_path):
+    engine_python()  # skips without the engine environment
+    assert bpy.ops.pymaf.check_models() == {"FINISHED"}
+    assert "Body model: OK - SMPL body model: 6890 vertices" in prefs.check_report
+    assert "untrained" in prefs.check_report
+    bad = tmp_path / "resnet.pth"
+    bad.write_bytes(b"\x80\x02}q\x00.")  # a pickle, not a torch file
+    prefs.checkpoint_path = str(bad)
+    with pytest.raises(RuntimeError, match="Model file problem: Checkpoint: PROBLEM - resnet.pth"):
+        bpy.ops.pymaf.check_models()
+    assert "PROBLEM" in prefs.check_report
+
+
+# --- the real engine ------------------------------------------------------------------------------
+@pytest.mark.skipif(not DANCER.is_file(), reason=f"{DANCER} not present")
+def test_real_engine_import(ext, prefs):
+    engine_python()
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    scene.pymaf.video_path, scene.pymaf.range_count = str(DANCER), 6
+    task = ext.tasks.ImportTask()
+    task.run_sync(bpy.context)
+    assert task.status == "done", task.message
+    result = ext.common.result_schema.read_result(task.outputs["result"])
+    assert result.meta["smoothing"] is None and result.meta["frames_done"] == 6
+    arms = task.info["armatures"]
+    assert sorted(arms) == sorted(result.tracks) and arms
+    for tid, arm in arms.items():
+        assert rig_key_frames(ext, arm) == [f + 1 for f in result.tracks[tid].frames.tolist()]
+    # the scene follows the video: 29.97 fps, frames 1..6
+    assert (scene.render.fps, round(scene.render.fps_base, 6)) == (30, 1.001)
+    assert (scene.frame_start, scene.frame_end) == (1, 6)
+    assert "untrained" in task.message
+
+
+def test_headless_main_job(ext, clip, tmp_path):
+    """python -m pymaf_blender.cli (from the checkout, in a fresh process): the real engine on a
+    short generated clip with its person box (no footage or detector needed) -> .blend, .fbx
+    and the overlay preview."""
+    py = engine_python()
+    video, extra = clip[0], ["--boxes", str(clip[1])]
+    out = tmp_path / "job"
+    env = dict(os.environ, PYMAF_ENGINE_PYTHON=str(py), BLENDER_USER_RESOURCES=str(tmp_path / "user"))
+    proc = subprocess.run([sys.executable, "-m", "pymaf_blender.cli", str(video), "--out", str(out),
+                           "--frames", "6", *extra], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    stem = video.stem
+    blend, fbx, mp4 = out / f"{stem}.blend", out / f"{stem}.fbx", out / f"{stem}_overlay.mp4"
+    pngs = sorted((out / f"{stem}_overlay_frames").glob("*.png"))
+    assert blend.is_file() and fbx.stat().st_size > 10_000 and mp4.stat().st_size > 1000
+    assert len(pngs) == 4 and not (out / f"{stem}.blend1").exists()
+    assert f"scene:         {blend}" in proc.stdout and f"overlay video: {mp4}" in proc.stdout
+    assert list((out / "pymaf").glob("*.npz")) and list((out / "pymaf").glob("*.log"))
+    clip_data = bpy.data.movieclips.load(str(mp4))
+    assert clip_data.frame_duration == 6
+    img = bpy.data.images.load(str(pngs[0]))
+    assert img.size[0] > 0
+    bpy.data.movieclips.remove(clip_data)
+    bpy.data.images.remove(img)
+    # the saved scene holds the rigs
+    with bpy.data.libraries.load(str(blend)) as (src, _dst):
+        names = list(src.objects)
+    assert any("_PyMAF_" in n for n in names)
