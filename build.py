@@ -1,23 +1,34 @@
 #!/usr/bin/env python3
 """Task runner for PyMAF for Blender. Standard library only; runs with any Python >= 3.9.
 
-    python3 build.py demo        the main job on the bundled default (sets everything up)
-    python3 build.py test        the test suite (creates or reuses the environments)
-    python3 build.py bench       benchmarks (prints tables; see docs/benchmarks.md)
-    python3 build.py setup       only create/update the engine environment
+    python3 build.py demo        the main job on the bundled default (sets everything up):
+                                 video -> engine -> Blender scene -> .blend, .fbx, overlay preview
+    python3 build.py test        the test suite: tests/engine in the engine environment, then
+                                 tests/blender under each supported Blender (bpy 4.2, 5.0, 5.2)
+    python3 build.py extension   the installable extension zip (dist/pymaf_blender-<version>.zip)
+    python3 build.py bench       benchmarks: the network, then end to end (tables; docs/benchmarks.md)
+    python3 build.py setup       only create/update the engine environment (--blender: and those)
     python3 build.py mannequin   only (re)generate the project's body model asset
 
 The engine runs in its own virtual environment (.venvs/engine), never in Blender's
-Python. Environments are reused while their requirement files are unchanged.
+Python. Blender's Python is the ``bpy`` module from PyPI, one venv per supported version
+(.venvs/blender-4.2, -5.0, -5.2). Environments are reused while their requirement files
+are unchanged.
+
+    python3 build.py test --blender 5.0                 engine tests + Blender 5.0 only
+    python3 build.py test --blender none -k check       engine tests only, pytest's -k
+    python3 build.py test tests/blender/test_extension.py --blender 4.2,5.0
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -27,6 +38,16 @@ ENGINE_REQUIREMENTS = [ROOT / "requirements" / "engine.txt", ROOT / "requirement
 ENGINE_PYTHON_VERSION = (3, 11)  # the local CPU torch 2.13.0 wheel is cp311
 ASSETS = ROOT / "build" / "assets"
 MANNEQUIN = ASSETS / "mannequin.npz"
+# Supported Blender versions: the bpy module from PyPI, each in its own venv. bpy <= 5.0 is
+# cp311 only, 5.1+ is cp313 only (../shared/reference/blender-notes.md section 1).
+BLENDER_VERSIONS = {
+    "4.2": (3, 11),   # LTS, the minimum the manifest allows
+    "5.0": (3, 11),
+    "5.2": (3, 13),   # LTS; skipped with a message where no Python 3.13 exists
+}
+DEFAULT_BLENDER = "5.0"  # runs the demo
+DIST = ROOT / "dist"
+FOOTAGE = ROOT.parent / "shared" / "footage" / "dancer.mp4"
 
 
 def say(msg: str) -> None:
@@ -47,20 +68,25 @@ def check(cmd: list, **kwargs) -> None:
 
 
 # --- environments ----------------------------------------------------------------------
-def find_python(version: tuple) -> str:
-    """An interpreter of the given major.minor: this one, pythonX.Y on PATH, or pyenv's."""
+def find_python(version: tuple, purpose: str = "the engine environment", required: bool = True):
+    """An interpreter of the given major.minor: this one, pythonX.Y on PATH, or pyenv's.
+
+    Not found: exit with a message, or return None when ``required`` is False."""
     if sys.version_info[:2] == version:
         return sys.executable
     name = f"python{version[0]}.{version[1]}"
     found = shutil.which(name)
-    if found:
+    # A pyenv shim is on PATH even where it cannot run that version: try it first.
+    if found and subprocess.run([found, "-c", ""], capture_output=True).returncode == 0:
         return found
     pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
     for candidate in sorted(pyenv_root.glob(f"{version[0]}.{version[1]}.*"), reverse=True):
         exe = candidate / "bin" / "python3"
         if exe.exists():
             return str(exe)
-    sys.exit(f"[build] Python {version[0]}.{version[1]} is needed for the engine environment; install it "
+    if not required:
+        return None
+    sys.exit(f"[build] Python {version[0]}.{version[1]} is needed for {purpose}; install it "
              f"(e.g. with pyenv) or put {name} on PATH.")
 
 
@@ -83,8 +109,11 @@ def ensure_venv(venv: Path, python_version: tuple, requirements: list, torch_ind
     stamp = requirements_stamp(requirements, torch_index_url)
     if py.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
         return py
+    if py.exists() and not _venv_has_python(venv, python_version):
+        say(f"{venv} was made with another Python; recreating it")
+        shutil.rmtree(venv)
     if not py.exists():
-        check([find_python(python_version), "-m", "venv", venv])
+        check([find_python(python_version, f"{venv.name}"), "-m", "venv", venv])
     pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     if torch_index_url:
         # A GPU user's CUDA build of the pinned torch, installed before the rest.
@@ -97,6 +126,42 @@ def ensure_venv(venv: Path, python_version: tuple, requirements: list, torch_ind
     check(pip + args)
     stamp_file.write_text(stamp)
     return py
+
+
+def _venv_has_python(venv: Path, version: tuple) -> bool:
+    cfg = venv / "pyvenv.cfg"
+    if not cfg.exists():
+        return False
+    m = re.search(r"^version(?:_info)?\s*=\s*(\d+)\.(\d+)", cfg.read_text(), re.M)
+    return m is None or (int(m.group(1)), int(m.group(2))) == tuple(version)
+
+
+def blender_requirements(version: str) -> Path:
+    return ROOT / "requirements" / f"blender-{version}.txt"
+
+
+def blender_python(version: str):
+    """The bpy venv for one Blender version (created or reused), or None with a message when
+    the Python it needs is not on this machine (only 5.2: Python 3.13)."""
+    pyver = BLENDER_VERSIONS[version]
+    venv = VENVS / f"blender-{version}"
+    if not venv_python(venv).exists() and find_python(pyver, required=False) is None:
+        say(f"Blender {version}: skipped, it needs Python {pyver[0]}.{pyver[1]} (bpy {version} has no wheel "
+            f"for other Pythons); install it (e.g. 'pyenv install {pyver[0]}.{pyver[1]}') to test it")
+        return None
+    return ensure_venv(venv, pyver, [blender_requirements(version)])
+
+
+def parse_blender_versions(text: str) -> list:
+    if text in ("", "all"):
+        return list(BLENDER_VERSIONS)
+    if text == "none":
+        return []
+    versions = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in versions if v not in BLENDER_VERSIONS]
+    if unknown:
+        sys.exit(f"[build] unknown Blender version(s) {', '.join(unknown)}; known: {', '.join(BLENDER_VERSIONS)}")
+    return versions
 
 
 # Offscreen OpenGL for the renderer (moderngl over EGL): Mesa's software EGL on a CPU
@@ -142,38 +207,190 @@ def ensure_mannequin(py: Path, force: bool = False) -> Path:
 
 
 # --- commands ----------------------------------------------------------------------------
-def cmd_setup(args) -> int:
-    py = engine_python(args)
-    say(f"engine environment ready: {py}")
-    return 0
-
-
 def cmd_mannequin(args) -> int:
     ensure_mannequin(engine_python(args), force=True)
     return 0
 
 
+def run_pytest(label: str, py: Path, folder: str, extra: list, env: dict) -> dict:
+    """One pytest run, streamed; -> {label, code, summary, seconds}."""
+    t0 = time.monotonic()
+    paths = [] if any(a.startswith(folder) for a in extra) else [folder]
+    cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", *paths, *extra]
+    say(f"--- {label}: " + " ".join(str(c) for c in cmd))
+    proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
+    summary = ""
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        if re.search(r"\b(passed|failed|error|errors|skipped|deselected|no tests ran)\b.* in [\d.]+s", line):
+            summary = line.strip().strip("=").strip()
+    code = proc.wait()
+    return {"label": label, "code": code, "summary": summary or f"exit code {code}",
+            "seconds": time.monotonic() - t0}
+
+
+def _suites_asked(extra: list) -> set:
+    """Which test folders explicit paths in the pytest arguments point at (empty: no paths)."""
+    asked = set()
+    for a in extra:
+        if a.startswith("-") or not a.startswith("tests"):
+            continue
+        for folder in ("tests/engine", "tests/blender"):
+            if a.split("::")[0].rstrip("/").startswith(folder) or folder.startswith(a.rstrip("/")):
+                asked.add(folder)
+    return asked
+
+
 def cmd_test(args) -> int:
+    asked = _suites_asked(args.extra)
+    versions = parse_blender_versions(args.blender)
     py = engine_python(args)
     ensure_system_libraries()
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    code = run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/engine", *args.extra],
-               cwd=ROOT, env=env)
-    if code == 5:  # pytest: no tests collected
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYMAF_ENGINE_PYTHON=str(py))
+    results = []
+    if not asked or "tests/engine" in asked:
+        results.append(run_pytest("engine", py, "tests/engine",
+                                  [a for a in args.extra if not a.startswith("tests/blender")
+                                   and a.rstrip("/") != "tests"], env))
+    if versions and (not asked or "tests/blender" in asked):
+        ensure_mannequin(py)
+        blender_extra = [a for a in args.extra if not a.startswith("tests/engine") and a.rstrip("/") != "tests"]
+        zip_path = None
+        for version in versions:
+            bpy_py = blender_python(version)
+            if bpy_py is None:
+                results.append({"label": f"blender {version}", "code": None, "seconds": 0.0,
+                                "summary": f"skipped: no Python {'.'.join(map(str, BLENDER_VERSIONS[version]))}"})
+                continue
+            if zip_path is None:  # one zip for every version (the tests install it)
+                zip_path = build_extension(bpy_py, ROOT / "build" / "extension-test")
+            benv = dict(env, PYMAF_EXTENSION_ZIP=str(zip_path))
+            results.append(run_pytest(f"blender {version}", bpy_py, "tests/blender", blender_extra, benv))
+    say("summary:")
+    failed = False
+    for r in results:
+        code = r["code"]
+        if code is None:
+            state = "SKIPPED"
+        elif code == 0:
+            state = "ok"
+        elif code == 5:  # pytest: nothing collected (e.g. -k matched nothing in this suite)
+            state = "no tests selected"
+        else:
+            state, failed = "FAILED", True
+        say(f"  {r['label']:<12} {state:<18} {r['summary']}  [{r['seconds']:.0f} s]")
+    if results and all(r["code"] in (5, None) for r in results):
         say("no tests were collected")
         return 1
-    return code
+    return 1 if failed else 0
 
 
 def cmd_bench(args) -> int:
+    """No arguments: the network benchmark, then the end-to-end one. ``--e2e ARGS``: only the
+    end-to-end one (engine.bench_e2e); other ARGS: only the network one (engine.bench)."""
     py = engine_python(args)
-    return run([py, "-m", "engine.bench", *args.extra], cwd=ROOT)
+    extra = list(args.extra)
+    if "--e2e" in extra:
+        extra.remove("--e2e")
+        return run([py, "-m", "engine.bench_e2e", *extra], cwd=ROOT)
+    if extra:
+        return run([py, "-m", "engine.bench", *extra], cwd=ROOT)
+    code = run([py, "-m", "engine.bench"], cwd=ROOT)
+    return code if code else run([py, "-m", "engine.bench_e2e"], cwd=ROOT)
+
+
+def cmd_setup(args) -> int:
+    py = engine_python(args)
+    say(f"engine environment ready: {py}")
+    for version in parse_blender_versions(args.blender):
+        bpy_py = blender_python(version)
+        if bpy_py:
+            say(f"Blender {version} environment ready: {bpy_py}")
+    return 0
+
+
+# --- the extension zip ----------------------------------------------------------------------
+ADDON = ROOT / "pymaf_blender"
+_SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "*.tmp")
+
+
+def blender_ext_script(bpy_py: Path) -> Path:
+    """Blender's own extension build/validate CLI, inside the bpy wheel (stdlib-only script)."""
+    code = ("import os, bpy; print(os.path.join(bpy.utils.system_resource('SCRIPTS'), "
+            "'addons_core/bl_pkg/cli/blender_ext.py'))")
+    out = subprocess.run([str(bpy_py), "-c", code], capture_output=True, text=True, check=True)
+    path = Path(out.stdout.strip().splitlines()[-1])
+    if not path.is_file():
+        sys.exit(f"[build] blender_ext.py not found in the bpy module ({path})")
+    return path
+
+
+def stage_extension(stage: Path) -> Path:
+    """The add-on folder as it is zipped: manifest + pymaf_blender/* at the root, the engine
+    package inside it (no tests, no caches), its requirements, the default body model."""
+    if stage.exists():
+        shutil.rmtree(stage)
+    shutil.copytree(ADDON, stage, ignore=_SKIP)
+    shutil.copy2(ROOT / "blender_manifest.toml", stage / "blender_manifest.toml")
+    shutil.copytree(ROOT / "engine", stage / "engine",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "*.tmp", "tests"))
+    shutil.copy2(ROOT / "requirements" / "engine.txt", stage / "engine" / "requirements.txt")
+    if not MANNEQUIN.exists():
+        sys.exit(f"[build] {MANNEQUIN} is missing; run 'python3 build.py mannequin'")
+    (stage / "engine" / "assets").mkdir(exist_ok=True)
+    shutil.copy2(MANNEQUIN, stage / "engine" / "assets" / "mannequin.npz")
+    return stage
+
+
+def build_extension(bpy_py: Path, out_dir: Path = DIST) -> Path:
+    """Stage, validate and build the zip with Blender's blender_ext.py; -> the zip."""
+    script = blender_ext_script(bpy_py)
+    stage = stage_extension(ROOT / "build" / "extension" / "pymaf_blender")
+    check([bpy_py, script, "validate", stage])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    version = re.search(r'^version\s*=\s*"([^"]+)"', (stage / "blender_manifest.toml").read_text(), re.M).group(1)
+    zip_path = out_dir / f"pymaf_blender-{version}.zip"
+    if zip_path.exists():
+        zip_path.unlink()
+    check([bpy_py, script, "build", "--source-dir", stage, "--output-filepath", zip_path])
+    check([bpy_py, script, "validate", zip_path])
+    say(f"extension: {zip_path} ({zip_path.stat().st_size / 1e6:.1f} MB)")
+    return zip_path
+
+
+def cmd_extension(args) -> int:
+    ensure_mannequin(engine_python(args))
+    versions = parse_blender_versions(args.blender)
+    for version in [DEFAULT_BLENDER] + [v for v in versions if v != DEFAULT_BLENDER]:
+        bpy_py = blender_python(version)
+        if bpy_py:
+            zip_path = build_extension(bpy_py)
+            say(f"install it in Blender: Edit > Preferences > Get Extensions > (menu) Install from Disk > {zip_path}")
+            return 0
+    sys.exit("[build] no Blender (bpy) environment available to build the extension")
 
 
 def cmd_demo(args) -> int:
+    """The main job, headless, through the extension's own code path (pymaf_blender.cli)."""
     py = engine_python(args)
-    mannequin = ensure_mannequin(py)
-    return run([py, "-m", "engine.demo", "--body", mannequin, "--out", ROOT / "build" / "demo"], cwd=ROOT)
+    ensure_mannequin(py)  # the bundled default body (found by the add-on in build/assets)
+    bpy_py = blender_python(DEFAULT_BLENDER)
+    out = ROOT / "build" / "demo"
+    out.mkdir(parents=True, exist_ok=True)
+    video, extra = FOOTAGE, []
+    if not video.is_file():  # a generated clip with its person box (no detector needed)
+        say(f"{FOOTAGE} not found: using a generated clip")
+        code = ("import sys, pathlib; from engine.demo import write_test_clip; "
+                "v, b = write_test_clip(pathlib.Path(sys.argv[1]), frames=24); print(v); print(b)")
+        res = subprocess.run([str(py), "-c", code, str(out)], cwd=ROOT, capture_output=True, text=True, check=True)
+        video_s, boxes = res.stdout.strip().splitlines()[-2:]
+        video, extra = Path(video_s), ["--boxes", boxes]
+    env = dict(os.environ, PYMAF_ENGINE_PYTHON=str(py),
+               BLENDER_USER_RESOURCES=str(ROOT / "build" / "blender-user"))
+    return run([bpy_py, "-m", "pymaf_blender.cli", video, "--out", out, "--frames", str(args.frames),
+                *extra, *args.extra], cwd=ROOT, env=env)
 
 
 def main(argv=None) -> int:
@@ -181,13 +398,26 @@ def main(argv=None) -> int:
     parser.add_argument("--torch-index-url", default="",
                         help="package index for a CUDA build of the pinned torch (GPU users)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("setup", help="create/update the engine environment").set_defaults(func=cmd_setup)
+    p = sub.add_parser("setup", help="create/update the engine environment (and --blender ones)")
+    p.add_argument("--blender", default="none", help="also these Blender versions: all, none or e.g. 4.2,5.0")
+    p.set_defaults(func=cmd_setup)
     sub.add_parser("mannequin", help="regenerate build/assets/mannequin.npz").set_defaults(func=cmd_mannequin)
-    sub.add_parser("test", help="run the test suite (extra arguments go to pytest)").set_defaults(func=cmd_test)
-    sub.add_parser("bench", help="run the benchmarks (extra arguments go to engine.bench)").set_defaults(func=cmd_bench)
-    sub.add_parser("demo", help="run the main job on the bundled default").set_defaults(func=cmd_demo)
+    p = sub.add_parser("test", help="run the test suite (extra arguments go to pytest)")
+    p.add_argument("--blender", default="all",
+                   help=f"Blender versions to test: all (default), none, or a list like 4.2,5.0 "
+                        f"(known: {', '.join(BLENDER_VERSIONS)})")
+    p.set_defaults(func=cmd_test)
+    p = sub.add_parser("extension", help="build the installable extension zip into dist/")
+    p.add_argument("--blender", default=DEFAULT_BLENDER, help="the bpy environment whose blender_ext.py builds it")
+    p.set_defaults(func=cmd_extension)
+    sub.add_parser("bench", help="run the benchmarks: network, then end to end (--e2e ARGS: only end to end, "
+                                 "engine.bench_e2e; other ARGS go to engine.bench)").set_defaults(func=cmd_bench)
+    p = sub.add_parser("demo", help="run the main job on the bundled default (extra arguments go to "
+                                    "pymaf_blender.cli)")
+    p.add_argument("--frames", type=int, default=24, help="frames of the video to process (default 24)")
+    p.set_defaults(func=cmd_demo)
     args, extra = parser.parse_known_args(argv)
-    if extra and args.func not in (cmd_test, cmd_bench):
+    if extra and args.func not in (cmd_test, cmd_bench, cmd_demo):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     return args.func(args)
