@@ -1,7 +1,10 @@
 """Person detectors: ``detect(image RGB (H, W, 3) uint8, index=None) -> (N, 5) float64
 [x1, y1, x2, y2, score]`` in full-image pixels, score in [0, 1].
 
-- ``HOGDetector`` (default): ``cv2.HOGDescriptor`` with the default people SVM (64x128
+- ``MannequinDetector`` (``engine.people.learned``, the default: ``DEFAULT_DETECTOR``): a
+  small CenterNet-style network trained on the project's own renders; ``MergedDetector``
+  adds HOG's boxes to it ("hog+mannequin").
+- ``HOGDetector``: ``cv2.HOGDescriptor`` with the default people SVM (64x128
   window). The frame is downscaled so its longer side is at most ``max_side`` px (1080p
   -> 1280x720 by default, picked by measurement in docs/people.md: 640 is 5x faster but
   loses the dancer in half the frames), then non-max suppressed. ``max_scale`` > 1
@@ -45,6 +48,13 @@ class Detector:
 
     def detect(self, image: np.ndarray, index: int | None = None) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
+
+    def detect_batch(self, images, indices=None) -> list:
+        """Several frames -> one (N, 5) array each; here ``detect`` frame by frame
+        (``MannequinDetector`` runs a batch through its network at once)."""
+        images = list(images)
+        indices = [None] * len(images) if indices is None else list(indices)
+        return [self.detect(im, i) for im, i in zip(images, indices)]
 
 
 class _Downscaled(Detector):
@@ -181,15 +191,65 @@ class BoxesFromFile(Detector):
         return self.boxes.get(int(index), _empty()).copy()
 
 
-# Names accepted by ``make_detector`` and ``python -m engine run --detector``; "default" is the
-# candidate picked by measurement (docs/people.md).
-DETECTOR_NAMES = ("default", "hog", "haar")
+class MergedDetector(Detector):
+    """Two detectors on the same frame, merged: ``primary``'s boxes are kept as they are,
+    raised to the score of a ``secondary`` box on the same person (IoU >= ``same_iou``:
+    two independent detectors agreeing), and ``secondary``'s boxes on nobody the primary
+    found are added with their score times ``secondary_scale``; then NMS.
+
+    Score calibration: the learned detector's score is a heatmap peak (about the chance of
+    a person centre there), HOG's is ``1 - exp(-SVM margin)``; neither is a probability of
+    the other's kind, so no box is ever dropped for the other detector's score, only for
+    overlapping a box of the primary (whose boxes are the tight amodal ones PyMAF needs)."""
+
+    def __init__(self, primary: Detector, secondary: Detector, name: str, same_iou: float = 0.3,
+                 secondary_scale: float = 1.0, nms_iou: float = 0.45):
+        self.primary, self.secondary, self.name = primary, secondary, name
+        self.same_iou, self.secondary_scale, self.nms_iou = float(same_iou), float(secondary_scale), float(nms_iou)
+
+    def merge(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Primary (N, 5) and secondary (M, 5) boxes of one frame -> merged (K, 5)."""
+        from engine.people.tracking import iou_matrix
+
+        a, b = np.array(a, np.float64).reshape(-1, 5), np.array(b, np.float64).reshape(-1, 5)
+        b[:, 4] *= self.secondary_scale
+        if len(a) and len(b):
+            m = iou_matrix(a[:, :4], b[:, :4])
+            same = m >= self.same_iou
+            a[:, 4] = np.maximum(a[:, 4], np.where(same, b[None, :, 4], 0.0).max(1))
+            b = b[~same.any(0)]
+        return nms(np.concatenate([a, b]), self.nms_iou)
+
+    def detect(self, image, index=None):
+        return self.merge(self.primary.detect(image, index), self.secondary.detect(image, index))
+
+    def detect_batch(self, images, indices=None) -> list:
+        images = list(images)
+        return [self.merge(a, b) for a, b in zip(self.primary.detect_batch(images, indices),
+                                                 self.secondary.detect_batch(images, indices))]
+
+
+# Names accepted by ``make_detector`` and ``python -m engine run --detector``; "default" is
+# DEFAULT_DETECTOR, the candidate picked by measurement (docs/people.md).
+DETECTOR_NAMES = ("default", "hog", "haar", "mannequin", "hog+mannequin")
+DEFAULT_DETECTOR = "mannequin"
 
 
 def make_detector(name: str = "default", **kw) -> Detector:
-    if name in ("default", "hog"):
+    """A detector by name. ``kw`` go to the detector (for "hog+mannequin": ``device``,
+    ``weights``, ``threshold`` go to the learned one, the rest to HOG)."""
+    if name == "default":
+        name = DEFAULT_DETECTOR
+    if name == "hog":
         return HOGDetector(**kw)
     if name == "haar":
         return HaarDetector(**kw)
+    if name in ("mannequin", "hog+mannequin"):
+        from engine.people.learned import MannequinDetector
+
+        learned_kw = {k: kw.pop(k) for k in ("device", "weights", "threshold") if k in kw}
+        if name == "mannequin":
+            return MannequinDetector(**learned_kw, **kw)
+        return MergedDetector(MannequinDetector(**learned_kw), HOGDetector(**kw), name)
     raise ValueError(f"unknown detector {name!r}; use one of {DETECTOR_NAMES}, ONNXDetector(path) or "
                      f"BoxesFromFile(path)")
