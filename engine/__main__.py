@@ -1,10 +1,13 @@
-"""``python -m engine COMMAND ...``. Commands: ``run`` (see engine/run.py for options and
-exit codes; docs/engine-cli.md)."""
+"""``python -m engine COMMAND ...``. Commands: ``run`` (video -> SMPL motion result) and
+``analyze`` (video -> tracks JSON, no network); see engine/run.py for options and exit codes,
+docs/engine-cli.md."""
 from __future__ import annotations
 
 import sys
 
-USAGE = "usage: python -m engine run VIDEO -o RESULT.npz [options]   (python -m engine run --help)"
+USAGE = ("usage: python -m engine run VIDEO -o RESULT.npz [options]        (python -m engine run --help)\n"
+         "       python -m engine analyze VIDEO -o TRACKS.json [options]   (python -m engine analyze --help)")
+COMMANDS = ("run", "analyze")
 
 
 def main(argv=None) -> int:
@@ -13,9 +16,9 @@ def main(argv=None) -> int:
         print(USAGE, file=sys.stderr)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
-    if cmd == "run":
+    if cmd in COMMANDS:
         from engine.run import main as run_main
-        return run_main(rest)
+        return run_main(rest, command=cmd)
     print(f"error: unknown command {cmd!r}\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -21,11 +21,22 @@ def square_box(box_xywh: np.ndarray) -> np.ndarray:
 
 
 def crop_matrix(center: np.ndarray, side: float, out_size: int = CROP_SIZE) -> np.ndarray:
-    """2x3 affine image -> crop: maps the box centre to the crop centre, side to out_size."""
-    k = out_size / float(side)
-    cx, cy = float(center[0]), float(center[1])
-    return np.array([[k, 0.0, out_size / 2 - k * cx],
-                     [0.0, k, out_size / 2 - k * cy]])
+    """2x3 affine image -> crop: maps the box centre to the crop centre, side to out_size.
+
+    Built as the official demo builds it (three point pairs in float32 -- centre, centre +
+    half a side down, centre + half a side right -- through ``cv2.getAffineTransform``), so
+    crops match it bit for bit: warpAffine rounds the sampling position to 1/32 px, and a
+    float64 matrix differs from the float32-rounded one enough to flip that rounding."""
+    half = float(side) * 0.5
+    src = np.zeros((3, 2), np.float32)
+    src[0] = np.array([center[0], center[1]], np.float32)
+    src[1] = src[0] + np.array([0.0, half])
+    src[2] = src[0] + np.array([half, 0.0])
+    dst = np.zeros((3, 2), np.float32)
+    dst[0] = [out_size * 0.5, out_size * 0.5]
+    dst[1] = dst[0] + np.array([0.0, out_size * 0.5])
+    dst[2] = dst[0] + np.array([out_size * 0.5, 0.0])
+    return cv2.getAffineTransform(src, dst)
 
 
 def crop_person(image: np.ndarray, center: np.ndarray, side: float, out_size: int = CROP_SIZE) -> np.ndarray:

@@ -1,16 +1,27 @@
-"""``python -m engine run VIDEO -o RESULT.npz``: video in, SMPL motion result out.
+"""``python -m engine run VIDEO -o RESULT.npz`` and ``python -m engine analyze VIDEO -o TRACKS.json``.
 
-Pipeline: probe -> pass 1 (decode, detect, track; streaming) -> pass 2 (decode again, crop
-every tracked person per frame exactly like the official demo, batch the crops, predict,
-convert to full-image camera translation / image-pixel keypoints / continuous quaternions)
--> per-track smoothing -> atomic ``write_result``.
+``run``: probe -> load the model -> ONE streaming pass (engine/pipeline.py): a decode thread,
+detection and an online tracker (or the boxes of an ``analyze`` file, ``--tracks``) in a
+second thread, each person cropped exactly like the official demo as soon as its box is final,
+batched prediction in the main thread (halving the batch on GPU out-of-memory), conversion to
+full-image camera translation / image-pixel keypoints -> per-track smoothing, continuous
+quaternions -> atomic ``write_result``. Every frame is decoded once; memory does not grow with
+the clip (the tracker holds at most ``max_lag`` frames).
+
+``analyze``: the same decode / detect / track pass without the network; writes the tracks
+(ids, frame spans, boxes per frame, scores, interpolated flags, video metadata) as JSON
+(engine/people/tracks_file.py) so that a user can pick people, then
+``run --tracks FILE --people 1,3`` infers only those, with the same ids and boxes.
 
 Usage::
 
     python -m engine run VIDEO -o OUT.npz [--checkpoint PATH] [--body PATH]
-        [--device auto|cuda|mps|cpu] [--batch-size 16] [--start N] [--stop N]
-        [--people all|1,3] [--focal-px F] [--smoothing none|light|default|strong]
-        [--boxes FILE] [--progress tty|jsonl]
+        [--device auto|cuda|mps|cpu] [--batch-size 16] [--autocast none|bf16|fp16]
+        [--start N] [--stop N] [--people all|1,3] [--focal-px F]
+        [--smoothing none|light|default|strong]
+        [--detector NAME | --boxes FILE | --tracks TRACKS.json] [--progress tty|jsonl]
+    python -m engine analyze VIDEO -o TRACKS.json [--start N] [--stop N]
+        [--detector NAME | --boxes FILE] [--progress tty|jsonl]
 
 Without ``--checkpoint`` an UNTRAINED network (seeded ResNet-50 on the mannequin body, or on
 ``--body``) is used, with a warning: the pipeline runs end to end but the poses mean nothing.
@@ -32,8 +43,9 @@ fields for raw copies next to smoothed ones, so raw values are not kept when smo
 Progress: ``--progress jsonl`` prints one JSON object per line on stdout and nothing else
 (logs go to stderr)::
 
-    {"event": "progress", "stage": "track"|"infer", "done": k, "total": n, "fps": x, "eta_s": y}
-    {"event": "done", "result": path, "tracks": ["1", ...], "frames": n, "seconds": t}
+    {"event": "progress", "stage": "run"|"analyze", "done": k, "total": n, "fps": x, "eta_s": y}
+    {"event": "done", "result": path, "tracks": ["1", ...], "frames": n, "seconds": t, "fps": x,
+     "stages": {"decode": s, "detect": s, ...}, "batch_size": b}
     {"event": "error", "code": "...", "message": "..."}
 
 ``--progress tty`` (default) draws a progress line on stderr (tqdm when installed).
@@ -41,19 +53,22 @@ Progress: ``--progress jsonl`` prints one JSON object per line on stdout and not
 Exit codes:
     0    ok
     1    internal error (a bug: traceback on stderr)
-    2    usage error (bad arguments)
+    2    usage error (bad arguments, unreadable --boxes / --tracks file)
     3    video error (missing, unreadable, not a video, empty); JSON code = VideoError.code
     4    no person found (no track, or none of the ``--people`` ids)
-    5    model / checkpoint / body model / device error
+    5    model / checkpoint / body model / device error, GPU out of memory at batch size 1
+         (a partial result with the finished frames is written first)
     6    cannot write the result (disk full, folder missing, not writable)
-    130  cancelled (SIGINT / SIGTERM). When cancelled during inference, a valid partial
-         result is written first (meta.partial = true, meta.frames_done = k: exactly frames
-         0 .. k-1 are in it).
+    130  cancelled (SIGINT / SIGTERM). ``run`` writes a valid partial result first
+         (meta.partial = true, meta.frames_done = k: exactly frames 0 .. k-1 are in it) when
+         k > 0; ``analyze`` writes the tracks of the frames analysed (``"partial": true``).
 Expected errors print one clear line (``error: ...``) on stderr, no traceback.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import errno
 import json
 import math
 import os
@@ -63,11 +78,14 @@ import time
 
 import numpy as np
 
+from engine.pipeline import Cancelled, log
+
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_VIDEO, EXIT_NO_PERSON, EXIT_MODEL, EXIT_WRITE = 0, 1, 2, 3, 4, 5, 6
 EXIT_CANCELLED = 130
 DEFAULT_FOV_DEG = 55.0
 SMOOTHING_CHOICES = ("none", "light", "default", "strong")
 UNTRAINED_SEED = 0
+MIN_TRACK_FRAMES = 10   # shorter tracks are dropped (fewer when the whole range is shorter)
 
 
 class RunError(Exception):
@@ -78,13 +96,11 @@ class RunError(Exception):
         self.exit_code, self.code, self.message = exit_code, code, message
 
 
-class Cancelled(Exception):
-    pass
-
-
 # ----------------------------------------------------------------------------- progress
 class Progress:
-    def __init__(self, mode: str, stdout):
+    """Progress on stderr (``tty``), as JSON lines on ``stdout`` (``jsonl``) or nowhere (``None``)."""
+
+    def __init__(self, mode, stdout=None):
         self.mode, self.stdout = mode, stdout
         self._bar = None
         self._stage = None
@@ -99,32 +115,35 @@ class Progress:
     def start(self, stage: str, total: int) -> None:
         self.close()
         self._stage, self._total, self._t0, self._last = stage, total, time.monotonic(), 0.0
+        self._shown = -1
         if self.mode == "tty":
             try:
                 from tqdm import tqdm
-                self._bar = tqdm(total=total, desc=stage, unit="frame" if stage == "track" else "crop",
-                                 file=sys.stderr, leave=True)
+                self._bar = tqdm(total=total, desc=stage, unit="frame", file=sys.stderr, leave=True)
             except Exception:  # noqa: BLE001 - tqdm is optional
                 self._bar = None
 
     def update(self, done: int, force: bool = False) -> None:
+        """Report ``done`` of ``total`` frames; at most every 0.2 s unless ``force`` or the
+        first frame finished (so a caller sees work started at once)."""
+        if self._stage is None or done == self._shown:
+            return
         now = time.monotonic()
         if self._bar is not None:
             self._bar.n = done
             self._bar.refresh()
             return
-        if not force and now - self._last < 0.2 and self._last:
+        if not (force or (done and self._shown <= 0)) and now - self._last < 0.2:
             return
-        first = self._last == 0.0
-        self._last = now
+        self._last, self._shown = now, done
         dt = max(now - self._t0, 1e-9)
         rate = done / dt
-        total = self._total
+        total = max(self._total, done)
         eta = (total - done) / rate if rate > 0 else None
         if self.mode == "jsonl":
             self.emit({"event": "progress", "stage": self._stage, "done": int(done), "total": int(total),
                        "fps": round(rate, 3), "eta_s": None if eta is None else round(eta, 2)})
-        elif self.mode == "tty" and (force or not first or done):
+        elif self.mode == "tty":
             print(f"\r{self._stage}: {done}/{total} ({rate:.1f}/s)", end="", file=sys.stderr, flush=True)
 
     def close(self) -> None:
@@ -134,10 +153,6 @@ class Progress:
         elif self.mode == "tty" and self._stage is not None:
             print(file=sys.stderr)
         self._stage = None
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -186,22 +201,38 @@ def _positive_float(text):
     return v
 
 
-def build_parser(prog="python -m engine run") -> _Parser:
-    p = _Parser(prog=prog, description="Estimate SMPL motion for the people in a video.")
+def build_parser(command: str = "run") -> _Parser:
+    from engine.people.detect import DETECTOR_NAMES
+
+    analyze = command == "analyze"
+    p = _Parser(prog=f"python -m engine {command}",
+                description="Find and track the people in a video, without the network; write the tracks "
+                            "as JSON." if analyze else "Estimate SMPL motion for the people in a video.")
     p.add_argument("video", help="input video file")
-    p.add_argument("-o", "--output", required=True, help="result file (.npz), written atomically")
-    p.add_argument("--checkpoint", help="PyMAF checkpoint (default: an UNTRAINED network, with a warning)")
-    p.add_argument("--body", help="SMPL body model (.pkl/.npz/checkpoint); for the untrained network or "
-                                  "checkpoints that embed none (default: the mannequin)")
-    p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
-    p.add_argument("--batch-size", type=_positive_int, default=16)
-    p.add_argument("--start", type=_nonneg, default=0, help="first video frame (0-based)")
+    p.add_argument("-o", "--output", required=True, help="tracks file (.json), written atomically" if analyze
+                   else "result file (.npz), written atomically")
+    if not analyze:
+        p.add_argument("--checkpoint", help="PyMAF checkpoint (default: an UNTRAINED network, with a warning)")
+        p.add_argument("--body", help="SMPL body model (.pkl/.npz/checkpoint); for the untrained network or "
+                                      "checkpoints that embed none (default: the mannequin)")
+        p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+        p.add_argument("--batch-size", type=_positive_int, default=16)
+        p.add_argument("--autocast", default="none", choices=("none", "bf16", "fp16"),
+                       help="reduced precision for the trunk and pyramid (fp16: GPU only)")
+    p.add_argument("--start", type=_nonneg, default=None,
+                   help="first video frame (0-based; default 0, or the --tracks file's first frame)")
     p.add_argument("--stop", type=_nonneg, default=None, help="stop before this video frame")
-    p.add_argument("--people", type=_people, default=None, help="'all' (default) or track ids, e.g. 1,3")
-    p.add_argument("--focal-px", type=_positive_float, default=None,
-                   help=f"focal length in image pixels (default: {DEFAULT_FOV_DEG:g} deg horizontal FOV)")
-    p.add_argument("--smoothing", choices=SMOOTHING_CHOICES, default="default")
-    p.add_argument("--boxes", help="person boxes per frame (JSON or CSV, BoxesFromFile) instead of detection")
+    if not analyze:
+        p.add_argument("--people", type=_people, default=None, help="'all' (default) or track ids, e.g. 1,3")
+        p.add_argument("--focal-px", type=_positive_float, default=None,
+                       help=f"focal length in image pixels (default: {DEFAULT_FOV_DEG:g} deg horizontal FOV)")
+        p.add_argument("--smoothing", choices=SMOOTHING_CHOICES, default="default")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--detector", choices=DETECTOR_NAMES, default=None,
+                     help="person detector (default: 'default', the one picked by measurement)")
+    src.add_argument("--boxes", help="person boxes per frame (JSON or CSV, BoxesFromFile) instead of detection")
+    if not analyze:
+        src.add_argument("--tracks", help="tracks file from 'python -m engine analyze': no detection, same ids")
     p.add_argument("--progress", choices=("tty", "jsonl"), default="tty")
     return p
 
@@ -240,172 +271,23 @@ def load_model(args):
                        .splitlines()[0]) from None
 
 
-# ----------------------------------------------------------------------------- passes
-def pass_track(args, info, detector, progress, cancel):
-    """-> (timestamps (N,), tracks {id: Track}, N). Frame indices relative to args.start."""
-    from engine.people.tracking import track
-    from engine.video.decode import VideoError, iter_frames
+def make_predictor(args):
+    """-> (Predictor, provenance). Raises RunError(5)."""
+    model, prov = load_model(args)
+    import torch
 
-    stop = args.stop if args.stop is not None else info.frame_count
-    total = max(0, min(stop, info.frame_count) - args.start) if info.frame_count else 0
-    progress.start("track", total)
-    dets, stamps = [], []
+    from engine.model.inference import Predictor
     try:
-        for fr in iter_frames(args.video, start=args.start, stop=args.stop):
-            if cancel["flag"]:
-                raise Cancelled()
-            dets.append(detector.detect(fr.image, index=fr.index))
-            stamps.append(fr.timestamp)
-            progress.update(len(dets))
-    except VideoError as e:
-        if e.code != "truncated" or not dets:
-            raise
-        log(f"warning: {e.message}; using the {len(dets)} frames that decode")
-    progress.update(len(dets), force=True)
-    progress.close()
-    n = len(dets)
-    if n == 0:
-        raise RunError(EXIT_VIDEO, "empty", f"no frames in the range [{args.start}, {args.stop}) of {args.video}")
-    stamps = np.asarray(stamps, np.float64)
-    if np.any(np.diff(stamps) <= 0):  # broken container timestamps: fall back to the nominal rate
-        fps = info.fps if info.fps > 0 else 30.0
-        log("warning: the video's timestamps are not increasing; using frame / fps")
-        stamps = (args.start + np.arange(n)) / fps
-    tracks = track(dets, min_track_frames=min(10, n))
-    return stamps, tracks, n
+        predictor = Predictor(model, device=args.device, autocast=args.autocast)
+    except (ValueError, RuntimeError) as e:
+        raise RunError(EXIT_MODEL, "device", str(e).splitlines()[0]) from None
+    if predictor.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    log(f"device: {predictor.device}" + (f", {args.autocast} autocast" if args.autocast != "none" else ""))
+    return predictor, prov
 
 
-def pass_infer(args, predictor, tracks, n, progress, cancel, stamps):
-    """Crop, predict, convert. -> (per-track dict of lists, frames_done)."""
-    import torch  # noqa: F401 - predictor already imported it
-
-    from engine.common.camera import crop_cam_to_full_translation, crop_points_to_image
-    from engine.preprocess import crop_person
-    from engine.video.decode import VideoError, iter_frames
-
-    # frame -> [(track id, row in track)]
-    per_frame = {}
-    for tid, tr in tracks.items():
-        for row, f in enumerate(tr.frames):
-            per_frame.setdefault(int(f), []).append((tid, row))
-    total = sum(len(v) for v in per_frame.values())
-    out = {tid: [] for tid in tracks}  # tid -> list of (row, dict)
-    boxes = {tid: tr.boxes for tid, tr in tracks.items()}
-    pending = []  # (tid, row, frame, crop)
-    done_crops = 0
-    progress.start("infer", total)
-
-    def flush(count):
-        nonlocal done_crops
-        batch, pending[:] = pending[:count], pending[count:]
-        crops = np.stack([b[3] for b in batch])
-        fin = predictor.predict(crops).final
-        rot = fin.rotmat.float().cpu().numpy()
-        betas = fin.betas.float().cpu().numpy()
-        cam = fin.cam.float().cpu().numpy()
-        j3d = fin.joints3d.float().cpu().numpy()
-        j2d = fin.joints2d.float().cpu().numpy()
-        for i, (tid, row, f, _) in enumerate(batch):
-            box = boxes[tid][row]
-            transl = crop_cam_to_full_translation(cam[i], box[:2], box[2], (W, H), focal)
-            # the result format stores joints3d in the camera frame, translation included
-            out[tid].append((row, {"rotmat": rot[i], "betas": betas[i], "cam": cam[i],
-                                   "joints3d": j3d[i] + transl, "transl": transl,
-                                   "kp2d": crop_points_to_image(j2d[i], box[:2], box[2])}))
-        done_crops += len(batch)
-        progress.update(done_crops, force=done_crops == len(batch) or done_crops == total)
-
-    W, H, focal = args._width, args._height, args._focal
-    frames_done = 0
-    rel = -1
-    last_needed = max(per_frame) if per_frame else -1
-    try:
-        for fr in iter_frames(args.video, start=args.start, stop=args.start + n):
-            rel = fr.index - args.start
-            if rel > last_needed:
-                break
-            for tid, row in per_frame.get(rel, ()):
-                c = boxes[tid][row]
-                pending.append((tid, row, rel, crop_person(fr.image, c[:2], c[2])))
-            while len(pending) >= args.batch_size:
-                flush(args.batch_size)
-                if cancel["flag"]:
-                    raise Cancelled()
-            if cancel["flag"]:
-                raise Cancelled()
-        if pending:
-            flush(len(pending))
-        frames_done = n
-    except Cancelled:
-        # every crop of frames <= rel was queued; the unpredicted ones are dropped
-        frames_done = min(p[2] for p in pending) if pending else rel + 1
-        progress.close()
-        return out, frames_done, True
-    except VideoError as e:
-        if e.code != "truncated":
-            raise
-        log(f"warning: {e.message}")
-        if pending:
-            flush(len(pending))
-        frames_done = n
-    progress.close()
-    return out, frames_done, False
-
-
-def assemble(args, tracks, out, frames_done, fps):
-    """-> {str id: TrackResult}, only frames < frames_done, smoothed per the preset."""
-    from engine.common import smoothing as sm
-    from engine.common.result_schema import TrackResult
-
-    params = sm.PRESETS[args.smoothing]
-    result = {}
-    for tid, items in out.items():
-        tr = tracks[tid]
-        items = sorted((r, d) for r, d in items if int(tr.frames[r]) < frames_done)
-        if not items:
-            continue
-        rows = np.array([r for r, _ in items])
-        frames = tr.frames[rows].astype(np.int64)
-        R = np.stack([d["rotmat"] for _, d in items]).astype(np.float64)
-        transl = np.stack([d["transl"] for _, d in items]).astype(np.float64)
-        betas = np.stack([d["betas"] for _, d in items]).astype(np.float64)
-        if not params.is_identity and len(frames) > 1:
-            R = sm.smooth_track(frames, R, fps, params)
-            transl = sm.smooth_track(frames, transl, fps, params)
-            betas = sm.smooth_track(frames, betas, fps, sm.BETAS_PARAMS,
-                                    smoother=lambda seg, ts, p: sm.smooth_betas(seg, ts, p))
-        result[str(tid)] = TrackResult.from_rotmats(
-            frames=frames, transl=transl, global_orient_rotmat=R[:, 0], body_pose_rotmat=R[:, 1:],
-            betas=betas, confidence=tr.scores[rows], interpolated=tr.interpolated[rows],
-            betas_robust=sm.robust_betas(betas), boxes=tr.boxes[rows],
-            cam_crop=np.stack([d["cam"] for _, d in items]),
-            keypoints2d=np.stack([d["kp2d"] for _, d in items]),
-            joints3d=np.stack([d["joints3d"] for _, d in items]))
-    return result
-
-
-def write(args, info, stamps, n, track_results, frames_done, partial, prov):
-    from engine.common import smoothing as sm
-    from engine.common.result_schema import MotionResult, ResultError, make_meta, write_result
-
-    p = sm.PRESETS[args.smoothing]
-    smoothing = None if p.is_identity else {"preset": args.smoothing, "min_cutoff": p.min_cutoff,
-                                            "beta": p.beta, "d_cutoff": p.d_cutoff, "zero_phase": p.zero_phase}
-    meta = make_meta(
-        video={"path": os.path.abspath(args.video), "width": info.width, "height": info.height,
-               "fps": info.fps, "frame_count": n},
-        camera={"focal_px": float(args._focal), "principal_point": [info.width / 2, info.height / 2]},
-        partial=partial, frames_done=int(frames_done), provenance=prov, smoothing=smoothing,
-        track_ids=sorted(track_results, key=int), frame_start=args.start,
-        source_frame_count=info.frame_count, focal_source=args._focal_source)
-    res = MotionResult(meta=meta, tracks=track_results, timestamps=stamps)
-    try:
-        write_result(res, args.output)
-    except ResultError as e:
-        code = "disk_full" if "disk space" in str(e) else "write_failed"
-        raise RunError(EXIT_WRITE, code, str(e)) from None
-
-
+# ----------------------------------------------------------------------------- shared steps
 def _check_writable(path):
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
@@ -416,77 +298,364 @@ def _check_writable(path):
         raise RunError(EXIT_WRITE, "write_failed", f"{path}: folder {folder} is not writable")
 
 
-# ----------------------------------------------------------------------------- main
-def run(args, progress, cancel) -> int:
+def _open_video(args, default_range=(0, None)):
+    """Probe the video and settle ``args.start`` / ``args.stop``. -> (VideoInfo, expected frame count)."""
     from engine.video.decode import probe
 
-    t0 = time.monotonic()
+    if args.start is None:
+        args.start = default_range[0]
+    if args.stop is None:
+        args.stop = default_range[1]
     if args.stop is not None and args.stop <= args.start:
         raise RunError(EXIT_USAGE, "usage", f"--stop ({args.stop}) must be greater than --start ({args.start})")
     _check_writable(args.output)
     info = probe(args.video)
-    args._width, args._height = info.width, info.height
+    stop = info.frame_count if args.stop is None else min(args.stop, info.frame_count)
+    total = max(0, stop - args.start)
+    log(f"video: {info.width}x{info.height}, {info.fps:.3f} fps, {info.frame_count} frames")
+    return info, total
+
+
+def _make_detector(args):
+    """-> (detector, its description for provenance). Raises RunError(2 or 5)."""
+    from engine.people.detect import BoxesFromFile, make_detector
+
+    if args.boxes:
+        try:
+            return BoxesFromFile(args.boxes), f"boxes:{os.path.abspath(args.boxes)}"
+        except (OSError, ValueError, TypeError, AttributeError) as e:
+            raise RunError(EXIT_USAGE, "usage", f"--boxes {args.boxes}: cannot read it ({e})") from None
+    name = args.detector or "default"
+    try:
+        detector = make_detector(name)
+        return detector, getattr(detector, "name", name)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise RunError(EXIT_MODEL, "model", f"detector {name!r}: {e}".splitlines()[0]) from None
+
+
+def tracker_params(total: int) -> dict:
+    return {"min_track_frames": min(MIN_TRACK_FRAMES, max(total, 1))}
+
+
+def _decoded(args, times):
+    """The decode thread: frames ``args.start .. args.stop`` of the video, FRAME_QUEUE ahead."""
+    from engine.pipeline import FRAME_QUEUE, Prefetch, timed
+    from engine.video.decode import iter_frames
+
+    return Prefetch(timed(iter_frames(args.video, start=args.start, stop=args.stop), times, "decode"),
+                    FRAME_QUEUE, times, "detect_wait", name="decode")
+
+
+def _timestamps(stamps, start, fps):
+    stamps = np.asarray(stamps, np.float64)
+    if np.any(np.diff(stamps) <= 0):  # broken container timestamps: fall back to the nominal rate
+        log("warning: the video's timestamps are not increasing; using frame / fps")
+        stamps = (start + np.arange(len(stamps))) / (fps if fps > 0 else 30.0)
+    return stamps
+
+
+def _no_person(found, wanted):
+    if wanted is not None:
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            log(f"warning: no track with id {', '.join(map(str, missing))} (found: {sorted(found) or 'none'})")
+        if len(missing) < len(wanted):
+            return None
+    elif found:
+        return None
+    return RunError(EXIT_NO_PERSON, "no_person", "no person found in the video" if not found else
+                    f"none of the requested people {wanted} were found (tracks: {sorted(found)})")
+
+
+# ----------------------------------------------------------------------------- run
+def _read_tracks(path):
+    from engine.people.tracks_file import TracksFileError, read_tracks
+
+    try:
+        return read_tracks(path)
+    except TracksFileError as e:
+        raise RunError(EXIT_USAGE, "usage", f"--tracks: {e}") from None
+
+
+def _fixed_boxes(args, info, total, doc, tracks):
+    """--tracks: the analysis file's boxes of the chosen people -> {relative frame: [TrackBox]}."""
+    from engine.people.tracking import TrackBox
+
+    v = doc["video"]
+    if (v.get("width"), v.get("height"), v.get("frame_count")) != (info.width, info.height, info.frame_count):
+        raise RunError(EXIT_USAGE, "usage", f"--tracks {args.tracks} was made for another video "
+                       f"({v.get('width')}x{v.get('height')}, {v.get('frame_count')} frames; this one is "
+                       f"{info.width}x{info.height}, {info.frame_count} frames)")
+    a, b = doc["frame_start"], doc["frame_stop"]
+    stop = args.start + total
+    if args.start < a or stop > b:
+        raise RunError(EXIT_USAGE, "usage", f"--start/--stop [{args.start}, {stop}) is outside the frames "
+                       f"analysed in {args.tracks}: [{a}, {b})")
+    boxes = {}
+    for tid, tr in tracks.items():
+        if args.people is not None and tid not in args.people:
+            continue
+        for f, xyxy, score, interp in zip(tr.frames, tr.xyxy, tr.scores, tr.interpolated):
+            if args.start <= f < stop:
+                boxes.setdefault(int(f) - args.start, []).append(TrackBox(tid, xyxy, float(score), bool(interp)))
+    for v in boxes.values():
+        v.sort(key=lambda b: b.id)
+    return boxes
+
+
+def body_of(model):
+    """The body model the network poses (the checkpoint's own, or the one it was built on)."""
+    from engine.body.loading import body_model_from_state_dict
+    from engine.model.checkpoint import BODY_PREFIX
+
+    return body_model_from_state_dict(model.state_dict(), prefix=BODY_PREFIX, validate=False)
+
+
+def assemble(args, records, frames_done, fps, body=None):
+    """{id: [record per frame]} -> {str id: TrackResult}, frames < frames_done, smoothed per the preset.
+
+    With ``body`` each track also gets its rig data: the rest mesh and joints of its robust shape."""
+    from engine.common import smoothing as sm
+    from engine.common.result_schema import TrackResult
+
+    params = sm.PRESETS[args.smoothing]
+    result = {}
+    for tid, recs in sorted(records.items()):
+        recs = [r for r in recs if r["frame"] < frames_done]
+        if not recs:
+            continue
+        col = lambda k: np.stack([r[k] for r in recs])  # noqa: E731
+        frames = np.array([r["frame"] for r in recs], np.int64)
+        R = col("rotmat").astype(np.float64)
+        transl = col("transl").astype(np.float64)
+        betas = col("betas").astype(np.float64)
+        if not params.is_identity and len(frames) > 1:
+            R = sm.smooth_track(frames, R, fps, params)
+            transl = sm.smooth_track(frames, transl, fps, params)
+            betas = sm.smooth_track(frames, betas, fps, sm.BETAS_PARAMS,
+                                    smoother=lambda seg, ts, p: sm.smooth_betas(seg, ts, p))
+        betas_robust = sm.robust_betas(betas)
+        rig = {}
+        if body is not None:
+            verts, joints = body.rest_shape(betas_robust)
+            rig = {"rest_vertices": verts.astype(np.float32), "rest_joints": joints}
+        result[str(tid)] = TrackResult.from_rotmats(
+            frames=frames, transl=transl, global_orient_rotmat=R[:, 0], body_pose_rotmat=R[:, 1:],
+            betas=betas, confidence=np.array([r["score"] for r in recs], np.float64),
+            interpolated=np.array([r["interp"] for r in recs], bool), betas_robust=betas_robust,
+            boxes=col("box"), cam_crop=col("cam"), keypoints2d=col("kp2d"), joints3d=col("joints3d"), **rig)
+    return result
+
+
+def write(args, info, stamps, track_results, frames_done, partial, prov, body=None):
+    from engine.common import smoothing as sm
+    from engine.common.result_schema import BodyRig, MotionResult, ResultError, make_meta, write_result
+
+    p = sm.PRESETS[args.smoothing]
+    smoothing = None if p.is_identity else {"preset": args.smoothing, "min_cutoff": p.min_cutoff,
+                                            "beta": p.beta, "d_cutoff": p.d_cutoff, "zero_phase": p.zero_phase}
+    meta = make_meta(
+        video={"path": os.path.abspath(args.video), "width": info.width, "height": info.height,
+               "fps": info.fps, "frame_count": len(stamps)},
+        camera={"focal_px": float(args._focal), "principal_point": [info.width / 2, info.height / 2]},
+        partial=partial, frames_done=int(frames_done), provenance=prov, smoothing=smoothing,
+        track_ids=sorted(track_results, key=int), frame_start=args.start,
+        source_frame_count=info.frame_count, focal_source=args._focal_source)
+    rig = None if body is None else BodyRig(faces=body.faces, weights=body.weights.astype(np.float32),
+                                            parents=body.parents)
+    res = MotionResult(meta=meta, tracks=track_results, timestamps=stamps, body=rig)
+    try:
+        write_result(res, args.output)
+    except ResultError as e:
+        code = "disk_full" if "disk space" in str(e) else "write_failed"
+        raise RunError(EXIT_WRITE, code, str(e)) from None
+
+
+def _set_focal(args, info):
     if args.focal_px is not None:
         args._focal, args._focal_source = float(args.focal_px), "--focal-px"
     else:
         from engine.common.camera import focal_from_fov
         args._focal = float(focal_from_fov(DEFAULT_FOV_DEG, info.width))
         args._focal_source = f"default {DEFAULT_FOV_DEG:g} deg horizontal FOV"
-    log(f"video: {info.width}x{info.height}, {info.fps:.3f} fps, {info.frame_count} frames; "
-        f"focal {args._focal:.1f} px ({args._focal_source})")
+    log(f"focal {args._focal:.1f} px ({args._focal_source})")
 
-    if args.boxes:
-        from engine.people.detect import BoxesFromFile
-        try:
-            detector = BoxesFromFile(args.boxes)
-        except (OSError, ValueError, TypeError, AttributeError) as e:
-            raise RunError(EXIT_USAGE, "usage", f"--boxes {args.boxes}: cannot read it ({e})") from None
+
+def run(args, progress, cancel, wrap_predictor=None) -> dict:
+    """The ``run`` command. -> the ``done`` event (also emitted). Raises RunError.
+
+    ``wrap_predictor(predictor) -> predictor`` lets tests put a fake in front of the network."""
+    from engine.common.camera import crop_cam_to_full_translation, crop_points_to_image
+    from engine.pipeline import (Batcher, Prefetch, StageTimes, StreamStats, crop_stream, fixed_stream,
+                                 predict_stream, track_stream, until_truncated)
+
+    t0 = time.monotonic()
+    times, stats = StageTimes(), StreamStats()
+    if args.tracks:
+        doc, tracks = _read_tracks(args.tracks)
+        info, total = _open_video(args, (doc["frame_start"], doc["frame_stop"]))
     else:
-        from engine.people.detect import HOGDetector
-        detector = HOGDetector()
+        info, total = _open_video(args)
+    _set_focal(args, info)
+    people = None if args.people is None else set(args.people)
+    if args.tracks:
+        fixed = _fixed_boxes(args, info, total, doc, tracks)
+        err = _no_person(set(tracks), args.people)
+        if err is not None:
+            raise err
+        source_desc = {"tracks_file": os.path.abspath(args.tracks)}
+    with times("load"):
+        if not args.tracks:
+            detector, det_desc = _make_detector(args)
+            source_desc = {"detector": det_desc}
+        predictor, prov = make_predictor(args)
+        body = body_of(predictor.model)
+    prov.update(source_desc)
+    if wrap_predictor is not None:
+        predictor = wrap_predictor(predictor)
 
-    stamps, tracks, n = pass_track(args, info, detector, progress, cancel)
-    found = sorted(tracks)
-    if args.people is not None:
-        missing = [i for i in args.people if i not in tracks]
-        if missing:
-            log(f"warning: no track with id {', '.join(map(str, missing))} (found: {found or 'none'})")
-        tracks = {i: t for i, t in tracks.items() if i in args.people}
-    if not tracks:
-        raise RunError(EXIT_NO_PERSON, "no_person",
-                       "no person found in the video" if not found else
-                       f"none of the requested people {args.people} were found (tracks: {found})")
-    log(f"tracked {len(tracks)} person(s) over {n} frames: ids {sorted(tracks)}")
+    if cancel["flag"]:
+        raise Cancelled()
+    W, H, focal = info.width, info.height, args._focal
+    records = {}
 
-    model, prov = load_model(args)
-    from engine.model.inference import Predictor
+    def convert(entries, out):
+        with times("convert"):
+            sq = np.array([e[2] for e in entries])
+            transl = crop_cam_to_full_translation(out["cam"], sq[:, :2], sq[:, 2], (W, H), focal)
+            kp2d = crop_points_to_image(out["joints2d"], sq[:, :2], sq[:, 2])
+            # the result format stores joints3d in the camera frame, translation included
+            j3d = out["joints3d"] + transl[:, None]
+            for i, (frame, box, square) in enumerate(entries):
+                records.setdefault(box.id, []).append(
+                    {"frame": frame, "box": square, "score": box.score, "interp": box.interpolated,
+                     "rotmat": out["rotmat"][i], "betas": out["betas"][i], "cam": out["cam"][i],
+                     "joints3d": j3d[i], "transl": transl[i], "kp2d": kp2d[i]})
+
+    batcher = Batcher(predictor, args.batch_size, times)
+    frames = _decoded(args, times)
+    stream = until_truncated(frames, stats)
+    if args.tracks:
+        finalised = fixed_stream(stream, fixed, stats)
+    else:
+        from engine.people.tracking import OnlineTracker
+        finalised = track_stream(stream, detector, OnlineTracker(**tracker_params(total)), times, stats)
+    items = Prefetch(crop_stream(finalised, people, times), max(32, 2 * args.batch_size), times, "infer_wait",
+                     stop=lambda: cancel["flag"], name="people")
+    progress.start("run", total)
     try:
-        predictor = Predictor(model, device=args.device)
-    except (ValueError, RuntimeError) as e:
-        raise RunError(EXIT_MODEL, "device", str(e).splitlines()[0]) from None
-    log(f"device: {predictor.device}")
+        outcome = predict_stream(items, batcher, convert, cancel=lambda: cancel["flag"], on_progress=progress.update)
+    finally:
+        items.close()
+        frames.close()
+    progress.update(outcome.frames_done, force=True)
+    progress.close()
 
-    out, frames_done, cancelled = pass_infer(args, predictor, tracks, n, progress, cancel, stamps)
-    fps = info.fps if info.fps > 0 else 30.0
-    track_results = assemble(args, tracks, out, frames_done, fps)
-    write(args, info, stamps, n, track_results, frames_done, cancelled, prov)
-    if cancelled:
-        log(f"cancelled: wrote a partial result with {frames_done} of {n} frames to {args.output}")
+    n, k = len(outcome.timestamps), outcome.frames_done
+    if outcome.status == "cancelled" and k == 0:
+        raise RunError(EXIT_CANCELLED, "cancelled", "cancelled before any frame was finished; no result written")
+    if outcome.status == "complete":
+        if n == 0:
+            raise RunError(EXIT_VIDEO, "empty", f"no frames in the range [{args.start}, {args.stop}) of {args.video}")
+        if not args.tracks:
+            err = _no_person(stats.track_ids, args.people)
+            if err is not None:
+                raise err
+            log(f"tracked {len(stats.track_ids)} person(s) over {n} frames: ids {sorted(stats.track_ids)}; "
+                f"at most {stats.held_max} frames held for the tracker")
+    stamps = _timestamps(outcome.timestamps, args.start, info.fps)
+    with times("write"):
+        track_results = assemble(args, records, k, info.fps if info.fps > 0 else 30.0, body)
+        partial = outcome.status != "complete"
+        if not partial and not track_results:   # e.g. --tracks whose chosen people lie outside the range
+            raise RunError(EXIT_NO_PERSON, "no_person", f"no person to estimate in frames [{args.start}, "
+                           f"{args.start + n}) of {args.video}")
+        if not partial or k > 0:
+            write(args, info, stamps, track_results, k, partial, prov, body)
+    if outcome.status == "cancelled":
+        log(f"cancelled: wrote a partial result with {k} of {n} frames to {args.output}")
         raise RunError(EXIT_CANCELLED, "cancelled",
-                       f"cancelled; partial result ({frames_done} of {n} frames) written to {args.output}")
-    progress.emit({"event": "done", "result": os.path.abspath(args.output),
-                   "tracks": sorted(track_results, key=int), "frames": n,
-                   "seconds": round(time.monotonic() - t0, 3)})
+                       f"cancelled; partial result ({k} of {n} frames) written to {args.output}")
+    if outcome.status == "out_of_memory":
+        written = f"partial result ({k} of {n} frames) written to {args.output}" if k else "no result written"
+        raise RunError(EXIT_MODEL, "out_of_memory", f"{outcome.message}; {written}. Free GPU memory or run "
+                       f"with --device cpu")
+    seconds = time.monotonic() - t0
+    done = {"event": "done", "result": os.path.abspath(args.output), "tracks": sorted(track_results, key=int),
+            "frames": n, "seconds": round(seconds, 3), "fps": round(n / max(seconds, 1e-9), 3),
+            "stages": times.rounded(), "batch_size": batcher.batch_size}
+    progress.emit(done)
     log(f"wrote {args.output}: {len(track_results)} track(s), {n} frames")
-    return EXIT_OK
+    return done
 
 
-def main(argv=None) -> int:
+# ----------------------------------------------------------------------------- analyze
+def analyze(args, progress, cancel) -> dict:
+    """The ``analyze`` command. -> the ``done`` event (also emitted). Raises RunError."""
+    from engine.people.tracking import FinalFrame, OnlineTracker, tracks_from_frames
+    from engine.people.tracks_file import tracks_document, write_tracks
+    from engine.pipeline import StageTimes, StreamStats, track_stream, until_truncated
+
+    t0 = time.monotonic()
+    times, stats = StageTimes(), StreamStats()
+    info, total = _open_video(args)
+    with times("load"):
+        detector, det_desc = _make_detector(args)
+    tracker = OnlineTracker(**tracker_params(total))
+    finals, stamps = [], []
+    frames = _decoded(args, times)
+    progress.start("analyze", total)
+    try:
+        for item in track_stream(until_truncated(frames, stats), detector, tracker, times, stats, keep_images=False,
+                                 stop=lambda: cancel["flag"], on_frame=progress.update):
+            finals.append(FinalFrame(item.index, item.boxes))
+            stamps.append(item.timestamp)
+    finally:
+        frames.close()
+    progress.update(len(stamps), force=True)
+    progress.close()
+    n = len(stamps)
+    if n == 0:
+        if stats.stopped:
+            raise RunError(EXIT_CANCELLED, "cancelled", "cancelled before any frame was analysed; nothing written")
+        raise RunError(EXIT_VIDEO, "empty", f"no frames in the range [{args.start}, {args.stop}) of {args.video}")
+    tracks = tracks_from_frames(finals)
+    if not stats.stopped:
+        err = _no_person(set(tracks), None)
+        if err is not None:
+            raise err
+    doc = tracks_document(
+        tracks, video={"path": os.path.abspath(args.video), "width": info.width, "height": info.height,
+                       "fps": info.fps, "frame_count": info.frame_count},
+        frame_start=args.start, timestamps=_timestamps(stamps, args.start, info.fps), detector=det_desc,
+        tracker=dataclasses.asdict(tracker.params), partial=stats.stopped)
+    with times("write"):
+        try:
+            write_tracks(args.output, doc)
+        except OSError as e:
+            full = e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", None))
+            raise RunError(EXIT_WRITE, "disk_full" if full else "write_failed",
+                           f"{args.output}: could not write the tracks ({e})") from None
+    if stats.stopped:
+        raise RunError(EXIT_CANCELLED, "cancelled", f"cancelled; tracks of the first {n} frames written to "
+                       f"{args.output}")
+    seconds = time.monotonic() - t0
+    done = {"event": "done", "result": os.path.abspath(args.output), "tracks": [str(t) for t in tracks],
+            "frames": n, "seconds": round(seconds, 3), "fps": round(n / max(seconds, 1e-9), 3),
+            "stages": times.rounded()}
+    progress.emit(done)
+    log(f"wrote {args.output}: {len(tracks)} track(s) over {n} frames: " + ", ".join(
+        f"{t} [{args.start + tr.frames[0]}..{args.start + tr.frames[-1]}]" for t, tr in tracks.items()))
+    return done
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv=None, command: str = "run") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     real_stdout = sys.stdout
     sys.stdout = sys.stderr  # nothing but progress JSON goes to stdout
     try:
-        parser = build_parser()
+        parser = build_parser(command)
         if "jsonl" in argv:
             parser.jsonl_stdout = real_stdout
         args = parser.parse_args(argv)
@@ -503,9 +672,10 @@ def main(argv=None) -> int:
 
         from engine.video.decode import VideoError
         try:
-            return run(args, progress, cancel)
+            (analyze if command == "analyze" else run)(args, progress, cancel)
+            return EXIT_OK
         except Cancelled:
-            e = RunError(EXIT_CANCELLED, "cancelled", "cancelled before inference; no result written")
+            e = RunError(EXIT_CANCELLED, "cancelled", "cancelled before processing started; nothing written")
         except RunError as err:
             e = err
         except VideoError as err:

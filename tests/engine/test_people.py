@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -104,3 +105,165 @@ def test_hog_tracks_the_dancer():
     tracks = tk.track([det.detect(f) for f in frames], min_track_frames=5, max_lost=5, max_gap=5)
     best = max(tracks.values(), key=lambda t: len(t.frames))
     assert len(best.frames) >= 0.9 * len(frames), {k: t.frames[[0, -1]] for k, t in tracks.items()}
+
+
+# ----------------------------------------------------------------------------- online tracker
+def _random_detections(rng, T=120, P=4):
+    """People on straight lines (paths cross), with random misses and gaps of 1-24 frames,
+    low-score detections, jitter and short-lived false positives, in random order."""
+    start, vel = rng.uniform(0, 400, (P, 2)), rng.uniform(-6, 6, (P, 2))
+    half = rng.uniform(40, 120, (P, 1)) * np.array([[0.5, 1.0]])
+    alive = [(rng.integers(0, T // 2), rng.integers(T // 2, T + 1)) for _ in range(P)]
+    gaps = [set() for _ in range(P)]
+    for p in range(P):
+        for _ in range(rng.integers(0, 4)):
+            g0 = rng.integers(0, T)
+            gaps[p].update(range(g0, g0 + rng.integers(1, 25)))
+    dets = []
+    for t in range(T):
+        rows = []
+        for p in range(P):
+            if alive[p][0] <= t < alive[p][1] and t not in gaps[p] and rng.random() >= 0.1:
+                c = start[p] + vel[p] * t + rng.normal(0, 2, 2)
+                score = rng.uniform(0.05, 1.0) if rng.random() < 0.3 else rng.uniform(0.5, 1.0)
+                rows.append([*(c - half[p]), *(c + half[p]), score])
+        for _ in range(rng.poisson(0.3)):
+            c = rng.uniform(0, 500, 2)
+            rows.append([*(c - 20), *(c + 30), rng.uniform(0.3, 1.0)])
+        d = np.array(rows).reshape(-1, 5)
+        dets.append(d[rng.permutation(len(d))])
+    return dets
+
+
+@pytest.mark.parametrize("params", [
+    {},                                                            # the defaults (what engine run uses)
+    dict(min_track_frames=3),
+    dict(max_lost=5, max_gap=10, min_track_frames=20),
+    dict(max_lost=20, max_gap=4, min_track_frames=6),              # gaps > max_gap: runs split, the longest kept
+    dict(max_lost=0, max_gap=0, min_track_frames=1),
+])
+def test_online_tracker_equals_offline(params):
+    seen = dict(tracks=0, interpolated=0, dropped=0)
+    for seed in range(25):
+        dets = _random_detections(np.random.default_rng(seed))
+        ref = tk.track(dets, **params)
+        online = tk.OnlineTracker(**params)
+        out = []
+        for d in dets:
+            out += online.update(d)
+            if online.max_lag is not None:
+                assert online.lag <= online.max_lag
+        out += online.close()
+        assert [f.frame for f in out] == list(range(len(dets)))          # every frame once, in order
+        got = tk.tracks_from_frames(out)
+        assert list(got) == list(ref), seed                               # the same ids
+        for tid, a in ref.items():
+            b = got[tid]
+            for k in ("frames", "xyxy", "scores", "interpolated"):
+                np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=f"seed {seed} id {tid} {k}")
+                assert getattr(a, k).dtype == getattr(b, k).dtype
+        seen["tracks"] += len(ref)
+        seen["interpolated"] += sum(t.interpolated.any() for t in ref.values())
+        seen["dropped"] += max(ref, default=0) - len(ref)                 # ids started but too short
+    tp = tk.TrackerParams(**params)                                       # the cases were exercised:
+    assert seen["tracks"] >= 50 and (seen["interpolated"] >= 5 or tp.max_gap == 0), seen
+    assert seen["dropped"] >= 5 or tp.min_track_frames == 1, seen
+    assert (tk.OnlineTracker(**params).max_lag is None) == (params.get("max_lost", 15) > params.get("max_gap", 15))
+
+
+def test_online_tracker_releases_frames_as_soon_as_final():
+    # one person seen on frames 0-29, then gone: with min_track_frames=10 nothing is final
+    # before frame 9 confirms the track; frames after its last sighting wait max_lost frames
+    online = tk.OnlineTracker(min_track_frames=10, max_lost=5, max_gap=5)
+    released = []
+    for f in range(40):
+        d = np.array([[10.0 + f, 10, 50 + f, 110, 0.9]]) if f < 30 else np.zeros((0, 5))
+        released.append([ff.frame for ff in online.update(d)])
+    assert released[:9] == [[]] * 9 and released[9] == list(range(10))
+    assert all(r == [f] for f, r in enumerate(released[10:30], 10))
+    assert released[30:35] == [[]] * 5 and released[35] == list(range(30, 36))   # the track ended
+    assert released[36:] == [[36], [37], [38], [39]] and online.close() == []
+
+
+# ----------------------------------------------------------------------------- appearance
+def test_box_appearance_tells_clothes_apart():
+    img = np.zeros((200, 300, 3), np.uint8)
+    img[:, :100] = (200, 30, 30)                       # red
+    img[:, 100:200] = (30, 30, 200)                    # blue
+    img[:, 200:] = (215, 35, 30)                       # another red
+    boxes = np.array([[0, 0, 100, 200], [100, 0, 200, 200], [200, 0, 300, 200], [5, 5, 5, 9]])
+    a = tk.box_appearance(img, boxes)
+    assert a.shape == (4, np.prod(tk.APPEARANCE_BINS)) and np.allclose(a.sum(1), 1)
+    d = tk.appearance_distance(a, a)
+    assert np.allclose(np.diag(d), 0, atol=1e-6)
+    assert d[0, 2] < 0.1 and d[0, 1] > 0.9            # same colour vs. another
+    assert np.allclose(a[3], 1 / a.shape[1])           # empty region: flat histogram
+    with_app = tk.with_appearance(img, np.column_stack([boxes, np.ones(4)]))
+    assert with_app.shape == (4, 5 + a.shape[1]) and np.allclose(with_app[:, 5:], a)
+
+
+def test_appearance_keeps_ids_through_a_merged_detection(clip):
+    """At the crossing the detector gives ONE box for both people for 9 frames (as the learned
+    detector does, docs/people.md): with appearance descriptors both people keep their ids
+    (the merged box overlaps both, so it must not pull either descriptor)."""
+    frames, gt, _ = clip
+    T = len(gt)
+    rng = np.random.default_rng(0)
+    dets = tk.gt_detections(gt, rng, jitter=0.03, miss=0.0)
+    cx = (gt[..., 0] + gt[..., 2]) / 2
+    cross = int(np.argmin(np.abs(cx[:, 0] - cx[:, 1])))
+    for f in range(cross - 4, cross + 5):                          # the union of both boxes
+        union = [*gt[f, :, :2].min(0), *gt[f, :, 2:].max(0), 0.9]
+        dets[f] = np.array([union])
+    ev = tk.evaluate(tk.track([tk.with_appearance(im, x) for im, x in zip(frames, dets)]), gt)
+    assert ev["id_switches"] == 0, ev["ids"].T
+    assert all(len(set(ev["ids"][:, p][ev["ids"][:, p] >= 0])) == 1 for p in (0, 1)), ev["ids"].T
+
+
+def _turn_back_clip():
+    """Two clothed 'people' (coloured boxes) on grey; red walks right, is hidden for frames
+    20-29, and comes back walking LEFT (constant-velocity prediction overlaps nothing there);
+    blue stands still on the right. -> (frames, (T, 2, 4) boxes, detections (N, 5))."""
+    T, H, W = 50, 240, 480
+    frames, gt, dets = [], np.zeros((T, 2, 4)), []
+    for t in range(T):
+        img = np.full((H, W, 3), 128, np.uint8)
+        x = 40 + 4 * t if t < 20 else 120 - 3 * (t - 30) if t >= 30 else np.nan
+        gt[t, 0] = [x, 60, x + 40, 180]
+        gt[t, 1] = [380, 50, 420, 175]
+        rows = [[*gt[t, 1], 0.9]]
+        cv2.rectangle(img, (380, 50), (420, 175), (40, 60, 200), -1)
+        if not np.isnan(x):
+            cv2.rectangle(img, (int(x), 60), (int(x) + 40, 180), (200, 40, 40), -1)
+            rows.append([*gt[t, 0], 0.9])
+        frames.append(img)
+        dets.append(np.array(rows))
+    return frames, gt, dets
+
+
+def test_appearance_reidentifies_a_person_who_turns_back():
+    frames, gt, dets = _turn_back_clip()
+    seen = ~np.isnan(gt[:, 0, 0])
+    gt = np.nan_to_num(gt, nan=-1000.0)
+    plain = tk.evaluate(tk.track(dets), gt)
+    with_app = tk.evaluate(tk.track([tk.with_appearance(f, d) for f, d in zip(frames, dets)]), gt)
+    assert plain["id_switches"] == 1                           # IoU alone: a new id after the turn
+    assert with_app["id_switches"] == 0                        # appearance: the same person again
+    assert len(set(with_app["ids"][seen, 0].tolist())) == 1 and (with_app["ious"][seen, 0] > 0.9).all()
+
+
+def test_a_box_around_two_people_starts_no_track(clip):
+    """Where people cross, the detector may give each person's box plus one around both (seen
+    with the learned detector). That third box must not become a person: with ``birth_iou``
+    it starts no track; without it (1.01), it does."""
+    frames, gt, _ = clip
+    dets = tk.gt_detections(gt, np.random.default_rng(1), jitter=0.02, miss=0.0)
+    cx = (gt[..., 0] + gt[..., 2]) / 2
+    cross = int(np.argmin(np.abs(cx[:, 0] - cx[:, 1])))
+    for f in range(cross - 12, cross + 12):
+        union = [*gt[f, :, :2].min(0), *gt[f, :, 2:].max(0), 0.95]
+        dets[f] = np.vstack([dets[f], union])
+    d = [tk.with_appearance(im, x) for im, x in zip(frames, dets)]
+    kept = tk.track(d)
+    assert len(kept) == 2 and tk.evaluate(kept, gt)["id_switches"] == 0
+    assert len(tk.track(d, birth_iou=1.01)) == 3
