@@ -231,6 +231,11 @@ def build_parser(command: str = "run") -> _Parser:
     src.add_argument("--detector", choices=DETECTOR_NAMES, default=None,
                      help="person detector (default: 'default', the one picked by measurement)")
     src.add_argument("--boxes", help="person boxes per frame (JSON or CSV, BoxesFromFile) instead of detection")
+    src.add_argument("--onnx", help="a YOLOv5/v8-style person detector (.onnx) to use instead of the built-in "
+                                    "ones (read with OpenCV; class 0 = person)")
+    p.add_argument("--onnx-size", type=_positive_int, default=640, help="input size of the --onnx detector")
+    p.add_argument("--min-track-frames", type=_positive_int, default=None,
+                   help=f"drop tracks shorter than this (default {MIN_TRACK_FRAMES}, at most the frame range)")
     if not analyze:
         src.add_argument("--tracks", help="tracks file from 'python -m engine analyze': no detection, same ids")
     p.add_argument("--progress", choices=("tty", "jsonl"), default="tty")
@@ -325,6 +330,12 @@ def _make_detector(args):
             return BoxesFromFile(args.boxes), f"boxes:{os.path.abspath(args.boxes)}"
         except (OSError, ValueError, TypeError, AttributeError) as e:
             raise RunError(EXIT_USAGE, "usage", f"--boxes {args.boxes}: cannot read it ({e})") from None
+    if args.onnx:
+        from engine.people.detect import ONNXDetector
+        try:
+            return ONNXDetector(args.onnx, size=args.onnx_size), f"onnx:{os.path.abspath(args.onnx)}"
+        except (OSError, ValueError) as e:
+            raise RunError(EXIT_MODEL, "model", f"--onnx: {e}") from None
     name = args.detector or "default"
     try:
         detector = make_detector(name)
@@ -333,8 +344,10 @@ def _make_detector(args):
         raise RunError(EXIT_MODEL, "model", f"detector {name!r}: {e}".splitlines()[0]) from None
 
 
-def tracker_params(total: int) -> dict:
-    return {"min_track_frames": min(MIN_TRACK_FRAMES, max(total, 1))}
+def tracker_params(args, total: int) -> dict:
+    """Tracker settings: ``--min-track-frames`` (default MIN_TRACK_FRAMES), at most the range."""
+    wanted = MIN_TRACK_FRAMES if args.min_track_frames is None else args.min_track_frames
+    return {"min_track_frames": min(wanted, max(total, 1))}
 
 
 def _decoded(args, times):
@@ -539,7 +552,7 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
         finalised = fixed_stream(stream, fixed, stats)
     else:
         from engine.people.tracking import OnlineTracker
-        finalised = track_stream(stream, detector, OnlineTracker(**tracker_params(total)), times, stats)
+        finalised = track_stream(stream, detector, OnlineTracker(**tracker_params(args, total)), times, stats)
     items = Prefetch(crop_stream(finalised, people, times), max(32, 2 * args.batch_size), times, "infer_wait",
                      stop=lambda: cancel["flag"], name="people")
     progress.start("run", total)
@@ -601,7 +614,7 @@ def analyze(args, progress, cancel) -> dict:
     info, total = _open_video(args)
     with times("load"):
         detector, det_desc = _make_detector(args)
-    tracker = OnlineTracker(**tracker_params(total))
+    tracker = OnlineTracker(**tracker_params(args, total))
     finals, stamps = [], []
     frames = _decoded(args, times)
     progress.start("analyze", total)

@@ -12,8 +12,8 @@
   ``w`` becomes a score ``1 - exp(-w)``.
 - ``HaarDetector``: ``haarcascade_fullbody.xml`` shipped with cv2 (a measured candidate).
 - ``ONNXDetector``: a YOLOv5/v8-style ONNX file the user has (``cv2.dnn.readNetFromONNX``,
-  letterbox to ``size``, class 0 = person). **Not yet tested**: no licence-clean weights
-  ship with any registry package (docs/people.md), so there is no file to test it on.
+  letterbox to ``size``, class 0 = person; ``engine run --onnx FILE``), tested with files
+  exported from our learned detector (no third-party weights ship with the project).
 - ``BoxesFromFile``: boxes the user provides; ``detect`` needs the frame ``index``.
 """
 from __future__ import annotations
@@ -122,24 +122,43 @@ class HaarDetector(_Downscaled):
 
 
 class ONNXDetector(Detector):
-    """A YOLOv5/v8-style person detector from a user's ONNX file. NOT YET TESTED (no file).
+    """A YOLOv5/v8-style person detector from a user's ONNX file, run by OpenCV's dnn module.
 
-    Output (1, 4 + C, A) (v8) or (1, A, 5 + C) (v5) in letterboxed ``size`` px; class 0 = person.
+    Input: the frame letterboxed into ``size`` x ``size`` (scaled so its longer side fits,
+    top-left, grey 114 elsewhere), RGB, values / 255. Output (1, 4 + C, A) (v8: box centre,
+    size, then C class scores) or (1, A, 5 + C) (v5: box, objectness, C class scores) in
+    letterboxed pixels; ``person_class`` (0 in COCO) is the person score. The file is tried on
+    a blank frame when loaded, so a file of another kind fails here with ``ValueError``.
+    Tested with files exported from our own learned detector in both layouts
+    (tests/engine/test_detector_onnx.py); no third-party weights ship with the project.
     """
 
     name = "onnx"
 
     def __init__(self, path, size: int = 640, conf: float = 0.25, nms_iou: float = 0.45, person_class: int = 0):
-        self.net = cv2.dnn.readNetFromONNX(str(path))
+        if not Path(path).is_file():
+            raise ValueError(f"{path}: no such file")
         self.size, self.conf, self.nms_iou, self.cls = int(size), float(conf), float(nms_iou), int(person_class)
+        try:
+            self.net = cv2.dnn.readNetFromONNX(str(path))
+            out = self._forward(np.zeros((self.size, self.size, 3), np.uint8))
+        except cv2.error as e:
+            raise ValueError(f"{path}: OpenCV cannot run it as an ONNX detector "
+                             f"({str(e).strip().splitlines()[-1][:200]})") from None
+        if out.ndim != 2 or min(out.shape) < 5 + self.cls:
+            raise ValueError(f"{path}: output of shape {out.shape} per image, expected (4 + classes, anchors) "
+                             f"or (anchors, 5 + classes) with person class {self.cls}")
+
+    def _forward(self, canvas: np.ndarray) -> np.ndarray:
+        self.net.setInput(cv2.dnn.blobFromImage(canvas, 1 / 255.0, swapRB=False))
+        return np.asarray(self.net.forward())[0]
 
     def detect(self, image, index=None):
         h, w = image.shape[:2]
         k = self.size / float(max(h, w))
         canvas = np.full((self.size, self.size, 3), 114, np.uint8)
         canvas[:round(h * k), :round(w * k)] = cv2.resize(image, (round(w * k), round(h * k)))
-        self.net.setInput(cv2.dnn.blobFromImage(canvas, 1 / 255.0, swapRB=False))
-        out = np.asarray(self.net.forward())[0]
+        out = self._forward(canvas)
         if out.shape[0] < out.shape[1]:          # v8: (4 + C, A)
             out = out.T
             score = out[:, 4 + self.cls]
