@@ -359,6 +359,12 @@ def _decoded(args, times):
                     FRAME_QUEUE, times, "detect_wait", name="decode")
 
 
+def _video_meta(args, info, frame_count: int) -> dict:
+    """The video entry of a result or tracks file (frame_count: frames decoded, or the file's)."""
+    return {"path": os.path.abspath(args.video), "width": info.width, "height": info.height,
+            "fps": info.fps, "frame_count": int(frame_count)}
+
+
 def _timestamps(stamps, start, fps):
     stamps = np.asarray(stamps, np.float64)
     if np.any(np.diff(stamps) <= 0):  # broken container timestamps: fall back to the nominal rate
@@ -468,8 +474,7 @@ def write(args, info, stamps, track_results, frames_done, partial, prov, body=No
     smoothing = None if p.is_identity else {"preset": args.smoothing, "min_cutoff": p.min_cutoff,
                                             "beta": p.beta, "d_cutoff": p.d_cutoff, "zero_phase": p.zero_phase}
     meta = make_meta(
-        video={"path": os.path.abspath(args.video), "width": info.width, "height": info.height,
-               "fps": info.fps, "frame_count": len(stamps)},
+        video=_video_meta(args, info, len(stamps)),
         camera={"focal_px": float(args._focal), "principal_point": [info.width / 2, info.height / 2]},
         partial=partial, frames_done=int(frames_done), provenance=prov, smoothing=smoothing,
         track_ids=sorted(track_results, key=int), frame_start=args.start,
@@ -638,8 +643,7 @@ def analyze(args, progress, cancel) -> dict:
         if err is not None:
             raise err
     doc = tracks_document(
-        tracks, video={"path": os.path.abspath(args.video), "width": info.width, "height": info.height,
-                       "fps": info.fps, "frame_count": info.frame_count},
+        tracks, video=_video_meta(args, info, info.frame_count),
         frame_start=args.start, timestamps=_timestamps(stamps, args.start, info.fps), detector=det_desc,
         tracker=dataclasses.asdict(tracker.params), partial=stats.stopped)
     with times("write"):

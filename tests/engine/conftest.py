@@ -8,3 +8,16 @@ def mannequin():
     from engine.body.mannequin import build_mannequin
 
     return build_mannequin()
+
+
+@pytest.fixture(scope="session")
+def egl():
+    """Skip the tests that render unless moderngl imports and an EGL context can be made.
+    -> the EGL device description."""
+    pytest.importorskip("moderngl")
+    from engine.render.renderer import egl_available
+
+    ok, why = egl_available()
+    if not ok:
+        pytest.skip(f"no EGL context: {why}")
+    return why

@@ -163,13 +163,7 @@ CLIP_SEEDS = (5, 7)       # crossing clips not used in training (its scenes are 
 
 
 @pytest.fixture(scope="module")
-def crossing_clips():
-    pytest.importorskip("moderngl")
-    from engine.render.renderer import egl_available
-
-    ok, why = egl_available()
-    if not ok:
-        pytest.skip(f"no EGL context: {why}")
+def crossing_clips(egl):
     return [tk.render_crossing_clip(60, 640, 360, seed=s) for s in CLIP_SEEDS]
 
 

@@ -63,13 +63,7 @@ def files(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def clip():
-    pytest.importorskip("moderngl")
-    from engine.render.renderer import egl_available
-
-    ok, why = egl_available()
-    if not ok:
-        pytest.skip(f"no EGL context: {why}")
+def clip(egl):
     return tk.render_crossing_clip(30, 640, 360, seed=5)
 
 

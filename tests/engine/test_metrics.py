@@ -91,17 +91,13 @@ def test_part_scores_and_dataset_level_accumulation():
     assert acc_split.accuracy == pytest.approx(acc) and acc_split.f1 == pytest.approx(f1)
 
 
-def test_rendered_mask_follows_the_crop_camera(mannequin):
-    from engine.render.renderer import egl_available
+def test_rendered_mask_follows_the_crop_camera(mannequin, egl):
     from engine.train.evaluate import make_renderer
     from engine.train.metrics import render_labels
     from engine.body.smpl_torch import SMPL
     from engine.model.geometry import project_to_crop
     from tests.engine.fake_batch import fake_batch
 
-    ok, why = egl_available()
-    if not ok:
-        pytest.skip(f"no EGL renderer: {why}")
     batch = fake_batch(mannequin, 3, seed=7)
     verts = SMPL(mannequin).pose(torch.as_tensor(batch["pose_rotmat"]), torch.as_tensor(batch["betas"])).vertices
     cam = torch.as_tensor(batch["cam_crop"])

@@ -13,12 +13,8 @@ DANCER = Path(__file__).resolve().parents[3] / "shared" / "footage" / "dancer.mp
 
 
 @pytest.fixture(scope="module")
-def clip():
-    pytest.importorskip("moderngl")
-    try:
-        return tk.render_crossing_clip(60, 640, 360, seed=0)
-    except Exception as e:  # no EGL on this machine
-        pytest.skip(f"cannot render: {e}")
+def clip(egl):
+    return tk.render_crossing_clip(60, 640, 360, seed=0)
 
 
 def test_rendered_clip_people_cross(clip):

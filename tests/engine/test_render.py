@@ -22,12 +22,7 @@ W, H, FOCAL = 320, 240, 300.0
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def egl():
-    ok, why = R.egl_available()
-    if not ok:
-        pytest.skip(f"no EGL context: {why}")
-    return why
+pytestmark = pytest.mark.usefixtures("egl")   # tests/engine/conftest.py: skip without EGL
 
 
 def pose_mannequin(body, rotvecs: dict, shift=(0.0, -0.3, 3.0)) -> np.ndarray:

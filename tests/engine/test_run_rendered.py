@@ -34,12 +34,8 @@ def official_crop(image_rgb, cx, cy, side, size=224):
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory):
-    pytest.importorskip("moderngl")
-    try:
-        frames, gt, visible = tk.render_crossing_clip(FRAMES, 640, 360, seed=7)
-    except Exception as e:  # no EGL here
-        pytest.skip(f"cannot render: {e}")
+def rendered(tmp_path_factory, egl):
+    frames, gt, visible = tk.render_crossing_clip(FRAMES, 640, 360, seed=7)
     d = tmp_path_factory.mktemp("rendered")
     w = cv2.VideoWriter(str(d / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25, (640, 360))
     for f in frames:
