@@ -7,7 +7,8 @@
                                  tests/blender under each supported Blender (bpy 4.2, 5.0, 5.2)
     python3 build.py extension   the installable extension zip (dist/pymaf_blender-<version>.zip)
     python3 build.py bench       benchmarks: the network, then end to end (tables; docs/benchmarks.md)
-    python3 build.py setup       only create/update the engine environment (--blender: and those)
+    python3 build.py setup       only create/update the engine environment and the pose landmark
+                                 models (build/assets/blazepose_*.pt; --blender: and those envs)
     python3 build.py mannequin   only (re)generate the project's body model asset
 
 The engine runs in its own virtual environment (.venvs/engine), never in Blender's
@@ -206,6 +207,53 @@ def ensure_mannequin(py: Path, force: bool = False) -> Path:
     return MANNEQUIN
 
 
+# The pose landmark models (BlazePose GHUM 3D, Apache-2.0, from the npm package @mediapipe/pose;
+# docs/third-party.md): downloaded, checked against the pins in engine/landmarks/assets.py and
+# converted to build/assets/blazepose_<size>.pt on this machine. Never committed, never zipped.
+LANDMARK_SIZES = ("lite", "full", "heavy")
+LANDMARK_SOURCES = [ROOT / "engine" / "landmarks" / n for n in ("assets.py", "setup.py", "convert.py", "network.py")]
+DOWNLOAD_CACHE = ROOT / "build" / "cache"  # the npm tarball, kept so a re-conversion needs no download
+
+
+def landmark_dir() -> Path:
+    """Where the engine looks for the converted weights (engine/landmarks/assets.py assets_dir)."""
+    env = os.environ.get("PYMAF_ASSETS_DIR", "").strip()
+    return Path(env).expanduser() if env else ASSETS
+
+
+def ensure_landmark_models(py: Path, force: bool = False, required: bool = True) -> bool:
+    """Converted landmark models for every size; redone when the converter's code changes
+    (``engine.landmarks.setup`` itself skips sizes that are present and match the pins).
+    -> True when ready; on failure exit (``required``) or warn and return False."""
+    folder = landmark_dir()
+    stamp_file = folder / "blazepose.stamp"
+    stamp = requirements_stamp([f for f in LANDMARK_SOURCES if f.exists()], ",".join(LANDMARK_SIZES))
+    fresh = stamp_file.exists() and stamp_file.read_text() == stamp and all(
+        (folder / f"blazepose_{s}.pt").exists() and (folder / f"blazepose_{s}.source.json").exists()
+        for s in LANDMARK_SIZES)
+    if fresh and not force:
+        return True
+    cmd = [py, "-m", "engine.landmarks.setup", "--sizes", ",".join(LANDMARK_SIZES), "--cache", DOWNLOAD_CACHE]
+    code = run(cmd + (["--force"] if force else []), cwd=ROOT)
+    if code != 0:
+        if required:
+            say(f"the pose landmark models could not be set up (exit code {code}); see the error above")
+            sys.exit(code)
+        say(f"WARNING: the pose landmark models could not be set up (exit code {code}); tests that "
+            f"need them will fail")
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp_file.write_text(stamp)
+    return True
+
+
+def engine_ready(args=None, required: bool = True) -> Path:
+    """The engine environment plus the converted landmark models (the default estimator's)."""
+    py = engine_python(args)
+    ensure_landmark_models(py, required=required)
+    return py
+
+
 # --- commands ----------------------------------------------------------------------------
 def cmd_mannequin(args) -> int:
     ensure_mannequin(engine_python(args), force=True)
@@ -246,7 +294,7 @@ def _suites_asked(extra: list) -> set:
 def cmd_test(args) -> int:
     asked = _suites_asked(args.extra)
     versions = parse_blender_versions(args.blender)
-    py = engine_python(args)
+    py = engine_ready(args, required=False)
     ensure_system_libraries()
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYMAF_ENGINE_PYTHON=str(py))
     results = []
@@ -290,7 +338,7 @@ def cmd_test(args) -> int:
 def cmd_bench(args) -> int:
     """No arguments: the network benchmark, then the end-to-end one. ``--e2e ARGS``: only the
     end-to-end one (engine.bench_e2e); other ARGS: only the network one (engine.bench)."""
-    py = engine_python(args)
+    py = engine_ready(args)
     extra = list(args.extra)
     if "--e2e" in extra:
         extra.remove("--e2e")
@@ -304,6 +352,9 @@ def cmd_bench(args) -> int:
 def cmd_setup(args) -> int:
     py = engine_python(args)
     say(f"engine environment ready: {py}")
+    ensure_landmark_models(py, force=args.force_landmarks)
+    say(f"pose landmark models ready: {landmark_dir()} (BlazePose GHUM 3D by Google, Apache-2.0, "
+        f"npm @mediapipe/pose 0.5.1675469404)")
     for version in parse_blender_versions(args.blender):
         bpy_py = blender_python(version)
         if bpy_py:
@@ -313,7 +364,9 @@ def cmd_setup(args) -> int:
 
 # --- the extension zip ----------------------------------------------------------------------
 ADDON = ROOT / "pymaf_blender"
-_SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "*.tmp")
+# Third-party model files that must not be shipped: converted landmark weights, the npm package.
+NOT_BUNDLED = ("blazepose_*", "*.tflite", "*.tgz", "package.json", "pose_*.data", "pose_*.wasm", "pose_*.binarypb")
+_SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "*.tmp", *NOT_BUNDLED)
 
 
 def blender_ext_script(bpy_py: Path) -> Path:
@@ -335,12 +388,18 @@ def stage_extension(stage: Path) -> Path:
     shutil.copytree(ADDON, stage, ignore=_SKIP)
     shutil.copy2(ROOT / "blender_manifest.toml", stage / "blender_manifest.toml")
     shutil.copytree(ROOT / "engine", stage / "engine",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "*.tmp", "tests"))
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "*.tmp", "tests",
+                                                  *NOT_BUNDLED))
     shutil.copy2(ROOT / "requirements" / "engine.txt", stage / "engine" / "requirements.txt")
     if not MANNEQUIN.exists():
         sys.exit(f"[build] {MANNEQUIN} is missing; run 'python3 build.py mannequin'")
     (stage / "engine" / "assets").mkdir(exist_ok=True)
     shutil.copy2(MANNEQUIN, stage / "engine" / "assets" / "mannequin.npz")
+    # The landmark models (and anything of the npm package) are made on the user's machine by
+    # the extension's Set up Engine; they are never shipped in the zip.
+    stray = [p for pat in NOT_BUNDLED for p in stage.rglob(pat)]
+    if stray:
+        sys.exit(f"[build] refusing to bundle {', '.join(str(p.relative_to(stage)) for p in stray)}")
     return stage
 
 
@@ -374,7 +433,7 @@ def cmd_extension(args) -> int:
 
 def cmd_demo(args) -> int:
     """The main job, headless, through the extension's own code path (pymaf_blender.cli)."""
-    py = engine_python(args)
+    py = engine_ready(args)
     ensure_mannequin(py)  # the bundled default body (found by the add-on in build/assets)
     bpy_py = blender_python(DEFAULT_BLENDER)
     out = ROOT / "build" / "demo"
@@ -398,8 +457,11 @@ def main(argv=None) -> int:
     parser.add_argument("--torch-index-url", default="",
                         help="package index for a CUDA build of the pinned torch (GPU users)")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("setup", help="create/update the engine environment (and --blender ones)")
+    p = sub.add_parser("setup", help="create/update the engine environment, the pose landmark models "
+                                     "(and --blender environments)")
     p.add_argument("--blender", default="none", help="also these Blender versions: all, none or e.g. 4.2,5.0")
+    p.add_argument("--force-landmarks", action="store_true",
+                   help="convert the pose landmark models again even when they are up to date")
     p.set_defaults(func=cmd_setup)
     sub.add_parser("mannequin", help="regenerate build/assets/mannequin.npz").set_defaults(func=cmd_mannequin)
     p = sub.add_parser("test", help="run the test suite (extra arguments go to pytest)")

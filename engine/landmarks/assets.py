@@ -1,0 +1,449 @@
+"""The BlazePose GHUM 3D landmark models: pins, download, extraction, where the converted weights live.
+
+Standard library only (no numpy, no torch): the Blender extension loads this file by path to
+tell whether the models are installed, and ``python -m engine.landmarks.setup`` runs it in the
+engine environment. The conversion itself (tflite -> our torch weights) is
+``engine.landmarks.convert.convert_tflite``, imported only when a conversion is needed.
+
+The model files come from the npm package ``@mediapipe/pose`` (Google, Apache License 2.0;
+docs/third-party.md). Nothing of it is committed or bundled: the tarball is downloaded (or
+given), checked against the pins below, the one ``.tflite`` member needed is extracted and
+checked, converted, and only the converted weights are kept:
+
+    build/assets/blazepose_<size>.pt         in a source checkout
+    <extension>/engine/assets/...            when the engine runs from the installed extension
+    $PYMAF_ASSETS_DIR/...                     when that variable is set (wins over both)
+
+Each converted file has a record next to it (``blazepose_<size>.source.json``): the source
+file's name and sha256, the package and version, the converted file's sha256 and the hash of
+the converter's code. A converted file is used only when its record matches the pins.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+from typing import Callable, Optional
+
+# --- pins -----------------------------------------------------------------------------------
+PACKAGE = {
+    "name": "@mediapipe/pose",
+    "version": "0.5.1675469404",
+    "license": "Apache-2.0",
+    "tarball_url": "https://registry.npmjs.org/@mediapipe/pose/-/pose-0.5.1675469404.tgz",
+    "tarball_name": "pose-0.5.1675469404.tgz",
+    "tarball_size": 40_985_403,
+    "tarball_sha1": "8f81e64c6561b2357a021a134b54de0204bafc72",  # npm "shasum"
+    # npm "integrity" (sha512, base64)
+    "tarball_sha512": "DFZsNWTsSphRIZppnUCuunzBiHP2FdJXR9ehc7mMi4KG+oPaOH0Em3d6kr7Py+TSyTXC1doH88KcF28k2sBxsQ==",
+}
+MODEL_SIZES = ("lite", "full", "heavy")
+DEFAULT_SIZE = "full"
+MODELS = {
+    "lite": {"member": "package/pose_landmark_lite.tflite", "size": 2_819_824,
+             "sha256": "f17bfbecadb61c3be1baa8b8d851cc6619c870a87167b32848ad20db306b9d61"},
+    "full": {"member": "package/pose_landmark_full.tflite", "size": 6_440_512,
+             "sha256": "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f"},
+    "heavy": {"member": "package/pose_landmark_heavy.tflite", "size": 27_709_200,
+              "sha256": "59e42d71bcd44cbdbabc419f0ff76686595fd265419566bd4009ef703ea8e1fe"},
+}
+ATTRIBUTION = ("Pose landmark models: BlazePose GHUM 3D by Google, Apache License 2.0, "
+               "from npm @mediapipe/pose 0.5.1675469404")
+ENV_ASSETS_DIR = "PYMAF_ASSETS_DIR"
+SETUP_MODULE = "engine.landmarks.setup"
+
+ENGINE_DIR = Path(__file__).resolve().parent.parent       # the ``engine`` package
+_HERE = Path(__file__).resolve().parent
+CONVERTER_SOURCES = ("convert.py", "network.py")           # a change re-runs the conversion
+_CHUNK = 1 << 20
+
+Progress = Optional[Callable[[str, int, int, str], None]]  # (stage, done, total, text)
+
+
+class LandmarkModelError(Exception):
+    """A landmark model is missing or unusable; the message says what and how to fix it."""
+
+    def __init__(self, message: str, code: str = "landmark_model"):
+        super().__init__(message)
+        self.code = code
+
+
+# --- where things are ------------------------------------------------------------------------
+def in_checkout() -> bool:
+    """The engine runs from a source checkout (``build.py`` next to ``engine/``)."""
+    return (ENGINE_DIR.parent / "build.py").is_file()
+
+
+def in_extension() -> bool:
+    """The engine is the copy bundled inside the installed Blender extension."""
+    return not in_checkout() and (ENGINE_DIR.parent / "blender_manifest.toml").is_file()
+
+
+def assets_dir() -> Path:
+    """Where converted weights are kept (see the module's docstring)."""
+    env = os.environ.get(ENV_ASSETS_DIR, "").strip()
+    if env:
+        return Path(env).expanduser()
+    if in_checkout():
+        return ENGINE_DIR.parent / "build" / "assets"
+    return ENGINE_DIR / "assets"
+
+
+def download_dir() -> Path:
+    """Where the verified npm tarball is kept for re-conversions and the tests' reference
+    interpreter: ``build/cache`` in a checkout (build.py's DOWNLOAD_CACHE), else beside the
+    converted weights."""
+    if in_checkout() and not os.environ.get(ENV_ASSETS_DIR, "").strip():
+        return ENGINE_DIR.parent / "build" / "cache"
+    return assets_dir() / "cache"
+
+
+def _check_size(size: str) -> str:
+    if size not in MODELS:
+        raise ValueError(f"unknown landmark model size {size!r}; one of {', '.join(MODEL_SIZES)}")
+    return size
+
+
+def converted_path(size: str, folder=None) -> Path:
+    """The converted weights of one model size (they may not exist yet)."""
+    return Path(folder or assets_dir()) / f"blazepose_{_check_size(size)}.pt"
+
+
+def record_path(size: str, folder=None) -> Path:
+    return Path(folder or assets_dir()) / f"blazepose_{_check_size(size)}.source.json"
+
+
+def source_file_name(size: str) -> str:
+    return MODELS[_check_size(size)]["member"].rsplit("/", 1)[-1]
+
+
+def fix_command() -> str:
+    """What the user runs to (re)create the models, for where this engine is."""
+    cli = f"python -m {SETUP_MODULE}"
+    if in_checkout():
+        return f"'python3 build.py setup' (or '{cli}' in the engine environment)"
+    if in_extension():
+        return (f"the extension's 'Set up Engine' button (Preferences > Add-ons > PyMAF for Blender), "
+                f"or '{cli}' in the engine environment")
+    return f"'{cli}' in the engine environment"
+
+
+def _what(size: Optional[str] = None) -> str:
+    model = f"'{size}' " if size else ""
+    return (f"the BlazePose GHUM 3D {model}pose landmark model (from npm {PACKAGE['name']} "
+            f"{PACKAGE['version']}, Apache-2.0)")
+
+
+def _error(problem: str, size: Optional[str] = None, code: str = "landmark_model") -> LandmarkModelError:
+    return LandmarkModelError(f"{problem}; {_what(size)} is needed: set it up with {fix_command()}", code)
+
+
+def missing_message(size: str) -> str:
+    """The runtime's message when the converted weights of ``size`` are absent."""
+    return (f"{_what(size)} is not installed ({converted_path(size)} is missing); "
+            f"set it up with {fix_command()}")
+
+
+# --- hashing ---------------------------------------------------------------------------------
+def _hash_file(path: Path, *names: str) -> dict:
+    hs = {n: hashlib.new(n) for n in names}
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            for h in hs.values():
+                h.update(chunk)
+    return hs
+
+
+def sha256_file(path) -> str:
+    return _hash_file(Path(path), "sha256")["sha256"].hexdigest()
+
+
+def converter_stamp() -> str:
+    """Hash of the converter's code (``convert.py``, ``network.py``): a change means reconvert."""
+    h = hashlib.sha256()
+    for name in CONVERTER_SOURCES:
+        p = _HERE / name
+        h.update(name.encode() + b"\0" + (p.read_bytes() if p.is_file() else b"<absent>") + b"\0")
+    return h.hexdigest()
+
+
+def _tarball_problem(path: Path) -> Optional[str]:
+    """None when ``path`` is the pinned tarball, else what is wrong with it."""
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        return f"cannot read {path}: {e.strerror or e}"
+    hs = _hash_file(path, "sha1", "sha512")
+    sha1 = hs["sha1"].hexdigest()
+    sha512 = base64.b64encode(hs["sha512"].digest()).decode()
+    if sha1 == PACKAGE["tarball_sha1"] and sha512 == PACKAGE["tarball_sha512"]:
+        return None
+    how = (f"{size} bytes instead of {PACKAGE['tarball_size']}: truncated or another file"
+           if size != PACKAGE["tarball_size"] else "same size, different content: altered")
+    return (f"{path} is not the pinned {PACKAGE['name']} {PACKAGE['version']} tarball "
+            f"(sha1 {sha1} instead of {PACKAGE['tarball_sha1']}; {how})")
+
+
+def verify_tarball(path) -> Path:
+    """The pinned tarball (size, sha1 and sha512 as npm publishes them), else LandmarkModelError."""
+    path = Path(path)
+    if not path.is_file():
+        raise _error(f"the tarball {path} does not exist", code="not_found")
+    problem = _tarball_problem(path)
+    if problem:
+        raise _error(problem, code="hash_mismatch")
+    return path
+
+
+# --- download ----------------------------------------------------------------------------------
+def fetch_tarball(dest_dir, tarball=None, progress: Progress = None, timeout: float = 60.0) -> Path:
+    """The verified npm tarball: ``tarball`` when given (verified), else ``dest_dir/<name>`` when
+    it is already there and verifies, else downloaded there with urllib (verified before it
+    gets its final name). Raises LandmarkModelError with the reason (network, hash)."""
+    if tarball is not None:
+        return verify_tarball(tarball)
+    dest_dir = Path(dest_dir)
+    final = dest_dir / PACKAGE["tarball_name"]
+    if final.is_file() and _tarball_problem(final) is None:
+        return final
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _error(f"cannot create the folder {dest_dir}: {e.strerror or e}", code="write_failed") from None
+    url, total = PACKAGE["tarball_url"], int(PACKAGE["tarball_size"])
+    sha1, sha512 = hashlib.sha1(), hashlib.sha512()
+    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix="." + final.name + ".", suffix=".part")
+    got = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            req = urllib.request.Request(url, headers={"User-Agent": "pymaf-blender-setup"})
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                while True:
+                    chunk = resp.read(_CHUNK)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    sha1.update(chunk)
+                    sha512.update(chunk)
+                    got += len(chunk)
+                    if got > total + _CHUNK:
+                        break
+                    if progress:
+                        progress("download", got, total, f"downloading {PACKAGE['name']} {PACKAGE['version']}: "
+                                                          f"{got / 1e6:.1f}/{total / 1e6:.1f} MB")
+        if sha1.hexdigest() != PACKAGE["tarball_sha1"] or \
+                base64.b64encode(sha512.digest()).decode() != PACKAGE["tarball_sha512"]:
+            raise _error(f"the download from {url} does not match the pinned hashes ({got} bytes, "
+                         f"expected {total}): an interrupted or altered download; try again", code="hash_mismatch")
+        os.replace(tmp, final)
+        tmp = None
+    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as e:
+        reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or e
+        raise _error(f"could not download {url} ({reason}); check the internet connection, or download "
+                     f"that file elsewhere and pass it with --tarball FILE", code="download_failed") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return final
+
+
+# --- extraction --------------------------------------------------------------------------------
+def extract_model(tarball, size: str, dest) -> Path:
+    """Extract only the ``size`` model member of the tarball to ``dest`` (a file path, or a
+    folder to hold it under its own name) and verify its sha256. Members are matched by their
+    exact name; nothing is written under a name taken from the archive, so absolute paths,
+    ``..`` and links in it cannot write anywhere else."""
+    pin = MODELS[_check_size(size)]
+    want, name = pin["member"], source_file_name(size)
+    dest = Path(dest)
+    if dest.is_dir():
+        dest = dest / name
+    tarball = Path(tarball)
+    try:
+        with tarfile.open(tarball, "r:gz") as tf:
+            member = None
+            for m in tf:
+                if m.name == want:
+                    if not m.isreg():
+                        raise _error(f"{tarball}: {want} is not a regular file (a link?): refused", size,
+                                     code="hash_mismatch")
+                    member = m
+                    break
+            if member is None:
+                raise _error(f"{tarball} has no member {want}", size, code="not_found")
+            if member.size != pin["size"]:
+                raise _error(f"{name} in {tarball} has {member.size} bytes instead of {pin['size']}: "
+                             f"an altered file, refused", size, code="hash_mismatch")
+            src = tf.extractfile(member)
+            h = hashlib.sha256()
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix="." + dest.name + ".", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in iter(lambda: src.read(_CHUNK), b""):
+                        h.update(chunk)
+                        out.write(chunk)
+                if h.hexdigest() != pin["sha256"]:
+                    raise _error(f"{name} in {tarball} has sha256 {h.hexdigest()} instead of the pinned "
+                                 f"{pin['sha256']}: an altered file, refused", size, code="hash_mismatch")
+                os.replace(tmp, dest)
+                tmp = None
+            finally:
+                if tmp is not None:
+                    os.unlink(tmp)
+    except LandmarkModelError:
+        raise
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise _error(f"cannot read {tarball}: {type(e).__name__}: {e} (a damaged or truncated tarball)", size,
+                     code="damaged") from None
+    return dest
+
+
+# --- converted weights -----------------------------------------------------------------------
+def read_record(size: str, folder=None) -> Optional[dict]:
+    try:
+        rec = json.loads(record_path(size, folder).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def converted_problem(size: str, folder=None, verify: bool = True) -> Optional[str]:
+    """None when the converted weights of ``size`` are there and made from the pinned source
+    (``verify``: and unchanged since, by sha256), else what is wrong."""
+    path = converted_path(size, folder)
+    if not path.is_file():
+        return f"{path} is missing"
+    rec = read_record(size, folder)
+    pin = MODELS[size]
+    if rec is None:
+        return f"{path} has no readable record ({record_path(size, folder).name})"
+    if rec.get("source_sha256") != pin["sha256"] or rec.get("version") != PACKAGE["version"]:
+        return (f"{path} was made from another source ({rec.get('package')} {rec.get('version')}, "
+                f"{rec.get('source_file')} sha256 {rec.get('source_sha256')})")
+    if rec.get("weights_size") != path.stat().st_size:
+        return f"{path} was changed after its conversion (size)"
+    if verify and rec.get("weights_sha256") != sha256_file(path):
+        return f"{path} was changed after its conversion (sha256)"
+    return None
+
+
+def installed(size: str, folder=None) -> bool:
+    """Quick check (no hashing) for user interfaces."""
+    return converted_problem(size, folder, verify=False) is None
+
+
+def require_converted(size: str, folder=None, verify: bool = True) -> Path:
+    """The runtime's entry: the converted weights' path, or LandmarkModelError saying how to fix it."""
+    problem = converted_problem(size, folder, verify=verify)
+    if problem is None:
+        return converted_path(size, folder)
+    if not converted_path(size, folder).is_file():
+        raise LandmarkModelError(missing_message(size), code="not_found")
+    raise _error(problem, size, code="hash_mismatch")
+
+
+def _converter():
+    """``convert_tflite`` (imports tflite and torch); LandmarkModelError when unavailable."""
+    try:
+        from engine.landmarks.convert import convert_tflite
+    except ImportError as e:
+        raise _error(f"the model converter cannot be loaded ({e}); the engine environment lacks a package "
+                     f"(the 'tflite' reader?) or this engine is incomplete", code="converter") from None
+    return convert_tflite
+
+
+def _write_record(size: str, folder, rec: dict) -> None:
+    path = record_path(size, folder)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(rec, f, indent=1)
+        os.replace(tmp, path)
+        tmp = None
+    finally:
+        if tmp is not None:
+            os.unlink(tmp)
+
+
+def source_info(size: str) -> dict:
+    """What the converter records as the source of the weights."""
+    pin = MODELS[_check_size(size)]
+    return {"package": PACKAGE["name"], "version": PACKAGE["version"], "license": PACKAGE["license"],
+            "tarball_url": PACKAGE["tarball_url"], "tarball_sha512": PACKAGE["tarball_sha512"],
+            "file": source_file_name(size), "sha256": pin["sha256"], "bytes": pin["size"]}
+
+
+def ensure_landmark_models(sizes=MODEL_SIZES, tarball=None, *, folder=None, cache_dir=None, force=False,
+                           progress: Progress = None) -> dict:
+    """Make sure the converted weights of every size in ``sizes`` exist and match the pins
+    (and were made by the current converter); -> {size: path}. Downloads the tarball at most once
+    (into ``cache_dir``, kept and reused, else a temporary folder that is removed)."""
+    sizes = [_check_size(s) for s in sizes]
+    folder = Path(folder or assets_dir())
+    stamp = converter_stamp()
+    todo = []
+    for s in sizes:
+        rec = read_record(s, folder) or {}
+        if force or converted_problem(s, folder) is not None or rec.get("converter") != stamp:
+            todo.append(s)
+    out = {s: converted_path(s, folder) for s in sizes}
+    if not todo:
+        return out
+    convert = _converter()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _error(f"cannot create the folder {folder}: {e.strerror or e}", code="write_failed") from None
+    work = Path(tempfile.mkdtemp(prefix="pymaf-landmarks-"))
+    try:
+        src = fetch_tarball(Path(cache_dir) if cache_dir else work, tarball, progress=progress)
+        for i, s in enumerate(todo):
+            if progress:
+                progress("convert", i, len(todo), f"converting the '{s}' landmark model ({i + 1}/{len(todo)})")
+            tfl = extract_model(src, s, work / source_file_name(s))
+            dst = converted_path(s, folder)
+            try:
+                convert(tfl, dst, size=s, source=source_info(s))
+            except LandmarkModelError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a converter failure becomes one clear line
+                raise _error(f"converting {tfl.name} failed: {type(e).__name__}: {e}", s, code="convert_failed") \
+                    from None
+            if not dst.is_file():
+                raise _error(f"the converter wrote no {dst}", s, code="convert_failed")
+            _write_record(s, folder, {
+                "package": PACKAGE["name"], "version": PACKAGE["version"], "license": PACKAGE["license"],
+                "source_file": source_file_name(s), "source_sha256": MODELS[s]["sha256"],
+                "weights_file": dst.name, "weights_size": dst.stat().st_size, "weights_sha256": sha256_file(dst),
+                "converter": stamp})
+            tfl.unlink()
+            if progress:
+                progress("convert", i + 1, len(todo), f"converted the '{s}' landmark model: {dst}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def ensure_landmark_model(size: str = DEFAULT_SIZE, tarball=None, **kwargs) -> Path:
+    """One size (see ``ensure_landmark_models``): a no-op when its converted weights exist and
+    their record matches the pins."""
+    return ensure_landmark_models((size,), tarball, **kwargs)[size]
+
+
+__all__ = ["PACKAGE", "MODELS", "MODEL_SIZES", "DEFAULT_SIZE", "ATTRIBUTION", "LandmarkModelError",
+           "assets_dir", "converted_path", "fetch_tarball", "verify_tarball", "extract_model",
+           "ensure_landmark_model", "ensure_landmark_models", "missing_message", "require_converted",
+           "installed", "converted_problem"]
