@@ -1,11 +1,14 @@
 """End-to-end benchmark: ``python -m engine run`` on a 1080p clip, frames/s and the share of each stage.
 
     python -m engine.bench_e2e [--video PATH | --generated] [--frames N] [--device auto|cpu|cuda]
+        [--estimator landmarks|pymaf] [--landmark-model lite|full|heavy|all]
         [--batch-size B] [--autocast none|bf16] [--detector NAME] [--warmup N]
 
-Runs the real command in this process (decode thread, detection, online tracking, crops,
-batched untrained ResNet-50 PyMAF -- the same cost as a trained one -- conversion, smoothing,
-result file) and prints a markdown row (paste into docs/benchmarks.md). The clip is
+Runs the real command in this process (decode thread, detection, online tracking, then either
+the default estimator -- BlazePose landmarks per person crop and the fit onto the rig, one row
+per ``--landmark-model`` size -- or crops and the batched untrained ResNet-50 PyMAF, the same
+cost as a trained one; smoothing, result file) and prints markdown rows (paste into
+docs/benchmarks.md). The clip is
 ``../shared/footage/dancer.mp4`` when present; otherwise a generated 1080p clip of a moving
 figure with its boxes given (``--boxes``: no detection then, said in the table).
 
@@ -26,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 DANCER = Path(__file__).resolve().parents[2] / "shared" / "footage" / "dancer.mp4"
-COLUMNS = ("decode", "detect", "track", "crop", "infer", "convert", "write")
+COLUMNS = ("decode", "detect", "track", "crop", "infer", "convert", "fit", "write")
 
 
 def generated_clip(folder: Path, frames: int, width: int = 1920, height: int = 1080) -> tuple:
@@ -59,11 +62,13 @@ def device_name(device) -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {os.cpu_count()} cores"
 
 
-def run_once(video, out, *, frames, device, batch, autocast, detector, boxes) -> dict:
+def run_once(video, out, *, frames, device, batch, autocast, detector, boxes, estimator="pymaf",
+             landmark_model="full") -> dict:
     from engine.run import Progress, build_parser, run
 
     argv = [str(video), "-o", str(out), "--device", device, "--batch-size", str(batch), "--autocast", autocast,
-            "--stop", str(frames)] + (["--boxes", str(boxes)] if boxes else ["--detector", detector])
+            "--stop", str(frames), "--estimator", estimator, "--landmark-model", landmark_model] + \
+        (["--boxes", str(boxes)] if boxes else ["--detector", detector])
     return run(build_parser("run").parse_args(argv), Progress(None), {"flag": False})
 
 
@@ -77,6 +82,8 @@ def main(argv=None) -> int:
     parser.add_argument("--autocast", default=None, choices=("none", "bf16", "fp16"),
                         help="default: none on the CPU, bf16 on a GPU")
     parser.add_argument("--detector", default="default")
+    parser.add_argument("--estimator", default="landmarks", choices=("landmarks", "pymaf"))
+    parser.add_argument("--landmark-model", default="all", choices=("lite", "full", "heavy", "all"))
     parser.add_argument("--warmup", type=int, default=None,
                         help="frames of an untimed first run (default: 0 on the CPU, 2 batches on a GPU)")
     args = parser.parse_args(argv)
@@ -101,28 +108,40 @@ def main(argv=None) -> int:
             video, boxes = generated_clip(Path(tmp), args.frames)
         info = probe(video)
         frames = min(args.frames, info.frame_count)
-        kw = dict(device=device.type, batch=batch, autocast=autocast, detector=args.detector, boxes=boxes)
-        if warmup:
-            run_once(video, Path(tmp) / "warmup.npz", frames=min(warmup, frames), **kw)
-        done = run_once(video, Path(tmp) / "bench.npz", frames=frames, **kw)
-    st = done["stages"]
-    wall = max(done["seconds"] - st["load"], 1e-9)
-    fps = done["frames"] / wall
+        kw = dict(device=device.type, batch=batch, autocast=autocast, detector=args.detector, boxes=boxes,
+                  estimator=args.estimator)
+        sizes = ("lite", "full", "heavy") if args.landmark_model == "all" else (args.landmark_model,)
+        if args.estimator == "pymaf":
+            sizes = ("full",)   # ignored by the PyMAF estimator
+        rows = []
+        for size in sizes:
+            if warmup:
+                run_once(video, Path(tmp) / "warmup.npz", frames=min(warmup, frames), landmark_model=size, **kw)
+            rows.append((size, run_once(video, Path(tmp) / "bench.npz", frames=frames, landmark_model=size, **kw)))
     from engine.people.detect import DEFAULT_DETECTOR
 
     detector = "boxes file (no detection)" if boxes else \
         f"default ({DEFAULT_DETECTOR})" if args.detector == "default" else args.detector
+    what = "BlazePose GHUM landmarks + fit onto the mannequin" if args.estimator == "landmarks" else \
+        "untrained ResNet-50 PyMAF on the mannequin"
     print(f"\nEnd to end: python -m engine.bench_e2e {' '.join(argv if argv is not None else sys.argv[1:])}")
     print(f"{video.name}: {info.width}x{info.height}, {info.fps:.2f} fps; device {device.type} ({device_name(device)}), "
-          f"torch {torch.__version__}; untrained ResNet-50 PyMAF on the mannequin")
-    print("| clip | frames | tracks | device | batch | precision | detector | frames/s end to end | x real time | "
-          + " | ".join(COLUMNS) + " | network waited | detection waited |")
-    print("|---" * (11 + len(COLUMNS)) + "|")
-    share = lambda k: f"{st[k] / wall:.0%}"  # noqa: E731
+          f"torch {torch.__version__}; {what}")
+    print("| clip | frames | tracks | device | estimator | batch | precision | detector | frames/s end to end | "
+          "x real time | " + " | ".join(COLUMNS) + " | network waited | detection waited |")
+    print("|---" * (12 + len(COLUMNS)) + "|")
     precision = "fp32" if autocast == "none" else f"{autocast} autocast"
-    print(f"| {video.name} {info.width}x{info.height} | {done['frames']} | {len(done['tracks'])} | {device.type} | "
-          f"{done['batch_size']} | {precision} | {detector} | {fps:.2f} | {fps / (info.fps or 30.0):.2f} | "
-          + " | ".join(share(k) for k in COLUMNS) + f" | {share('infer_wait')} | {share('detect_wait')} |", flush=True)
+    for size, done in rows:
+        st = done["stages"]
+        wall = max(done["seconds"] - st["load"], 1e-9)
+        fps = done["frames"] / wall
+        share = lambda k: f"{st.get(k, 0.0) / wall:.0%}"  # noqa: E731
+        estimator = f"landmarks ({size})" if args.estimator == "landmarks" else "pymaf"
+        batch_text = done.get("batch_size", "people of a frame")
+        print(f"| {video.name} {info.width}x{info.height} | {done['frames']} | {len(done['tracks'])} | {device.type} | "
+              f"{estimator} | {batch_text} | {precision} | {detector} | {fps:.2f} | {fps / (info.fps or 30.0):.2f} | "
+              + " | ".join(share(k) for k in COLUMNS) + f" | {share('infer_wait')} | {share('detect_wait')} |",
+              flush=True)
     return 0
 
 

@@ -84,8 +84,11 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_VIDEO, EXIT_NO_PERSON, EXIT_MODEL, EXIT
 EXIT_CANCELLED = 130
 DEFAULT_FOV_DEG = 55.0
 SMOOTHING_CHOICES = ("none", "light", "default", "strong")
+ESTIMATORS = ("landmarks", "pymaf")
+LANDMARK_MODELS = ("lite", "full", "heavy")
 UNTRAINED_SEED = 0
 MIN_TRACK_FRAMES = 10   # shorter tracks are dropped (fewer when the whole range is shorter)
+LANDMARK_QUEUE = 8      # decoded frames with final boxes waiting for the landmark model
 
 
 class RunError(Exception):
@@ -212,7 +215,14 @@ def build_parser(command: str = "run") -> _Parser:
     p.add_argument("-o", "--output", required=True, help="tracks file (.json), written atomically" if analyze
                    else "result file (.npz), written atomically")
     if not analyze:
-        p.add_argument("--checkpoint", help="PyMAF checkpoint (default: an UNTRAINED network, with a warning)")
+        p.add_argument("--estimator", choices=ESTIMATORS, default=None,
+                       help="'landmarks': BlazePose GHUM 3D landmarks + our fit onto the SMPL-format rig; "
+                            "'pymaf': the PyMAF network (needs --checkpoint for real results). Default: "
+                            "pymaf when --checkpoint is given, else landmarks")
+        p.add_argument("--landmark-model", choices=LANDMARK_MODELS, default="full",
+                       help="BlazePose landmark model size for --estimator landmarks (default full)")
+        p.add_argument("--checkpoint", help="PyMAF checkpoint, for --estimator pymaf (without one: an UNTRAINED "
+                                            "network, with a warning)")
         p.add_argument("--body", help="SMPL body model (.pkl/.npz/checkpoint); for the untrained network or "
                                       "checkpoints that embed none (default: the mannequin)")
         p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
@@ -274,6 +284,57 @@ def load_model(args):
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise RunError(EXIT_MODEL, "model", f"could not load the model: {type(e).__name__}: {e}"
                        .splitlines()[0]) from None
+
+
+def resolve_estimator(args) -> None:
+    """Settle ``args.estimator`` (pymaf with a checkpoint, else landmarks) and the description
+    the result file carries (``meta["estimator"]``). Raises RunError(2) on contradictions."""
+    if args.estimator is None:
+        args.estimator = "pymaf" if args.checkpoint else "landmarks"
+    if args.estimator == "landmarks" and args.checkpoint:
+        raise RunError(EXIT_USAGE, "usage", "--checkpoint is a PyMAF checkpoint: use it with --estimator pymaf "
+                                            "(or leave --estimator out)")
+    if args.estimator == "landmarks":
+        args._estimator_meta = {"name": "landmarks", "model": args.landmark_model,
+                                "label": f"BlazePose GHUM {args.landmark_model} + landmark fit"}
+    else:
+        args._estimator_meta = {"name": "pymaf", "label": "PyMAF (official checkpoint)" if args.checkpoint
+                                else "PyMAF (untrained network)"}
+
+
+def make_follower(args):
+    """-> (PersonFollower over the converted BlazePose model, provenance). Raises RunError(5)."""
+    from engine.landmarks.assets import LandmarkModelError, converted_path, missing_message
+    from engine.landmarks.landmarker import Landmarker, PersonFollower
+    from engine.landmarks.network import LandmarkModelFileError
+
+    size = args.landmark_model
+    path = converted_path(size)
+    if not os.path.isfile(path):
+        raise RunError(EXIT_MODEL, "landmark_model_missing", missing_message(size))
+    try:
+        landmarker = Landmarker(path, size, device=args.device, autocast=args.autocast)
+    except (LandmarkModelFileError, LandmarkModelError) as e:
+        raise RunError(EXIT_MODEL, "landmark_model", f"{e}; {missing_message(size)}".splitlines()[0]) from None
+    except (ValueError, RuntimeError) as e:
+        raise RunError(EXIT_MODEL, "device", str(e).splitlines()[0]) from None
+    log(f"estimator: {args._estimator_meta['label']} on {landmarker.device}")
+    prov = {"estimator": "landmarks", "landmark_model": size, "landmark_weights": os.path.abspath(path),
+            "landmark_source": landmarker.source, "body": os.path.abspath(args.body) if args.body else "mannequin"}
+    return PersonFollower(landmarker), prov
+
+
+def load_rig_body(args):
+    """The body the landmark fit poses: ``--body`` or the mannequin. Raises RunError(5)."""
+    from engine.body.loading import BodyModelError, load_body_model
+
+    try:
+        if args.body:
+            return load_body_model(args.body)
+        from engine.body.mannequin import build_mannequin
+        return build_mannequin()
+    except (BodyModelError, OSError, ValueError) as e:
+        raise RunError(EXIT_MODEL, "model", f"{e}".splitlines()[0]) from None
 
 
 def make_predictor(args):
@@ -430,6 +491,11 @@ def body_of(model):
     return body_model_from_state_dict(model.state_dict(), prefix=BODY_PREFIX, validate=False)
 
 
+# record key -> result track field, stored when the estimator provides it
+OPTIONAL_RECORD_FIELDS = {"cam": "cam_crop", "kp2d": "keypoints2d", "joints3d": "joints3d",
+                          "landmarks2d": "landmarks2d", "landmarks3d": "landmarks3d"}
+
+
 def assemble(args, records, frames_done, fps, body=None):
     """{id: [record per frame]} -> {str id: TrackResult}, frames < frames_done, smoothed per the preset.
 
@@ -458,11 +524,13 @@ def assemble(args, records, frames_done, fps, body=None):
         if body is not None:
             verts, joints = body.rest_shape(betas_robust)
             rig = {"rest_vertices": verts.astype(np.float32), "rest_joints": joints}
+        # per-estimator extras: PyMAF's crop camera and 49 joints, BlazePose's 33 landmarks
+        extras = {field: col(key) for key, field in OPTIONAL_RECORD_FIELDS.items() if key in recs[0]}
         result[str(tid)] = TrackResult.from_rotmats(
             frames=frames, transl=transl, global_orient_rotmat=R[:, 0], body_pose_rotmat=R[:, 1:],
             betas=betas, confidence=np.array([r["score"] for r in recs], np.float64),
             interpolated=np.array([r["interp"] for r in recs], bool), betas_robust=betas_robust,
-            boxes=col("box"), cam_crop=col("cam"), keypoints2d=col("kp2d"), joints3d=col("joints3d"), **rig)
+            boxes=col("box"), **extras, **rig)
     return result
 
 
@@ -478,7 +546,7 @@ def write(args, info, stamps, track_results, frames_done, partial, prov, body=No
         camera={"focal_px": float(args._focal), "principal_point": [info.width / 2, info.height / 2]},
         partial=partial, frames_done=int(frames_done), provenance=prov, smoothing=smoothing,
         track_ids=sorted(track_results, key=int), frame_start=args.start,
-        source_frame_count=info.frame_count, focal_source=args._focal_source)
+        source_frame_count=info.frame_count, focal_source=args._focal_source, estimator=args._estimator_meta)
     rig = None if body is None else BodyRig(faces=body.faces, weights=body.weights.astype(np.float32),
                                             parents=body.parents)
     res = MotionResult(meta=meta, tracks=track_results, timestamps=stamps, body=rig)
@@ -509,6 +577,7 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
 
     t0 = time.monotonic()
     times, stats = StageTimes(), StreamStats()
+    resolve_estimator(args)
     if args.tracks:
         doc, tracks = _read_tracks(args.tracks)
         info, total = _open_video(args, (doc["frame_start"], doc["frame_stop"]))
@@ -526,10 +595,14 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
         if not args.tracks:
             detector, det_desc = _make_detector(args)
             source_desc = {"detector": det_desc}
-        predictor, prov = make_predictor(args)
-        body = body_of(predictor.model)
+        if args.estimator == "landmarks":
+            follower, prov = make_follower(args)
+            body = load_rig_body(args)
+        else:
+            predictor, prov = make_predictor(args)
+            body = body_of(predictor.model)
     prov.update(source_desc)
-    if wrap_predictor is not None:
+    if args.estimator == "pymaf" and wrap_predictor is not None:
         predictor = wrap_predictor(predictor)
 
     if cancel["flag"]:
@@ -550,7 +623,6 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
                      "rotmat": out["rotmat"][i], "betas": out["betas"][i], "cam": out["cam"][i],
                      "joints3d": j3d[i], "transl": transl[i], "kp2d": kp2d[i]})
 
-    batcher = Batcher(predictor, args.batch_size, times)
     frames = _decoded(args, times)
     stream = until_truncated(frames, stats)
     if args.tracks:
@@ -558,14 +630,29 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
     else:
         from engine.people.tracking import OnlineTracker
         finalised = track_stream(stream, detector, OnlineTracker(**tracker_params(args, total)), times, stats)
-    items = Prefetch(crop_stream(finalised, people, times), max(32, 2 * args.batch_size), times, "infer_wait",
-                     stop=lambda: cancel["flag"], name="people")
     progress.start("run", total)
-    try:
-        outcome = predict_stream(items, batcher, convert, cancel=lambda: cancel["flag"], on_progress=progress.update)
-    finally:
-        items.close()
-        frames.close()
+    if args.estimator == "landmarks":
+        from engine.landmarks.stream import fit_records, landmark_stream
+        # whole frames wait here (the follower crops them itself): a short queue
+        items = Prefetch(finalised, LANDMARK_QUEUE, times, "infer_wait", stop=lambda: cancel["flag"], name="people")
+        try:
+            outcome, observed = landmark_stream(items, follower, people, times, cancel=lambda: cancel["flag"],
+                                                on_progress=progress.update)
+        finally:
+            items.close()
+            frames.close()
+        with times("fit"):
+            records = fit_records(observed, outcome.frames_done, focal, (W / 2, H / 2), body)
+    else:
+        batcher = Batcher(predictor, args.batch_size, times)
+        items = Prefetch(crop_stream(finalised, people, times), max(32, 2 * args.batch_size), times, "infer_wait",
+                         stop=lambda: cancel["flag"], name="people")
+        try:
+            outcome = predict_stream(items, batcher, convert, cancel=lambda: cancel["flag"],
+                                     on_progress=progress.update)
+        finally:
+            items.close()
+            frames.close()
     progress.update(outcome.frames_done, force=True)
     progress.close()
 
@@ -601,7 +688,9 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
     seconds = time.monotonic() - t0
     done = {"event": "done", "result": os.path.abspath(args.output), "tracks": sorted(track_results, key=int),
             "frames": n, "seconds": round(seconds, 3), "fps": round(n / max(seconds, 1e-9), 3),
-            "stages": times.rounded(), "batch_size": batcher.batch_size}
+            "stages": times.rounded(), "estimator": args._estimator_meta}
+    if args.estimator == "pymaf":
+        done["batch_size"] = batcher.batch_size
     progress.emit(done)
     log(f"wrote {args.output}: {len(track_results)} track(s), {n} frames")
     return done

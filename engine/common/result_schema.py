@@ -26,6 +26,10 @@ Key layout (schema version 1)::
     tracks/<id>/joints3d            (T, 49, 3)  float   49 joints, camera frame, INCLUDING transl
     tracks/<id>/confidence          (T,)        float   detection confidence in [0, 1]
     tracks/<id>/interpolated        (T,)        bool    frame filled across a short gap (not observed)
+    tracks/<id>/landmarks2d         (T, 33, 3)  float   optional, landmark estimator: BlazePose body landmarks,
+                                                        image pixels x, y and visibility in [0, 1]
+    tracks/<id>/landmarks3d         (T, 33, 3)  float   optional, landmark estimator: BlazePose world landmarks,
+                                                        metres, hip-centred, camera axes (not translated)
 
 Optional rig data (engine >= 0.2 writes it; the Blender extension needs it to build a skinned
 rig without reading any body model file itself)::
@@ -65,6 +69,7 @@ TIMESTAMPS_KEY = "video/timestamps"
 TRACK_PREFIX = "tracks/"
 
 NUM_KEYPOINTS = len(topo.JOINT_NAMES_49)  # 49
+NUM_BODY_LANDMARKS = 33  # BlazePose GHUM body landmarks (the landmark estimator)
 _NB = topo.NUM_BETAS  # 10
 _NJ = topo.NUM_JOINTS  # 24
 
@@ -84,6 +89,8 @@ TRACK_FIELDS = {
     "joints3d": ((NUM_KEYPOINTS, 3), "f", False),
     "confidence": ((), "f", True),
     "interpolated": ((), "b", True),
+    "landmarks2d": ((NUM_BODY_LANDMARKS, 3), "f", False),
+    "landmarks3d": ((NUM_BODY_LANDMARKS, 3), "f", False),
 }
 # Per-track arrays without a time axis: name -> (shape (None = any size), kind, required).
 TRACK_STATIC_FIELDS = {
@@ -227,6 +234,8 @@ class TrackResult:
     cam_crop: np.ndarray = None
     keypoints2d: np.ndarray = None
     joints3d: np.ndarray = None
+    landmarks2d: np.ndarray = None
+    landmarks3d: np.ndarray = None
     rest_vertices: np.ndarray = None
     rest_joints: np.ndarray = None
 

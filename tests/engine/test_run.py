@@ -60,7 +60,12 @@ def data(tmp_path_factory):
 
 
 def _cmd(*args):
-    return [sys.executable, "-m", "engine", "run", *map(str, args)]
+    """``engine run`` with the PyMAF estimator (these tests check the network path; the landmark
+    estimator has tests/engine/test_run_landmarks.py)."""
+    args = [str(a) for a in args]
+    if "--estimator" not in args and "--checkpoint" not in args:
+        args += ["--estimator", "pymaf"]
+    return [sys.executable, "-m", "engine", "run", *args]
 
 
 def _run(*args, timeout=120):
@@ -216,7 +221,10 @@ def _inproc(command, *argv, wrap=None):
     """Run ``command`` in this process. -> (exit code, done event or RunError, progress events)."""
     from engine import run as R
 
-    args = R.build_parser(command).parse_args([str(a) for a in argv])
+    argv = [str(a) for a in argv]
+    if command == "run" and "--estimator" not in argv and "--checkpoint" not in argv:
+        argv += ["--estimator", "pymaf"]   # the network path (see _cmd)
+    args = R.build_parser(command).parse_args(argv)
     out = io.StringIO()
     try:
         if command == "analyze":

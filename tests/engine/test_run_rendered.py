@@ -62,7 +62,7 @@ def test_default_pipeline_on_a_rendered_clip(rendered):
 
     d, gt, visible = rendered
     out = d / "result.npz"
-    args = R.build_parser("run").parse_args([str(d / "clip.avi"), "-o", str(out), "--smoothing", "none",
+    args = R.build_parser("run").parse_args([str(d / "clip.avi"), "-o", str(out), "--estimator", "pymaf", "--smoothing", "none",
                                              "--batch-size", "8"])
     rec = {}
 

@@ -1,0 +1,184 @@
+"""BlazePose landmarks for tracked people: crops that follow each person, batched inference.
+
+``Landmarker`` runs the torch landmark network on a batch of 256x256 crops and returns
+plain numpy arrays (sigmoid-ed scores, heatmap-refined 2D landmarks). ``PersonFollower``
+chooses each person's crop the way BlazePose does in video: from the tracker's box on a
+track's first frame (then once more from the landmarks of that same frame, so the first crop
+is aligned too), from the previous frame's landmarks afterwards, and back to the box when the
+presence score drops or the landmark ROI leaves the box.
+
+Per person-frame observation (``Observation``), image pixels and metres:
+
+    image       (33, 2)  body landmarks in image pixels
+    depth       (33,)    BlazePose's relative depth (image-pixel units, hip-centred)
+    visibility  (33,)    probability that the landmark is visible
+    world       (33, 3)  metres, origin between the hips, image axes (x right, y down, z away)
+    presence    ()       probability that the crop holds a person (the result's confidence)
+    roi         (4,)     the crop used: cx, cy, side, angle
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from engine.landmarks import roi as rois
+from engine.landmarks.network import NUM_BODY_LANDMARKS, load_landmark_network
+from engine.model.inference import AUTOCAST_DTYPES, resolve_device
+
+PRESENCE_THRESHOLD = 0.5     # BlazePose's own threshold for "a person is in the crop"
+HEATMAP_KERNEL = 7           # refinement window (heatmap pixels), as BlazePose's graph
+HEATMAP_MIN_CONFIDENCE = 0.5
+
+
+@dataclass
+class Observation:
+    image: np.ndarray
+    depth: np.ndarray
+    visibility: np.ndarray
+    world: np.ndarray
+    presence: float
+    roi: np.ndarray
+
+
+def refine_from_heatmaps(xy: torch.Tensor, heatmaps: torch.Tensor, kernel: int = HEATMAP_KERNEL,
+                         min_confidence: float = HEATMAP_MIN_CONFIDENCE, size: int = rois.INPUT_SIZE) -> torch.Tensor:
+    """Move each landmark to the confidence-weighted centre of its heatmap window.
+
+    xy (B, N, 2) crop pixels; heatmaps (B, N, h, w) logits -> (B, N, 2). A landmark whose
+    window has no confidence above ``min_confidence`` (or lies outside) keeps its value."""
+    B, N, h, w = heatmaps.shape
+    conf = torch.sigmoid(heatmaps.float())
+    r = kernel // 2
+    col = torch.floor(xy[..., 0] / size * w).long()
+    row = torch.floor(xy[..., 1] / size * h).long()
+    off = torch.arange(-r, r + 1, device=xy.device)
+    cols = col[..., None] + off                     # (B, N, k)
+    rows = row[..., None] + off
+    inside_c = (cols >= 0) & (cols < w)
+    inside_r = (rows >= 0) & (rows < h)
+    cc, rr = cols.clamp(0, w - 1), rows.clamp(0, h - 1)
+    flat = conf.reshape(B, N, h * w)
+    idx = (rr[..., :, None] * w + cc[..., None, :]).reshape(B, N, -1)
+    vals = torch.gather(flat, 2, idx).reshape(B, N, kernel, kernel)
+    vals = vals * (inside_r[..., :, None] & inside_c[..., None, :])
+    total = vals.sum((-1, -2))
+    ok = (vals.amax((-1, -2)) >= min_confidence) & (total > 0)
+    wx = (vals.sum(-2) * (cc.float() + 0.5)).sum(-1) / total.clamp_min(1e-12)
+    wy = (vals.sum(-1) * (rr.float() + 0.5)).sum(-1) / total.clamp_min(1e-12)
+    refined = torch.stack([wx / w * size, wy / h * size], -1)
+    return torch.where(ok[..., None], refined, xy)
+
+
+class Landmarker:
+    """The landmark network of one size on a device; crops in, numpy landmarks out."""
+
+    def __init__(self, path, size: str, device: str = "auto", autocast: str = "none", refine: bool = True):
+        if autocast not in AUTOCAST_DTYPES:
+            raise ValueError(f"autocast must be one of {tuple(AUTOCAST_DTYPES)}, got {autocast!r}")
+        self.device = resolve_device(device)
+        self.autocast_dtype = AUTOCAST_DTYPES[autocast]
+        if self.autocast_dtype is torch.float16 and self.device.type == "cpu":
+            raise ValueError("fp16 autocast needs a GPU; use bf16 on the CPU")
+        net, self.source = load_landmark_network(path, size)
+        self.network = net.to(self.device)
+        self.size, self.refine = size, refine
+
+    def predict(self, crops: np.ndarray) -> dict:
+        """crops (B, 256, 256, 3) uint8 RGB -> {"landmarks": (B, 39, 5) crop px x, y, z and
+        visibility / presence probabilities, "world": (B, 39, 3) m, "presence": (B,)}."""
+        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        with torch.inference_mode():
+            if self.autocast_dtype is not None:
+                with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                    out = self.network(x)
+            else:
+                out = self.network(x)
+            lm = out.landmarks.clone()
+            lm[..., 3:] = torch.sigmoid(lm[..., 3:])
+            if self.refine:
+                lm[:, :, :2] = refine_from_heatmaps(lm[:, :, :2], out.heatmaps)
+            packed = torch.cat([lm.reshape(len(x), -1), out.world.reshape(len(x), -1), out.presence[:, None]], 1)
+            flat = packed.float().cpu().numpy()      # one device -> host copy
+        n = lm.shape[1]
+        return {"landmarks": flat[:, :n * 5].reshape(-1, n, 5),
+                "world": flat[:, n * 5:n * 8].reshape(-1, n, 3),
+                "presence": flat[:, -1]}
+
+
+def observation_from(pred: dict, i: int, roi: np.ndarray) -> tuple:
+    """Item ``i`` of a ``Landmarker.predict`` output, cropped with ``roi`` -> (image-space
+    Observation, all 39 landmarks (39, 3) in image pixels)."""
+    lm = rois.crop_landmarks_to_image(pred["landmarks"][i, :, :3], roi)
+    return Observation(image=lm[:NUM_BODY_LANDMARKS, :2], depth=lm[:NUM_BODY_LANDMARKS, 2],
+                       visibility=pred["landmarks"][i, :NUM_BODY_LANDMARKS, 3].astype(np.float64),
+                       world=rois.rotate_world(pred["world"][i, :NUM_BODY_LANDMARKS], roi),
+                       presence=float(pred["presence"][i]), roi=np.asarray(roi, np.float64),
+                       ), lm
+
+
+def _centre_in_box(roi: np.ndarray, xyxy: np.ndarray, margin: float = 0.25) -> bool:
+    """The ROI centre lies in the box grown by ``margin`` of its size on each side."""
+    x0, y0, x1, y1 = xyxy
+    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+    return x0 - mx <= roi[0] <= x1 + mx and y0 - my <= roi[1] <= y1 + my
+
+
+class PersonFollower:
+    """Per-track crop state across frames: ``step(image, boxes) -> {track id: Observation or None}``.
+
+    ``boxes``: [(track id, xyxy)] of one frame. All crops of a frame go through the network
+    as one batch; a second small batch re-runs the people whose crop came from a box (aligned
+    with their fresh landmarks) or whose landmark crop lost them (from the box). None: the
+    model does not see a person there (presence below the threshold): a gap, never a guess."""
+
+    def __init__(self, landmarker: Landmarker, presence_threshold: float = PRESENCE_THRESHOLD):
+        self.landmarker = landmarker
+        self.threshold = presence_threshold
+        self.next_roi: dict = {}   # track id -> ROI from the previous frame's landmarks
+
+    def _run(self, image: np.ndarray, jobs: list) -> list:
+        """jobs [(id, roi)] -> [(id, roi, Observation, landmarks (39, 3) image px)]."""
+        if not jobs:
+            return []
+        crops = np.stack([rois.crop_image(image, r) for _, r in jobs])
+        pred = self.landmarker.predict(crops)
+        out = []
+        for i, (tid, r) in enumerate(jobs):
+            obs, lm = observation_from(pred, i, r)
+            out.append((tid, r, obs, lm))
+        return out
+
+    def step(self, image: np.ndarray, boxes: list) -> dict:
+        first, from_box = [], set()
+        for tid, xyxy in boxes:
+            r = self.next_roi.get(tid)
+            if r is None or not _centre_in_box(r, np.asarray(xyxy, np.float64)):
+                r = rois.roi_from_box(xyxy)
+                from_box.add(tid)
+            first.append((tid, r))
+        box_of = {tid: np.asarray(xyxy, np.float64) for tid, xyxy in boxes}
+        results = {tid: (r, obs, lm) for tid, r, obs, lm in self._run(image, first)}
+        retry = []
+        for tid, (r, obs, lm) in results.items():
+            if obs.presence >= self.threshold and tid in from_box:
+                retry.append((tid, rois.roi_from_landmarks(lm)))   # align the first crop
+            elif obs.presence < self.threshold and tid not in from_box:
+                retry.append((tid, rois.roi_from_box(box_of[tid])))  # the landmark crop lost them
+        for tid, r, obs, lm in self._run(image, retry):
+            if obs.presence >= self.threshold or results[tid][1].presence < self.threshold:
+                results[tid] = (r, obs, lm)
+        frame = {}
+        for tid, (r, obs, lm) in results.items():
+            if obs.presence >= self.threshold:
+                self.next_roi[tid] = rois.roi_from_landmarks(lm)
+                frame[tid] = obs
+            else:
+                self.next_roi.pop(tid, None)
+                frame[tid] = None
+        for tid in set(self.next_roi) - set(box_of):   # tracks without a box this frame
+            self.next_roi.pop(tid)
+        return frame

@@ -1,0 +1,111 @@
+"""The landmark estimator's stage of ``python -m engine run``: frames with final person boxes
+in, BlazePose observations per track out; then the fit onto the SMPL-format rig per track.
+
+    Finalised frames (engine/pipeline.py) --> PersonFollower.step per frame --> Observations
+    per track --> fit_track per track (engine/fit) --> per-frame records for the result file
+
+The follower needs each person's previous frame, so a person's frames go through the network
+in order; the people of one frame share a batch. Decoding and detection still run in their
+own threads beside it (engine/pipeline.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from engine.pipeline import Cancelled, Outcome
+
+
+@dataclass
+class TrackObservations:
+    """One track's landmark observations on the frames where the model saw the person."""
+    frames: list = field(default_factory=list)        # relative frame indices
+    observations: list = field(default_factory=list)  # engine.landmarks.landmarker.Observation
+    interpolated: list = field(default_factory=list)  # the tracker filled this box across a gap
+    missed: int = 0                                   # frames with a box but presence too low
+
+    def arrays(self, upto: int) -> dict:
+        """Stacked arrays of the frames < ``upto``: frames (T,), image (T, 33, 2), depth (T, 33),
+        visibility (T, 33), world (T, 33, 3), presence (T,), roi (T, 4), interpolated (T,)."""
+        keep = [i for i, f in enumerate(self.frames) if f < upto]
+        obs = [self.observations[i] for i in keep]
+        out = {"frames": np.array([self.frames[i] for i in keep], np.int64),
+               "interpolated": np.array([self.interpolated[i] for i in keep], bool)}
+        for name in ("image", "depth", "visibility", "world", "roi"):
+            out[name] = np.stack([getattr(o, name) for o in obs]) if obs else np.zeros((0,))
+        out["presence"] = np.array([o.presence for o in obs], np.float64)
+        return out
+
+
+def landmark_stream(items, follower, people, times, *, cancel: Callable[[], bool],
+                    on_progress: Callable[[int], None]) -> tuple:
+    """Consume ``Finalised`` frames in order; landmarks for every chosen person in each.
+
+    -> (Outcome, {track id: TrackObservations}). Stops after the current frame when
+    ``cancel()``; a GPU out-of-memory (one frame's people at once) ends it like the network
+    stage does. Never raises those: the Outcome says what happened."""
+    import torch
+
+    tracks: dict = {}
+    stamps = []
+    try:
+        for it in items:
+            boxes = [b for b in it.boxes if people is None or b.id in people]
+            if boxes:
+                with times("infer"):
+                    seen = follower.step(it.image, [(b.id, b.xyxy) for b in boxes])
+                for b in boxes:
+                    tr = tracks.setdefault(b.id, TrackObservations())
+                    obs = seen.get(b.id)
+                    if obs is None:
+                        tr.missed += 1
+                        continue
+                    tr.frames.append(it.index)
+                    tr.observations.append(obs)
+                    tr.interpolated.append(bool(b.interpolated))
+            it.image = None
+            stamps.append(it.timestamp)
+            on_progress(len(stamps))
+            if cancel():
+                raise Cancelled()
+    except Cancelled:
+        return Outcome("cancelled", len(stamps), stamps), tracks
+    except torch.OutOfMemoryError:
+        return Outcome("out_of_memory", len(stamps), stamps,
+                       f"{follower.landmarker.device.type} out of memory running the landmark model"), tracks
+    return Outcome("complete", len(stamps), stamps), tracks
+
+
+def fit_records(observed: dict, frames_done: int, focal_px: float, principal_point, body) -> dict:
+    """{track id: TrackObservations} -> {track id: [per-frame record]} for ``run.assemble``:
+    each track's observations on frames < ``frames_done`` fitted onto the body
+    (engine/fit/fit.py). Frames the fit rejects stay gaps; a track with none left is dropped."""
+    from engine.fit.correspondence import landmark_basis
+    from engine.fit.fit import fit_track
+    from engine.pipeline import log
+
+    basis = landmark_basis(body) if observed else None   # the body's landmark points, once per run
+    records = {}
+    for tid, tr in sorted(observed.items()):
+        a = tr.arrays(frames_done)
+        if len(a["frames"]) == 0:
+            log(f"track {tid}: the landmark model saw no person in its {tr.missed} box(es); left out")
+            continue
+        fit = fit_track(a["world"], a["image"], a["visibility"], a["presence"], focal_px=focal_px,
+                        principal_point=principal_point, body=basis)
+        recs = []
+        for i in np.flatnonzero(fit.valid):
+            recs.append({"frame": int(a["frames"][i]), "box": a["roi"][i, :3], "score": float(a["presence"][i]),
+                         "interp": bool(a["interpolated"][i]), "rotmat": fit.rotmat[i], "betas": fit.betas,
+                         "transl": fit.transl[i],
+                         "landmarks2d": np.concatenate([a["image"][i], a["visibility"][i][:, None]], 1),
+                         "landmarks3d": a["world"][i]})
+        dropped = len(a["frames"]) - len(recs)
+        if tr.missed or dropped:
+            log(f"track {tid}: {len(recs)} frames fitted; {tr.missed} frame(s) where the landmark model saw no "
+                f"person and {dropped} rejected by the fit are gaps")
+        if recs:
+            records[tid] = recs
+    return records
