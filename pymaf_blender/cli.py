@@ -6,6 +6,7 @@ It presses the same buttons as a user (``bpy.ops.pymaf.import_video``, ``pymaf.e
 With the bpy module (a source checkout, from the repository root)::
 
     .venvs/blender-5.0/bin/python -m pymaf_blender.cli VIDEO --out DIR [--frames N] [--start N]
+        [--estimator auto|landmarks|pymaf] [--landmark-model lite|full|heavy]
         [--checkpoint FILE] [--body FILE] [--device auto|cuda|cpu|mps] [--smoothing 0.67]
         [--people 1,3] [--engine-python PY] [--fbx-preset BLENDER|UNITY|UNREAL] [--no-overlay]
 
@@ -35,7 +36,11 @@ def _parser():
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--start", type=int, default=0, help="first video frame (0-based)")
     p.add_argument("--frames", type=int, default=0, help="number of frames (0: to the end)")
-    p.add_argument("--checkpoint", default="", help="PyMAF checkpoint (default: the bundled default network)")
+    p.add_argument("--estimator", default="auto", choices=("auto", "landmarks", "pymaf"),
+                   help="auto (default): pymaf when --checkpoint is given, else landmarks (BlazePose GHUM)")
+    p.add_argument("--landmark-model", default="full", choices=("lite", "full", "heavy"),
+                   help="the landmark model of the landmarks estimator (default full)")
+    p.add_argument("--checkpoint", default="", help="PyMAF checkpoint (needed by the pymaf estimator)")
     p.add_argument("--body", default="", help="SMPL body model (default: the checkpoint's, or the bundled mannequin)")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu", "mps"))
     p.add_argument("--smoothing", type=float, default=None, help="smoothing strength in [0, 1] (default 2/3)")
@@ -72,7 +77,8 @@ def main(argv=None) -> int:
         print(f"error: {msg}", file=sys.stderr, flush=True)
         return 1
     print("PyMAF for Blender: main job done")
-    for label, key in (("scene", "blend"), ("FBX", "fbx"), ("overlay video", "overlay"), ("result file", "result"),
+    for label, key in (("estimator", "estimator"), ("scene", "blend"), ("FBX", "fbx"), ("overlay video", "overlay"),
+                       ("result file", "result"),
                        ("engine log", "log")):
         if out.get(key):
             print(f"  {label + ':':<15}{out[key]}")
@@ -116,6 +122,8 @@ def run(args) -> dict:
     s.range_start, s.range_count = max(0, args.start), max(0, args.frames)
     if args.smoothing is not None:
         s.smoothing = min(1.0, max(0.0, args.smoothing))
+    s.estimator = args.estimator.upper()
+    s.landmark_model = args.landmark_model.upper()
 
     def failed(kind="engine"):
         task = tasks.last(kind)
@@ -134,6 +142,7 @@ def run(args) -> dict:
         raise failed()
     imp = tasks.last("engine")
     result = {"blend": str(blend), "result": imp.outputs.get("result"), "log": imp.outputs.get("log"),
+              "estimator": getattr(imp, "estimator_label", ""),
               "rigs": sorted(imp.info.get("armatures", {})), "notes": [imp.message], "pngs": []}
     fbx = out_dir / f"{stem}.fbx"
     if bpy.ops.pymaf.export(format="FBX", preset=args.fbx_preset, filepath=str(fbx)) != {"FINISHED"}:

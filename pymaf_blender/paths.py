@@ -73,6 +73,38 @@ def bundled_body() -> Optional[Path]:
     return None
 
 
+_LANDMARK_ASSETS = {}
+
+
+def landmark_assets():
+    """The engine's ``engine/landmarks/assets.py`` (standard library only: pins, attribution,
+    where the converted models live), loaded by path from the engine this add-on runs; None
+    when that engine has no landmark support."""
+    src = ENGINE_ROOT / "landmarks" / "assets.py"
+    if not src.is_file():
+        return None
+    key = (str(src), src.stat().st_mtime)
+    mod = _LANDMARK_ASSETS.get(key)
+    if mod is None:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(f"{package()}._landmark_assets", src)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        _LANDMARK_ASSETS.clear()
+        _LANDMARK_ASSETS[key] = mod
+    return mod
+
+
+def landmark_status() -> tuple:
+    """-> ({size: installed?}, folder) for the pose landmark models (no hashing: cheap enough to
+    call while drawing); ({}, None) when the engine has no landmark support."""
+    mod = landmark_assets()
+    if mod is None:
+        return {}, None
+    return {s: mod.installed(s) for s in mod.MODEL_SIZES}, mod.assets_dir()
+
+
 def abspath(path: str) -> str:
     """A Blender path (``//`` relative to the .blend) as an absolute, normalised file path."""
     return os.path.normpath(bpy.path.abspath(path)) if path else ""

@@ -32,6 +32,31 @@ def draw_lines(layout, text: str, icon="NONE", limit: int = 12) -> None:
         col.label(text=line, icon=icon if i == 0 else "BLANK1")
 
 
+def landmark_lines() -> list:
+    """[(text, icon)]: the landmark models' attribution and whether they are installed."""
+    mod = paths.landmark_assets()
+    if mod is None:
+        return [("This engine has no pose landmark support", "INFO")]
+    status, folder = paths.landmark_status()
+    have = [s for s, ok in status.items() if ok]
+    missing = [s for s, ok in status.items() if not ok]
+    lines = [(mod.ATTRIBUTION, "COPY_ID")]
+    if not missing:
+        lines.append((f"Installed: {', '.join(have)} ({folder})", "CHECKMARK"))
+    elif have:
+        lines.append((f"Installed: {', '.join(have)}; missing: {', '.join(missing)}: press 'Set up Engine'", "ERROR"))
+    else:
+        lines.append(("Not installed: press 'Set up Engine' (needed by the Landmarks estimator)", "ERROR"))
+    return lines
+
+
+def draw_landmark_status(layout) -> None:
+    col = layout.column(align=True)
+    col.label(text="Pose landmark models", icon="OUTLINER_OB_ARMATURE")
+    for text, icon in landmark_lines():
+        col.label(text=text, icon=icon)
+
+
 class PYMAF_AP_preferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
@@ -49,8 +74,8 @@ class PYMAF_AP_preferences(bpy.types.AddonPreferences):
                      "Started' page of pytorch.org). Empty: PyPI's default build"))
     checkpoint_path: StringProperty(
         name="Checkpoint", subtype="FILE_PATH",
-        description=("A PyMAF checkpoint (e.g. PyMAF_model_checkpoint.pt). Empty: the bundled default "
-                     "(today an UNTRAINED network: the pipeline runs, the poses mean nothing)"))
+        description=("A PyMAF checkpoint (e.g. PyMAF_model_checkpoint.pt) for the PyMAF estimator. Empty: "
+                     "the Automatic estimator uses the pose landmarks (BlazePose GHUM); PyMAF needs one"))
     body_path: StringProperty(
         name="Body model", subtype="FILE_PATH",
         description=("An SMPL body model (.pkl/.npz), for checkpoints that embed none. Empty: the "
@@ -90,6 +115,9 @@ class PYMAF_AP_preferences(bpy.types.AddonPreferences):
         box.label(text=(f"Setup creates {paths.own_engine_venv()} and installs the engine's packages "
                         f"(PyTorch and others, about 1-5 GB) from PyPI; Blender's own Python is not changed."),
                   icon="INFO")
+        box.label(text=("Then it downloads the pose landmark models (npm @mediapipe/pose, 41 MB), checks "
+                        "them against pinned hashes and converts them on this computer."), icon="BLANK1")
+        draw_landmark_status(box)
 
         box = layout.box()
         box.label(text="Model files", icon="FILE")
@@ -97,8 +125,8 @@ class PYMAF_AP_preferences(bpy.types.AddonPreferences):
         box.prop(self, "body_path")
         if not self.checkpoint_path:
             body = paths.bundled_body()
-            box.label(text=("No checkpoint: the bundled default runs, an UNTRAINED network for now "
-                            "(a trained default ships later)"), icon="INFO")
+            box.label(text=("No checkpoint: the Automatic estimator uses the pose landmarks (BlazePose GHUM); "
+                            "the PyMAF estimator needs a checkpoint"), icon="INFO")
             box.label(text=f"Body: {'the bundled mannequin' if body else 'the engine default mannequin'}"
                       + ("" if not self.body_path else " unless a body model is chosen"), icon="BLANK1")
         check = tasks.active("check")

@@ -7,6 +7,17 @@ from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProp
 from . import paths
 
 DEFAULT_SMOOTHING = 2.0 / 3.0  # the "default" One-Euro preset (docs/smoothing.md)
+ESTIMATOR_ITEMS = (
+    ("AUTO", "Automatic", "PyMAF when a checkpoint is chosen in the preferences, else Landmarks"),
+    ("LANDMARKS", "Landmarks", "BlazePose GHUM 3D pose landmarks (Google, Apache-2.0) and a body fit to them; "
+                               "needs the landmark models that 'Set up Engine' installs"),
+    ("PYMAF", "PyMAF", "The PyMAF network with the checkpoint chosen in the preferences (required)"),
+)
+LANDMARK_MODEL_ITEMS = (
+    ("LITE", "Lite", "The smallest, fastest landmark model"),
+    ("FULL", "Full", "The balanced landmark model (default)"),
+    ("HEAVY", "Heavy", "The largest, most accurate and slowest landmark model"),
+)
 FBX_PRESET_ITEMS = (
     ("BLENDER", "Blender", "Blender's own axes and units (re-import into Blender)"),
     ("UNITY", "Unity", "Y up, scale and axes for Unity's humanoid import"),
@@ -49,6 +60,11 @@ class PYMAF_PG_settings(bpy.types.PropertyGroup):
         "Temporal smoothing of the motion (0: raw network output; 1/3 light, 2/3 default, 1 strong). "
         "Applied in Blender: change it later with Re-apply Smoothing, without running the engine again"),
         min=0.0, max=1.0, subtype="FACTOR", get=_get_smoothing, set=_set_smoothing)
+    estimator: EnumProperty(name="Estimator", items=ESTIMATOR_ITEMS, default="AUTO",
+                            description="What estimates the poses (engine --estimator)")
+    landmark_model: EnumProperty(name="Landmark model", items=LANDMARK_MODEL_ITEMS, default="FULL",
+                                 description="Which BlazePose GHUM landmark model the Landmarks estimator uses "
+                                             "(engine --landmark-model)")
     tracks: CollectionProperty(type=PYMAF_PG_track)
     tracks_index: IntProperty(name="Active track", default=0)
     tracks_file: StringProperty(name="Tracks file", description="The analysis the list comes from")
@@ -57,6 +73,7 @@ class PYMAF_PG_settings(bpy.types.PropertyGroup):
     tracks_count: IntProperty()
     fbx_preset: EnumProperty(name="FBX preset", items=FBX_PRESET_ITEMS, default="BLENDER")
     last_summary: StringProperty(name="Last run", description="What the last run did")
+    last_estimator: StringProperty(name="Estimator", description="What made the last imported result")
     last_result: StringProperty(name="Result file", subtype="FILE_PATH")
     last_log: StringProperty(name="Log", subtype="FILE_PATH")
     last_overlay: StringProperty(name="Overlay", subtype="FILE_PATH")

@@ -231,6 +231,61 @@ def model_args(prefs) -> list:
     return args
 
 
+ESTIMATOR_LABELS = {"landmarks": "Landmarks (BlazePose GHUM)", "pymaf": "PyMAF"}
+UNKNOWN_ESTIMATOR = "unknown"
+
+
+def resolve_estimator(settings, prefs) -> str:
+    """"landmarks" or "pymaf" for the scene's choice; Automatic: PyMAF when a checkpoint is
+    chosen in the preferences, else Landmarks."""
+    choice = getattr(settings, "estimator", "AUTO")
+    if choice == "AUTO":
+        return "pymaf" if (getattr(prefs, "checkpoint_path", "") or "").strip() else "landmarks"
+    return "pymaf" if choice == "PYMAF" else "landmarks"
+
+
+def estimator_args(settings, prefs) -> list:
+    """``--estimator``, ``--landmark-model`` and the model files for the chosen estimator.
+    PyMAF without a checkpoint is refused here, before anything starts."""
+    name = resolve_estimator(settings, prefs)
+    if name == "pymaf":
+        if not (getattr(prefs, "checkpoint_path", "") or "").strip():
+            raise TaskError("the PyMAF estimator needs a checkpoint: choose one in Preferences > Add-ons > "
+                            "PyMAF for Blender > Checkpoint, or set the estimator to Landmarks or Automatic")
+        return ["--estimator", "pymaf", *model_args(prefs)]
+    size = str(getattr(settings, "landmark_model", "FULL")).lower()
+    args = ["--estimator", "landmarks", "--landmark-model", size]
+    body = paths.abspath(getattr(prefs, "body_path", "") or "")
+    if body and not os.path.isfile(body):
+        raise TaskError(f"the body model file does not exist: {body} (Preferences > PyMAF for Blender)")
+    if body:
+        args += ["--body", body]
+    elif paths.bundled_body():
+        args += ["--body", str(paths.bundled_body())]
+    return args
+
+
+def estimator_info(meta) -> dict:
+    """The result's ``meta["estimator"]`` as {"name", "model", "label"}; older files: unknown."""
+    est = meta.get("estimator") if isinstance(meta, dict) else None
+    if isinstance(est, str):
+        est = {"name": est}
+    if not isinstance(est, dict):
+        return {"name": UNKNOWN_ESTIMATOR, "model": "", "label": UNKNOWN_ESTIMATOR}
+    name = str(est.get("name") or UNKNOWN_ESTIMATOR)
+    model = str(est.get("model") or "")
+    label = str(est.get("label") or "") or (ESTIMATOR_LABELS.get(name, name) + (f" {model}" if model else ""))
+    return {"name": name, "model": model, "label": label}
+
+
+def rig_estimator(arm) -> str:
+    """What made a rig (its custom property), "unknown" for rigs imported before it was recorded."""
+    try:
+        return str(arm.get("pymaf_estimator") or UNKNOWN_ESTIMATOR)
+    except (AttributeError, ReferenceError):
+        return UNKNOWN_ESTIMATOR
+
+
 def device_arg(prefs) -> list:
     from .preferences import ENGINE_DEVICE
     return ["--device", ENGINE_DEVICE.get(getattr(prefs, "device", "AUTO"), "auto")]
@@ -329,8 +384,9 @@ class ImportTask(Task):
         out.parent.mkdir(parents=True, exist_ok=True)
         self.result_path, self.log_path = out, out.with_suffix(".log")
         self.strength = float(settings.smoothing)
+        self.estimator = resolve_estimator(settings, prefs)
         args = ["run", self.video, "-o", out, "--progress", "jsonl", "--smoothing", "none",
-                *device_arg(prefs), *model_args(prefs)]
+                *device_arg(prefs), *estimator_args(settings, prefs)]
         self.people = None
         if self.boxes:
             args += ["--boxes", self.boxes, *range_args(settings.range_start, settings.range_count)]
@@ -374,8 +430,14 @@ class ImportTask(Task):
         except Exception:
             guard.rollback()
             raise
+        est = estimator_info(motion.meta)
         for arm in info.get("armatures", {}).values():
             arm["pymaf_result_file"] = str(path)
+            arm["pymaf_estimator"] = est["label"]
+            arm["pymaf_estimator_name"] = est["name"]
+            if est["model"]:
+                arm["pymaf_landmark_model"] = est["model"]
+        self.estimator_label = est["label"]
         self.info = info
         self.outputs = {"result": str(path), "log": str(self.log_path)}
         prov = motion.meta.get("provenance") or {}
@@ -383,7 +445,8 @@ class ImportTask(Task):
         fps = float(info.get("fps") or motion.meta["video"]["fps"])
         lines = [f"Imported {len(ids)} {'person' if len(ids) == 1 else 'people'} ({', '.join(ids)}), "
                  f"frames {info.get('frame_start')}-{info.get('frame_end')} at {fps:.3f} fps, "
-                 f"smoothing {self.strength:.2f}, in {result.seconds:.0f} s"]
+                 f"smoothing {self.strength:.2f}, in {result.seconds:.0f} s",
+                 f"Estimator: {est['label']}"]
         if prov.get("untrained"):
             lines.append("The engine ran the bundled UNTRAINED network: the poses mean nothing yet "
                          "(choose a checkpoint in the preferences)")
@@ -392,7 +455,9 @@ class ImportTask(Task):
         settings.last_summary = self.summary
         settings.last_result = str(path)
         settings.last_log = str(self.log_path)
-        self.message = lines[0] + (" - untrained network" if prov.get("untrained") else "")
+        settings.last_estimator = est["label"]
+        self.message = lines[0] + f"; estimator: {est['label']}" + \
+            (" - untrained network" if prov.get("untrained") else "")
         self.level = "WARNING" if prov.get("untrained") else "INFO"
 
 
@@ -543,7 +608,8 @@ class CheckTask(Task):
             text += [f"  {p}" for p in rep.get("problems", [])[1:]]
             text += [f"  warning: {w}" for w in rep.get("warnings", [])]
         if not (getattr(prefs, "checkpoint_path", "") or ""):
-            text.append("No checkpoint chosen: the engine runs its bundled default (an untrained network for now)")
+            text.append("No checkpoint chosen: imports use the Landmarks estimator (Automatic); the PyMAF "
+                        "estimator needs a checkpoint (the engine's own default network is untrained)")
         self.report_text = "\n".join(text)
         if prefs is not None:
             prefs.check_report = self.report_text
@@ -588,6 +654,11 @@ class SetupTask(Task):
         steps.append(("Installing the engine's packages (PyTorch...)", [*pip, "-r", str(req)]))
         steps.append(("Checking the engine", [str(py), "-c", "import torch, numpy, cv2, smplx; "
                                                "print('torch', torch.__version__)"]))
+        if (paths.ENGINE_ROOT / "landmarks" / "setup.py").is_file():
+            # BlazePose GHUM 3D (Google, Apache-2.0) from npm @mediapipe/pose: downloaded, checked
+            # against the engine's pins and converted here, on the user's machine.
+            steps.append(("Installing the pose landmark models",
+                          [str(py), "-u", "-m", "engine.landmarks.setup", "--sizes", "lite,full,heavy"]))
         self.venv, self.python = venv, py
         return runner.Sequence(steps, log_path=self.log_path, env=runner.engine_env(paths.ENGINE_PARENT),
                                cwd=str(venv.parent), label="engine setup")
@@ -603,7 +674,11 @@ class SetupTask(Task):
             self.progress_text = f"{getattr(self, 'step_label', 'Setup')}: {line[:80]}"
 
     def error_message(self, result) -> str:
-        return f"Engine setup failed: {result.message.splitlines()[0]} (log: {self.log_path})"
+        first = (result.message or "failed").splitlines()[0]
+        # a step that says why on one "error: ..." line (the landmark set-up does): show it
+        lines = (result.stderr_tail or result.message or "").splitlines()
+        detail = next((l.strip()[len("error: "):] for l in reversed(lines) if l.strip().startswith("error: ")), "")
+        return f"Engine setup failed: {first}" + (f": {detail}" if detail else "") + f" (log: {self.log_path})"
 
     def cancelled_message(self, result) -> str:
         return f"Engine setup cancelled (log: {self.log_path})"
@@ -620,5 +695,10 @@ class SetupTask(Task):
                 prefs.engine_python = ""
             self.message = f"Engine environment ready: {self.python}{note}"
             prefs.setup_report = f"Set up {self.venv} in {result.seconds:.0f} s. Log: {self.log_path}"
+            status, folder = paths.landmark_status()
+            if status:
+                have = [s for s, ok in status.items() if ok]
+                prefs.setup_report += (f"\nPose landmark models: {', '.join(have) or 'none'} installed"
+                                       + (f" in {folder}" if have else ""))
         else:
             prefs.setup_report = self.message

@@ -57,6 +57,24 @@ class PYMAF_PT_main(_Panel, bpy.types.Panel):
             row.operator("pymaf.tracks_select", text="None").action = "NONE"
             row.operator("pymaf.tracks_select", text="Invert").action = "INVERT"
 
+        col = layout.column(align=True)
+        col.enabled = running is None
+        col.prop(s, "estimator")
+        name = tasks.resolve_estimator(s, prefs)
+        if name == "landmarks":
+            col.prop(s, "landmark_model")
+            status, _ = paths.landmark_status()
+            size = s.landmark_model.lower()
+            if status and not status.get(size, False):
+                box = layout.box()
+                box.label(text=f"The '{size}' landmark model is not installed", icon="ERROR")
+                op = box.operator("preferences.addon_show", text="Preferences > Set up Engine", icon="PREFERENCES")
+                op.module = paths.package()
+        elif not (getattr(prefs, "checkpoint_path", "") or ""):
+            layout.label(text="PyMAF needs a checkpoint (Preferences)", icon="ERROR")
+        else:
+            col.label(text=f"PyMAF: {bpy.path.basename(prefs.checkpoint_path)}", icon="CHECKMARK")
+
         layout.prop(s, "smoothing", slider=True)
         if running is not None:
             draw_task(layout, running, "engine")
@@ -64,6 +82,18 @@ class PYMAF_PT_main(_Panel, bpy.types.Panel):
             row = layout.row()
             row.scale_y = 1.4
             row.operator("pymaf.import_video", icon="OUTLINER_OB_ARMATURE")
+
+
+def rig_estimator_labels(arms) -> list:
+    """"Made by: <estimator>" lines for the rigs (one per distinct estimator; "unknown" for rigs
+    from results that did not record it)."""
+    seen = {}
+    for arm in arms:
+        label = tasks.rig_estimator(arm)
+        seen.setdefault(label, []).append(arm.name)
+    if len(seen) == 1:
+        return [f"Made by: {next(iter(seen))}"]
+    return [f"Made by: {label} ({', '.join(names)})" for label, names in seen.items()]
 
 
 class PYMAF_PT_rig(_Panel, bpy.types.Panel):
@@ -76,6 +106,8 @@ class PYMAF_PT_rig(_Panel, bpy.types.Panel):
         arms = tasks.pymaf_armatures(context)
         layout.label(text=f"{len(arms)} PyMAF rig(s) {'selected' if any(a.select_get() for a in arms) else 'in the scene'}"
                      if arms else "No PyMAF rig yet", icon="ARMATURE_DATA")
+        for label in rig_estimator_labels(arms):
+            layout.label(text=label, icon="INFO")
         col = layout.column()
         col.enabled = bool(arms) and tasks.active("engine") is None
         col.operator("pymaf.reapply_smoothing", icon="IPO_EASE_IN_OUT")
@@ -101,6 +133,8 @@ class PYMAF_PT_last_run(_Panel, bpy.types.Panel):
             layout.label(text="Nothing run yet in this scene")
             return
         draw_lines(layout, s.last_summary)
+        if s.last_estimator:
+            layout.label(text=f"Made by: {s.last_estimator}", icon="INFO")
         for label, prop in (("Result", "last_result"), ("Log", "last_log"), ("Overlay", "last_overlay")):
             value = getattr(s, prop)
             if value:

@@ -16,6 +16,15 @@ What it does is chosen with the environment variable ``PYMAF_FAKE_ENGINE``:
     crash     a progress line, some stderr, then dies by SIGSEGV: no done/error event
     badresult says "done" but the file it wrote is not a valid result
     pipfail   (as a base Python for engine setup) "pip install" fails with exit 1
+    landmarkfail  (engine setup) ``-m engine.landmarks.setup`` fails like the real one (exit 5,
+              one "error: ..." line)
+    oldmeta   like ok, but the result has no ``meta["estimator"]`` (an engine before it existed)
+
+``run`` records the estimator the way the engine does: ``--estimator landmarks
+--landmark-model SIZE`` -> ``meta["estimator"] = {"name": "landmarks", "model": SIZE, "label":
+"BlazePose GHUM SIZE + landmark fit"}``, ``--estimator pymaf`` -> "PyMAF (official checkpoint)"
+(with ``--checkpoint``) or "PyMAF (untrained network)". ``-m engine.landmarks.setup`` (engine
+setup's last step) is answered here, never by the real engine (no download in tests).
 
 ``PYMAF_FAKE_DELAY`` (seconds between progress lines, default 0.02) and ``PYMAF_FAKE_FPS``
 (default 25) adjust it; ``PYMAF_FAKE_ARGV_LOG`` appends every argv it was called with (JSON)
@@ -115,7 +124,19 @@ def _body(body_path):
     return np.array(faces, np.int64), weights, parents, verts, np.zeros((len(verts), 3, 10)), regressor
 
 
-def make_result(video, n, start, people, body_path, partial_k=None):
+def estimator_meta(argv):
+    """meta["estimator"] as the engine writes it for these arguments (None: not recorded)."""
+    name = option(argv, "--estimator")
+    if MODE == "oldmeta" or name is None:
+        return None
+    if name == "landmarks":
+        size = option(argv, "--landmark-model", "full")
+        return {"name": "landmarks", "model": size, "label": f"BlazePose GHUM {size} + landmark fit"}
+    return {"name": "pymaf", "label": "PyMAF (official checkpoint)" if option(argv, "--checkpoint")
+            else "PyMAF (untrained network)"}
+
+
+def make_result(video, n, start, people, body_path, partial_k=None, estimator=None):
     """A MotionResult with tracks "1" (all frames) and "2" (from frame 2), plausible motion."""
     import numpy as np
     from engine.common import rotations
@@ -144,12 +165,13 @@ def make_result(video, n, start, people, body_path, partial_k=None):
         track = TrackResult.from_rotmats(frames, transl, R[:, 0], R[:, 1:], betas, np.full(T, 0.9),
                                          rest_vertices=rest_vertices, rest_joints=J_regressor @ rest_vertices)
         tracks[tid] = track
+    extra = {"estimator": estimator} if estimator else {}
     meta = make_meta(video={"path": os.path.abspath(video), "width": WIDTH, "height": HEIGHT, "fps": FPS,
                             "frame_count": n if partial_k is None else None},
                      camera={"focal_px": FOCAL, "principal_point": [WIDTH / 2, HEIGHT / 2]},
                      partial=partial_k is not None, frames_done=done, track_ids=sorted(tracks),
                      provenance={"fake_engine": True}, smoothing=None, frame_start=start,
-                     source_frame_count=start + n)
+                     source_frame_count=start + n, **extra)
     return MotionResult(meta=meta, tracks=tracks, timestamps=np.arange(max(done, 1)) / FPS,
                         body=BodyRig(faces=faces, weights=weights, parents=parents))
 
@@ -249,8 +271,24 @@ def cmd_run(argv) -> int:
     if MODE == "badresult":
         Path(out).write_bytes(b"PK\x03\x04 this is not a result file")
     else:
-        write_result(make_result(video, n, start, people, body), out)
+        write_result(make_result(video, n, start, people, body, estimator=estimator_meta(argv)), out)
     emit({"event": "done", "result": os.path.abspath(out), "tracks": ["1", "2"], "frames": n, "seconds": 0.1})
+    return 0
+
+
+def cmd_landmark_setup(argv) -> int:
+    """``-m engine.landmarks.setup``: the real one's output, nothing downloaded."""
+    sizes = option(argv, "--sizes", "lite,full,heavy").split(",")
+    if MODE == "landmarkfail":
+        log("error: could not download https://registry.npmjs.org/@mediapipe/pose/-/pose-0.5.1675469404.tgz "
+            "(fake: network down); the BlazePose GHUM 3D pose landmark model (from npm @mediapipe/pose "
+            "0.5.1675469404, Apache-2.0) is needed")
+        return 5
+    for i, size in enumerate(sizes):
+        print(f"converting the '{size}' landmark model ({i + 1}/{len(sizes)})", flush=True)
+        time.sleep(DELAY)
+    print("Pose landmark models: BlazePose GHUM 3D by Google, Apache License 2.0, from npm @mediapipe/pose "
+          "0.5.1675469404", flush=True)
     return 0
 
 
@@ -285,6 +323,8 @@ def main(argv) -> int:
         return cmd_venv(args[2:])
     if args[:2] == ["-m", "pip"]:
         return cmd_pip(args[2:])
+    if args[:2] == ["-m", "engine.landmarks.setup"]:
+        return cmd_landmark_setup(args[2:])
     if len(args) >= 2 and args[0] == "-m" and args[1].startswith("engine.") and \
             os.environ.get("PYMAF_REAL_ENGINE_PYTHON"):
         real = os.environ["PYMAF_REAL_ENGINE_PYTHON"]

@@ -112,6 +112,42 @@ def fake(prefs, fake_python, monkeypatch):
     return set_mode
 
 
+class Recorder:
+    """A UILayout stand-in for draw() methods: records every ``text=`` it is given."""
+
+    def __init__(self, texts=None):
+        object.__setattr__(self, "texts", [] if texts is None else texts)
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            if "text" in kwargs:
+                self.texts.append(str(kwargs["text"]))
+            return Recorder(self.texts)
+        return call
+
+    def __setattr__(self, name, value):
+        pass
+
+
+def draw_texts(*panels, prefs=None) -> list:
+    """What the panels (and the preferences, when given) show, as text."""
+    layout = Recorder()
+    for cls in panels:
+        cls.draw(SimpleNamespace(layout=layout), bpy.context)
+    if prefs is not None:
+        type(prefs).draw(SimpleNamespace(layout=layout, **{k: getattr(prefs, k) for k in (
+            "engine_python", "setup_python", "torch_index_url", "checkpoint_path", "body_path", "device",
+            "default_smoothing", "check_report", "setup_report")}), bpy.context)
+    return layout.texts
+
+
+def argv_runs(argv_log: Path) -> list:
+    """The ``run`` command lines the fake engine was called with."""
+    if not argv_log.exists():
+        return []
+    return [a for a in (json.loads(l) for l in argv_log.read_text().splitlines()) if "run" in a]
+
+
 def snapshot():
     s = bpy.context.scene
     state = {name: sorted(b.name for b in getattr(bpy.data, name)) for name in DATA}
@@ -163,6 +199,11 @@ def test_zip_layout(zip_path):
                      "engine/assets/mannequin.npz"):
         assert required in names, required
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith("tests/")]
+    # the landmark code is bundled; the models (and anything of the npm package) never are
+    for required in ("engine/landmarks/__init__.py", "engine/landmarks/assets.py", "engine/landmarks/setup.py"):
+        assert required in names, required
+    assert not [n for n in names if "blazepose_" in n or n.endswith((".tflite", ".tgz", ".wasm", ".binarypb"))
+                or n.endswith("package.json")], names
     req = zipfile.ZipFile(zip_path).read("engine/requirements.txt").decode()
     assert "torch==2.13.0" in req
 
@@ -190,23 +231,56 @@ def test_installed_extension_registers_everything(ext, prefs):
     assert "torch" not in sys.modules
     # the user directory is the extension's own
     assert ext.paths.user_dir().is_relative_to(Path(os.environ["BLENDER_USER_RESOURCES"]))
+    # the estimator choice of the import settings
+    settings = bpy.context.scene.pymaf.bl_rna.properties
+    assert [i.identifier for i in settings["estimator"].enum_items] == ["AUTO", "LANDMARKS", "PYMAF"]
+    assert settings["estimator"].default == "AUTO"
+    assert [i.identifier for i in settings["landmark_model"].enum_items] == ["LITE", "FULL", "HEAVY"]
+    assert settings["landmark_model"].default == "FULL"
+    # the landmark models of the installed copy live in its own bundled engine folder
+    mod = ext.paths.landmark_assets()
+    assert Path(mod.__file__) == installed / "engine" / "landmarks" / "assets.py"
+    assert mod.in_extension() and not mod.in_checkout()
+    if not os.environ.get("PYMAF_ASSETS_DIR"):
+        assert mod.assets_dir() == installed / "engine" / "assets"
+    assert "Set up Engine" in mod.missing_message("full")
 
 
-def test_the_panel_draws(ext, scene):
-    """Panel and preferences draw without errors (a UILayout stand-in records the calls)."""
-    class Layout:
-        def __getattr__(self, name):
-            return lambda *a, **k: Layout()
+ATTRIBUTION = ("Pose landmark models: BlazePose GHUM 3D by Google, Apache License 2.0, "
+               "from npm @mediapipe/pose 0.5.1675469404")
 
-        def __setattr__(self, name, value):
-            pass
 
-    for cls in (bpy.types.PYMAF_PT_main, bpy.types.PYMAF_PT_rig, bpy.types.PYMAF_PT_last_run):
-        cls.draw(SimpleNamespace(layout=Layout()), bpy.context)
-    p = bpy.context.preferences.addons[MODULE].preferences
-    type(p).draw(SimpleNamespace(layout=Layout(), **{k: getattr(p, k) for k in (
-        "engine_python", "setup_python", "torch_index_url", "checkpoint_path", "body_path", "device",
-        "default_smoothing", "check_report", "setup_report")}), bpy.context)
+def _install_fake_landmark_models(ext, folder: Path, sizes) -> None:
+    """Converted-model files with records matching the pins (their content is not checked by
+    the quick 'installed' test the interface uses)."""
+    mod = ext.paths.landmark_assets()
+    folder.mkdir(parents=True, exist_ok=True)
+    for size in sizes:
+        pt = folder / f"blazepose_{size}.pt"
+        pt.write_bytes(b"not really weights")
+        (folder / f"blazepose_{size}.source.json").write_text(json.dumps({
+            "package": mod.PACKAGE["name"], "version": mod.PACKAGE["version"],
+            "source_sha256": mod.MODELS[size]["sha256"], "weights_size": pt.stat().st_size}))
+
+
+def test_the_panel_draws(ext, scene, prefs, monkeypatch, tmp_path):
+    """Panel and preferences draw without errors (a UILayout stand-in records the calls); the
+    preferences show the landmark models' attribution and whether they are installed."""
+    monkeypatch.setenv("PYMAF_ASSETS_DIR", str(tmp_path / "assets"))
+    texts = draw_texts(bpy.types.PYMAF_PT_main, bpy.types.PYMAF_PT_rig, bpy.types.PYMAF_PT_last_run, prefs=prefs)
+    assert ATTRIBUTION in texts
+    assert any(t.startswith("Not installed: press 'Set up Engine'") for t in texts), texts
+    assert "The 'full' landmark model is not installed" in texts  # Automatic, no checkpoint: landmarks
+    _install_fake_landmark_models(ext, tmp_path / "assets", ("lite", "full"))
+    texts = draw_texts(bpy.types.PYMAF_PT_main, prefs=prefs)
+    assert any(t.startswith("Installed: lite, full; missing: heavy") for t in texts), texts
+    assert not any("landmark model is not installed" in t for t in texts)
+    scene.pymaf.landmark_model = "HEAVY"
+    assert "The 'heavy' landmark model is not installed" in draw_texts(bpy.types.PYMAF_PT_main)
+    _install_fake_landmark_models(ext, tmp_path / "assets", ("heavy",))
+    assert any(t.startswith("Installed: lite, full, heavy") for t in draw_texts(prefs=prefs))
+    scene.pymaf.estimator = "PYMAF"
+    assert "PyMAF needs a checkpoint (Preferences)" in draw_texts(bpy.types.PYMAF_PT_main)
 
 
 # --- import against the fake engine ------------------------------------------------------------
@@ -233,6 +307,67 @@ def test_import_with_progress_keys_and_kept_result(ext, scene, fake):
     log = Path(scene.pymaf.last_log).read_text()
     assert "--smoothing none" in log and "--progress jsonl" in log and "--stop 6" in log
     assert str(ext.paths.bundled_body()) in log  # no checkpoint: the bundled mannequin body
+    # Automatic without a checkpoint: the landmarks estimator, full model; recorded and shown
+    assert "--estimator landmarks --landmark-model full" in log and "--checkpoint" not in log
+    label = "BlazePose GHUM full + landmark fit"
+    assert arms["1"]["pymaf_estimator"] == label and arms["2"]["pymaf_estimator"] == label
+    assert arms["1"]["pymaf_estimator_name"] == "landmarks" and arms["1"]["pymaf_landmark_model"] == "full"
+    assert scene.pymaf.last_estimator == label and f"Estimator: {label}" in scene.pymaf.last_summary
+    assert label in task.message
+    assert f"Made by: {label}" in draw_texts(bpy.types.PYMAF_PT_rig, bpy.types.PYMAF_PT_last_run)
+
+
+@pytest.mark.parametrize("choice, size, checkpoint, flags, label", [
+    ("LANDMARKS", "HEAVY", True, ["--estimator", "landmarks", "--landmark-model", "heavy"],
+     "BlazePose GHUM heavy + landmark fit"),
+    ("LANDMARKS", "LITE", False, ["--estimator", "landmarks", "--landmark-model", "lite"],
+     "BlazePose GHUM lite + landmark fit"),
+    ("PYMAF", "FULL", True, ["--estimator", "pymaf"], "PyMAF (official checkpoint)"),
+    ("AUTO", "LITE", True, ["--estimator", "pymaf"], "PyMAF (official checkpoint)"),
+])
+def test_estimator_choice_reaches_the_engine_and_the_rig(ext, scene, prefs, fake, tmp_path, monkeypatch,
+                                                        choice, size, checkpoint, flags, label):
+    argv_log = tmp_path / "argv.jsonl"
+    monkeypatch.setenv("PYMAF_FAKE_ARGV_LOG", str(argv_log))
+    ckpt = tmp_path / "PyMAF_model_checkpoint.pt"
+    ckpt.write_bytes(b"a checkpoint")
+    prefs.checkpoint_path = str(ckpt) if checkpoint else ""
+    scene.pymaf.estimator, scene.pymaf.landmark_model = choice, size
+    assert bpy.ops.pymaf.import_video() == {"FINISHED"}
+    run = argv_runs(argv_log)[-1]
+    i = run.index("--estimator")
+    assert run[i:i + len(flags)] == flags, run
+    if flags[1] == "pymaf":
+        assert "--landmark-model" not in run and run[run.index("--checkpoint") + 1] == str(ckpt)
+    else:
+        assert "--checkpoint" not in run  # the landmarks estimator does not use the PyMAF checkpoint
+    arms = [o for o in scene.objects if o.type == "ARMATURE"]
+    assert arms and all(a["pymaf_estimator"] == label for a in arms)
+    assert scene.pymaf.last_estimator == label
+    assert f"Made by: {label}" in draw_texts(bpy.types.PYMAF_PT_rig)
+
+
+def test_pymaf_without_checkpoint_is_refused_before_the_engine_starts(ext, scene, prefs, fake, tmp_path,
+                                                                     monkeypatch):
+    argv_log = tmp_path / "argv.jsonl"
+    monkeypatch.setenv("PYMAF_FAKE_ARGV_LOG", str(argv_log))
+    scene.pymaf.estimator = "PYMAF"
+    before = snapshot()
+    with pytest.raises(RuntimeError, match="the PyMAF estimator needs a checkpoint: choose one in Preferences"):
+        bpy.ops.pymaf.import_video()
+    assert argv_runs(argv_log) == [] and snapshot() == before and ext.tasks.active("engine") is None
+    with pytest.raises(ext.tasks.TaskError, match="needs a checkpoint"):
+        ext.tasks.ImportTask().start(bpy.context)
+
+
+def test_results_without_an_estimator_show_unknown(ext, scene, fake):
+    fake("oldmeta")
+    assert bpy.ops.pymaf.import_video() == {"FINISHED"}
+    arms = [o for o in scene.objects if o.type == "ARMATURE"]
+    assert arms and all(a["pymaf_estimator"] == "unknown" for a in arms)
+    assert scene.pymaf.last_estimator == "unknown"
+    assert "Made by: unknown" in draw_texts(bpy.types.PYMAF_PT_rig)
+    assert ext.tasks.estimator_info({}) == {"name": "unknown", "model": "", "label": "unknown"}
 
 
 def test_import_operator_saved_file_keeps_result_next_to_it(ext, scene, fake, tmp_path):
@@ -404,6 +539,16 @@ def test_setup_engine_makes_the_extensions_own_environment(ext, scene, prefs, fa
         log = (ext.paths.user_dir() / "engine-setup.log").read_text()
         assert "-m venv" in log and "-r " + str(ext.paths.engine_requirements()) in log
         assert "Successfully installed" in log and "Set up" in prefs.setup_report
+        # the landmark models are set up after the packages, by the engine's own command
+        assert f"{py} -u -m engine.landmarks.setup --sizes lite,full,heavy" in log
+        assert log.index("-r " + str(ext.paths.engine_requirements())) < log.index("engine.landmarks.setup")
+        assert "Pose landmark models: BlazePose GHUM 3D by Google, Apache License 2.0" in log
+        assert "Pose landmark models:" in prefs.setup_report
+
+        fake("landmarkfail")
+        with pytest.raises(RuntimeError, match="Engine setup failed: .*exit code 5.*could not download "
+                                               ".*@mediapipe/pose.*engine-setup.log"):
+            bpy.ops.pymaf.setup_engine()
 
         fake("pipfail")
         with pytest.raises(RuntimeError, match="Engine setup failed: .*exit code 1.*engine-setup.log"):
@@ -428,8 +573,26 @@ def test_check_button_says_what_is_wrong(ext, scene, prefs, tmp_path):
 
 
 # --- the real engine ------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def installed_landmarks(ext):
+    """The last step of 'Set up Engine', for real: the installed extension's own engine downloads
+    (or reuses build/cache's copy of) the pinned npm tarball and converts the 'full' landmark
+    model into its bundled engine/assets folder."""
+    py = engine_python()
+    installed = Path(ext.__file__).parent
+    jobs = importlib.import_module(MODULE + ".common.jobs")
+    env = jobs.engine_env(installed)
+    env.pop("PYMAF_ASSETS_DIR", None)
+    proc = subprocess.run([str(py), "-u", "-m", "engine.landmarks.setup", "--sizes", "full",
+                           "--cache", str(REPO / "build" / "cache")], cwd=installed, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ext.paths.landmark_status()[0]["full"]
+    return installed / "engine" / "assets" / "blazepose_full.pt"
+
+
 @pytest.mark.skipif(not DANCER.is_file(), reason=f"{DANCER} not present")
-def test_real_engine_import(ext, prefs):
+def test_real_engine_import(ext, prefs, installed_landmarks):
     engine_python()
     bpy.ops.wm.read_homefile(use_empty=True)
     scene = bpy.context.scene
@@ -446,17 +609,28 @@ def test_real_engine_import(ext, prefs):
     # the scene follows the video: 29.97 fps, frames 1..6
     assert (scene.render.fps, round(scene.render.fps_base, 6)) == (30, 1.001)
     assert (scene.frame_start, scene.frame_end) == (1, 6)
-    assert "untrained" in task.message
+    # Automatic without a checkpoint: the landmarks estimator, recorded in the result and on the rigs
+    est = result.meta["estimator"]
+    assert est["name"] == "landmarks" and est["model"] == "full" and est["label"].startswith("BlazePose GHUM full")
+    assert all(arm["pymaf_estimator"] == est["label"] for arm in arms.values())
+    assert est["label"] in task.message
 
 
-def test_headless_main_job(ext, clip, tmp_path):
-    """python -m pymaf_blender.cli (from the checkout, in a fresh process): the real engine on a
-    short generated clip with its person box (no footage or detector needed) -> .blend, .fbx
-    and the overlay preview."""
+def test_headless_main_job(ext, clip, tmp_path, fake_python):
+    """python -m pymaf_blender.cli (from the checkout, in a fresh process) -> .blend, .fbx and the
+    overlay preview. With the footage: the real engine (landmarks estimator, the checkout's
+    converted models) on its first 6 frames. Without it: the fake engine for the run (the
+    generated test card is no person to a landmark model) and the real engine's overlay."""
     py = engine_python()
-    video, extra = clip[0], ["--boxes", str(clip[1])]
-    out = tmp_path / "job"
     env = dict(os.environ, PYMAF_ENGINE_PYTHON=str(py), BLENDER_USER_RESOURCES=str(tmp_path / "user"))
+    if DANCER.is_file() and not os.environ.get("PYMAF_TEST_NO_FOOTAGE"):  # (set it to test the other branch)
+        video, extra = DANCER, ["--estimator", "landmarks", "--landmark-model", "full"]
+        if not (REPO / "build" / "assets" / "blazepose_full.pt").is_file() and not env.get("PYMAF_ASSETS_DIR"):
+            pytest.skip("the checkout's landmark models are missing; run 'python3 build.py setup'")
+    else:
+        video, extra = clip[0], ["--boxes", str(clip[1]), "--engine-python", str(fake_python)]
+        env.update(PYMAF_REAL_ENGINE_PYTHON=str(py), PYMAF_FAKE_DELAY="0.01", PYMAF_FAKE_ENGINE="ok")
+    out = tmp_path / "job"
     proc = subprocess.run([sys.executable, "-m", "pymaf_blender.cli", str(video), "--out", str(out),
                            "--frames", "6", *extra], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
@@ -467,6 +641,7 @@ def test_headless_main_job(ext, clip, tmp_path):
     assert blend.is_file() and fbx.stat().st_size > 10_000 and mp4.stat().st_size > 1000
     assert len(pngs) == 4 and not (out / f"{stem}.blend1").exists()
     assert f"scene:         {blend}" in proc.stdout and f"overlay video: {mp4}" in proc.stdout
+    assert "estimator:     BlazePose GHUM full" in proc.stdout
     assert list((out / "pymaf").glob("*.npz")) and list((out / "pymaf").glob("*.log"))
     clip_data = bpy.data.movieclips.load(str(mp4))
     assert clip_data.frame_duration == 6
