@@ -642,7 +642,10 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
             items.close()
             frames.close()
         with times("fit"):
-            records = fit_records(observed, outcome.frames_done, focal, (W / 2, H / 2), body)
+            # the tracker's minimum length, of the frames done (a cancelled run keeps short tracks)
+            min_frames = 1 if args.tracks else min(tracker_params(args, total)["min_track_frames"],
+                                                   max(outcome.frames_done, 1))
+            records = fit_records(observed, outcome.frames_done, focal, (W / 2, H / 2), body, min_frames)
     else:
         batcher = Batcher(predictor, args.batch_size, times)
         items = Prefetch(crop_stream(finalised, people, times), max(32, 2 * args.batch_size), times, "infer_wait",

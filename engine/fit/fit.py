@@ -416,9 +416,12 @@ def model_bone_lengths(basis: corr.LandmarkBasis, betas) -> np.ndarray:
     return np.array([np.linalg.norm(v) for v in _bone_vectors(pts, corr.SHAPE_BONES)])
 
 
-def betas_from_bone_lengths(lengths, basis: corr.LandmarkBasis, ridge: float = 1e-5, iters: int = 15,
+def betas_from_bone_lengths(lengths, basis: corr.LandmarkBasis, ridge: float = 1e-4, iters: int = 15,
                             max_abs: float = 5.0) -> np.ndarray:
     """Gauss-Newton on |A_k b + d_k| = length_k with a ridge towards the mean shape.
+
+    The ridge weighs a unit of beta like 1 cm of bone length (``ridge`` = 0.01^2): a few
+    bones cannot pull the unobserved components to the clip (they did with 1e-5).
 
     lengths (K,) (NaN = unknown) -> betas (B,) float32, clipped to +-max_abs."""
     A = _bone_vectors(basis.point_dirs.transpose(2, 0, 1), corr.SHAPE_BONES)     # K x (B, 3)

@@ -78,10 +78,18 @@ def landmark_stream(items, follower, people, times, *, cancel: Callable[[], bool
     return Outcome("complete", len(stamps), stamps), tracks
 
 
-def fit_records(observed: dict, frames_done: int, focal_px: float, principal_point, body) -> dict:
+MIN_SEEN_FRACTION = 0.25   # of a track's boxes; below, the boxes hold something else (measured on vtest.avi)
+
+
+def fit_records(observed: dict, frames_done: int, focal_px: float, principal_point, body,
+                min_frames: int = 1) -> dict:
     """{track id: TrackObservations} -> {track id: [per-frame record]} for ``run.assemble``:
     each track's observations on frames < ``frames_done`` fitted onto the body
-    (engine/fit/fit.py). Frames the fit rejects stay gaps; a track with none left is dropped."""
+    (engine/fit/fit.py). Frames the fit rejects stay gaps. A track is left out when the
+    landmark model saw a person in fewer than ``min_frames`` of its frames (the tracker's own
+    minimum track length) or in under MIN_SEEN_FRACTION of them: on vtest.avi such tracks were
+    detector false positives (a fence, a building) where BlazePose now and then imagined a
+    person."""
     from engine.fit.correspondence import landmark_basis
     from engine.fit.fit import fit_track
     from engine.pipeline import log
@@ -90,8 +98,9 @@ def fit_records(observed: dict, frames_done: int, focal_px: float, principal_poi
     records = {}
     for tid, tr in sorted(observed.items()):
         a = tr.arrays(frames_done)
-        if len(a["frames"]) == 0:
-            log(f"track {tid}: the landmark model saw no person in its {tr.missed} box(es); left out")
+        seen, boxes = len(a["frames"]), len(a["frames"]) + tr.missed
+        if seen == 0 or seen < min_frames or seen < MIN_SEEN_FRACTION * boxes:
+            log(f"track {tid}: the landmark model saw a person in {seen} of its {boxes} box(es); left out")
             continue
         fit = fit_track(a["world"], a["image"], a["visibility"], a["presence"], focal_px=focal_px,
                         principal_point=principal_point, body=basis)
