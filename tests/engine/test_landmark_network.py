@@ -164,3 +164,23 @@ def test_converter_refuses_other_models(tmp_path):
     (tmp_path / "x.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 64)
     with pytest.raises(ConversionError):
         read_tflite(tmp_path / "x.tflite")
+
+
+def test_landmarker_batches_and_bf16_autocast_stay_close(converted):
+    """The Landmarker's batched, refined output does not depend on the batch, and bf16
+    autocast (CPU) stays within a few crop pixels of float32."""
+    from engine.landmarks.landmarker import Landmarker
+
+    crops = (_real_crops() * 255).astype(np.uint8)
+    fp32 = Landmarker(converted["full"], "full", device="cpu")
+    batch = fp32.predict(crops)
+    one = np.concatenate([fp32.predict(c[None])["landmarks"] for c in crops])
+    np.testing.assert_allclose(batch["landmarks"], one, atol=2e-3)
+    bf16 = Landmarker(converted["full"], "full", device="cpu", autocast="bf16").predict(crops)
+    body = slice(0, 33)
+    err = np.abs(bf16["landmarks"][:, body, :2] - batch["landmarks"][:, body, :2])
+    # bf16 keeps 8 bits of mantissa: most landmarks move by a fraction of a crop pixel, a few
+    # foot points (flat heatmaps) by up to ~10 of the 256
+    assert np.median(err) < 0.5 and np.percentile(err, 95) < 3.0 and err.max() < 16.0, \
+        (np.median(err), np.percentile(err, 95), err.max())
+    assert np.abs(bf16["presence"] - batch["presence"]).max() < 0.05

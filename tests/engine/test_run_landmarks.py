@@ -164,3 +164,27 @@ def test_checkpoint_with_landmarks_is_a_usage_error(tmp_path):
                    "--checkpoint", tmp_path / "c.pt")
     assert proc.returncode == 2
     assert "--estimator pymaf" in proc.stderr
+
+
+@needs_dancer
+def test_cancel_writes_a_valid_partial_fit(tmp_path):
+    """Cancelling the landmark estimator mid-run fits and writes exactly the frames done."""
+    from engine import run as R
+
+    class CancelAt(R.Progress):       # SIGINT after 6 frames, as the signal handler would set it
+        def update(self, done, force=False):
+            super().update(done, force)
+            if done >= 6:
+                cancel["flag"] = True
+
+    cancel = {"flag": False}
+    out = tmp_path / "partial.npz"
+    args = R.build_parser("run").parse_args([str(DANCER), "-o", str(out), "--stop", "40", "--smoothing", "none"])
+    with pytest.raises(R.RunError) as ei:
+        R.run(args, CancelAt(None), cancel)
+    assert ei.value.exit_code == 130 and "partial result" in ei.value.message
+    res = read_result(out)
+    k = res.meta["frames_done"]
+    assert res.partial and 6 <= k < 40
+    np.testing.assert_array_equal(res.tracks["1"].frames, np.arange(k))
+    assert res.meta["estimator"]["name"] == "landmarks"
