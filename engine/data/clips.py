@@ -30,16 +30,6 @@ class PersonClip:
     heading_deg: float
 
 
-def _rot_x(a):
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-
-
-def _rot_y(a):
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
-
-
 def render_person_clip(body, motion: str, num_frames: int, seed: int, width: int = 640, height: int = 480,
                        fov_deg: float = 55.0, renderer=None, heading_deg: float | None = None) -> PersonClip:
     """One person doing ``motion`` in place, ``num_frames`` frames. ``renderer``: an
@@ -49,6 +39,7 @@ def render_person_clip(body, motion: str, num_frames: int, seed: int, width: int
 
     from engine.body.smpl_torch import SMPL
     from engine.common.kinematics import forward_kinematics
+    from engine.common.rotations import axis_angle_to_rotmat
     from engine.data import appearance, poses
     from engine.people.train_detector import appearance_clothing, projected_box
 
@@ -58,7 +49,10 @@ def render_person_clip(body, motion: str, num_frames: int, seed: int, width: int
     m = poses.motion(motion, T, rng)
     rot = np.array(m.poses, np.float64)
     heading = rng.uniform(-np.pi, np.pi) if heading_deg is None else np.radians(heading_deg)
-    rot[:, 0] = [_rot_x(np.pi) @ _rot_y(heading + y) for y in m.yaw]   # SMPL world -> camera, turned
+    # SMPL world (y up) -> camera (y down): half a turn about x, after the body's heading about y
+    flip = axis_angle_to_rotmat(np.array([np.pi, 0.0, 0.0]))
+    turn = axis_angle_to_rotmat(np.stack([np.zeros(T), heading + np.asarray(m.yaw), np.zeros(T)], -1))
+    rot[:, 0] = flip @ turn
     betas = np.clip(rng.normal(0, 0.8, 10), -2, 2) * (np.arange(10) < 4)
     smpl = SMPL(body).eval()
     with torch.no_grad():
@@ -66,7 +60,7 @@ def render_person_clip(body, motion: str, num_frames: int, seed: int, width: int
                       torch.as_tensor(np.repeat(betas[None], T, 0), dtype=torch.float32)).vertices.double().numpy()
     _, rest = body.rest_shape(betas)
     joints, _ = forward_kinematics(rot, rest, body.parents)
-    root = np.asarray(m.root) @ (_rot_x(np.pi) @ _rot_y(heading)).T
+    root = np.asarray(m.root) @ (flip @ axis_angle_to_rotmat(np.array([0.0, heading, 0.0]))).T
     depth = rng.uniform(2.6, 4.0)
     offset = root + np.array([rng.uniform(-0.4, 0.4), 1.0 - v[0, :, 1].max() - 0.05, depth])
     v = v + offset[:, None]

@@ -26,7 +26,7 @@ import torch
 
 from engine.landmarks import roi as rois
 from engine.landmarks.network import NUM_BODY_LANDMARKS, load_landmark_network
-from engine.model.inference import AUTOCAST_DTYPES, resolve_device
+from engine.model.inference import resolve_autocast, resolve_device
 
 PRESENCE_THRESHOLD = 0.5     # BlazePose's own threshold for "a person is in the crop"
 HEATMAP_KERNEL = 7           # refinement window (heatmap pixels), as BlazePose's graph
@@ -76,12 +76,8 @@ class Landmarker:
     """The landmark network of one size on a device; crops in, numpy landmarks out."""
 
     def __init__(self, path, size: str, device: str = "auto", autocast: str = "none", refine: bool = True):
-        if autocast not in AUTOCAST_DTYPES:
-            raise ValueError(f"autocast must be one of {tuple(AUTOCAST_DTYPES)}, got {autocast!r}")
         self.device = resolve_device(device)
-        self.autocast_dtype = AUTOCAST_DTYPES[autocast]
-        if self.autocast_dtype is torch.float16 and self.device.type == "cpu":
-            raise ValueError("fp16 autocast needs a GPU; use bf16 on the CPU")
+        self.autocast_dtype = resolve_autocast(autocast, self.device)
         net, self.source = load_landmark_network(path, size)
         self.network = net.to(self.device)
         self.size, self.refine = size, refine

@@ -35,6 +35,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def resolve_autocast(name: str, device: torch.device):
+    """'none' | 'bf16' | 'fp16' -> the autocast dtype (None for none); fp16 needs a GPU."""
+    if name not in AUTOCAST_DTYPES:
+        raise ValueError(f"autocast must be one of {tuple(AUTOCAST_DTYPES)}, got {name!r}")
+    dtype = AUTOCAST_DTYPES[name]
+    if dtype is torch.float16 and device.type == "cpu":
+        raise ValueError("fp16 autocast needs a GPU; use bf16 on the CPU")
+    return dtype
+
+
 def normalize_crops(crops: torch.Tensor) -> torch.Tensor:
     """(B, 224, 224, 3) uint8 RGB -> (B, 3, 224, 224) float32, /255 then ImageNet mean/std."""
     x = crops.permute(0, 3, 1, 2).float().div_(255.0)
@@ -47,12 +57,8 @@ class Predictor:
     """A PyMAF in eval mode on a device, with optional autocast for trunk and pyramid."""
 
     def __init__(self, model: PyMAF, device: str = "auto", autocast: str = "none"):
-        if autocast not in AUTOCAST_DTYPES:
-            raise ValueError(f"autocast must be one of {tuple(AUTOCAST_DTYPES)}, got {autocast!r}")
         self.device = resolve_device(device)
-        self.autocast_dtype = AUTOCAST_DTYPES[autocast]
-        if self.autocast_dtype is torch.float16 and self.device.type == "cpu":
-            raise ValueError("fp16 autocast needs a GPU; use bf16 on the CPU")
+        self.autocast_dtype = resolve_autocast(autocast, self.device)
         self.model = model.to(self.device).eval()
 
     @classmethod
