@@ -1,12 +1,18 @@
 """``python -m engine run VIDEO -o RESULT.npz`` and ``python -m engine analyze VIDEO -o TRACKS.json``.
 
-``run``: probe -> load the model -> ONE streaming pass (engine/pipeline.py): a decode thread,
-detection and an online tracker (or the boxes of an ``analyze`` file, ``--tracks``) in a
-second thread, each person cropped exactly like the official demo as soon as its box is final,
-batched prediction in the main thread (halving the batch on GPU out-of-memory), conversion to
-full-image camera translation / image-pixel keypoints -> per-track smoothing, continuous
-quaternions -> atomic ``write_result``. Every frame is decoded once; memory does not grow with
-the clip (the tracker holds at most ``max_lag`` frames).
+``run``: probe -> load the estimator -> ONE streaming pass (engine/pipeline.py): a decode
+thread, detection and an online tracker (or the boxes of an ``analyze`` file, ``--tracks``)
+in a second thread, then in the main thread one of two estimators:
+
+* ``landmarks`` (the default without ``--checkpoint``): BlazePose GHUM 3D landmarks on a crop
+  that follows each person (engine/landmarks/), then the fit of the SMPL-format rig per track
+  (engine/fit/); frames the landmark model does not see are gaps;
+* ``pymaf``: each person cropped exactly like the official demo as soon as its box is final,
+  batched prediction (halving the batch on GPU out-of-memory), conversion to full-image
+  camera translation / image-pixel keypoints;
+
+-> per-track smoothing, continuous quaternions -> atomic ``write_result``. Every frame is
+decoded once; memory does not grow with the clip (the tracker holds at most ``max_lag`` frames).
 
 ``analyze``: the same decode / detect / track pass without the network; writes the tracks
 (ids, frame spans, boxes per frame, scores, interpolated flags, video metadata) as JSON
@@ -15,7 +21,8 @@ the clip (the tracker holds at most ``max_lag`` frames).
 
 Usage::
 
-    python -m engine run VIDEO -o OUT.npz [--checkpoint PATH] [--body PATH]
+    python -m engine run VIDEO -o OUT.npz [--estimator landmarks|pymaf] [--landmark-model lite|full|heavy]
+        [--checkpoint PATH] [--body PATH]
         [--device auto|cuda|mps|cpu] [--batch-size 16] [--autocast none|bf16|fp16]
         [--start N] [--stop N] [--people all|1,3] [--focal-px F]
         [--smoothing none|light|default|strong]
@@ -23,8 +30,10 @@ Usage::
     python -m engine analyze VIDEO -o TRACKS.json [--start N] [--stop N]
         [--detector NAME | --boxes FILE] [--progress tty|jsonl]
 
-Without ``--checkpoint`` an UNTRAINED network (seeded ResNet-50 on the mannequin body, or on
-``--body``) is used, with a warning: the pipeline runs end to end but the poses mean nothing.
+``--estimator pymaf`` without ``--checkpoint`` runs an UNTRAINED network (seeded ResNet-50 on the
+mannequin body, or on ``--body``), with a warning: the pipeline runs end to end but the poses
+mean nothing. The landmark estimator needs the converted BlazePose models (``python3 build.py
+setup`` / ``python -m engine.landmarks.setup``; missing: exit 5 naming the package and command).
 
 Camera: ``--focal-px`` defaults to a 55 degree horizontal field of view,
 ``f = (W / 2) / tan(27.5 deg)`` (about 0.96 W), a typical phone/camcorder lens -- not the
@@ -676,7 +685,9 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
         track_results = assemble(args, records, k, info.fps if info.fps > 0 else 30.0, body)
         partial = outcome.status != "complete"
         if not partial and not track_results:   # e.g. --tracks whose chosen people lie outside the range
-            raise RunError(EXIT_NO_PERSON, "no_person", f"no person to estimate in frames [{args.start}, "
+            seen = " (the landmark model saw no person in the tracked boxes)" if args.estimator == "landmarks" \
+                else ""
+            raise RunError(EXIT_NO_PERSON, "no_person", f"no person to estimate{seen} in frames [{args.start}, "
                            f"{args.start + n}) of {args.video}")
         if not partial or k > 0:
             write(args, info, stamps, track_results, k, partial, prov, body)

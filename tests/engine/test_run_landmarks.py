@@ -138,6 +138,7 @@ def test_nobody_seen_is_exit_4(tmp_path):
     assert proc.returncode == 4, proc.stderr
     err = _events(proc.stdout)[-1]
     assert err["event"] == "error" and err["code"] == "no_person"
+    assert "the landmark model saw no person" in err["message"]
     assert not (tmp_path / "none.npz").exists()
 
 
