@@ -34,7 +34,7 @@ import numpy as np
 from engine.people.tracking import with_appearance
 
 FRAME_QUEUE = 8            # decoded frames between the decode thread and detection
-STAGES = ("load", "decode", "detect", "track", "crop", "infer", "convert", "fit", "write", "detect_wait",
+STAGES = ("load", "decode", "detect", "track", "verify", "crop", "infer", "convert", "fit", "write", "detect_wait",
           "infer_wait")
 OUTPUT_FIELDS = ("rotmat", "betas", "cam", "joints3d", "joints2d")   # of PyMAFOutput.final, kept per crop
 
@@ -231,19 +231,25 @@ def _note(stats: StreamStats, n: int, held: int) -> None:
 
 
 def track_stream(frames, detector, tracker, times: StageTimes, stats: StreamStats, *, keep_images: bool = True,
-                 stop: Optional[Callable[[], bool]] = None, on_frame: Optional[Callable[[int], None]] = None):
+                 stop: Optional[Callable[[], bool]] = None, on_frame: Optional[Callable[[int], None]] = None,
+                 verifier=None):
     """Decoded frames -> ``Finalised`` frames in order, with every final track box.
 
     Each frame is detected, given to the ``OnlineTracker`` and held (its image only when
-    ``keep_images``) until the tracker hands it out as final. ``stop()`` true ends the stream
-    early: the tracker is closed on the frames seen (``stats.stopped``)."""
+    ``keep_images`` or a ``verifier`` needs it) until the tracker hands it out as final; then
+    the ``verifier`` (engine/people/verify.py) looks at its final boxes. ``stop()`` true ends
+    the stream early: the tracker is closed on the frames seen (``stats.stopped``)."""
     held = {}
+    hold_images = keep_images or verifier is not None
 
     def release(finals):
         for ff in finals:
             ts, img = held.pop(ff.frame)
             stats.track_ids.update(b.id for b in ff.boxes)
-            yield Finalised(ff.frame, ts, ff.boxes, img)
+            if verifier is not None and ff.boxes:
+                with times("verify"):
+                    verifier.observe(img, ff.boxes)
+            yield Finalised(ff.frame, ts, ff.boxes, img if keep_images else None)
 
     n = 0
     for fr in frames:
@@ -252,7 +258,7 @@ def track_stream(frames, detector, tracker, times: StageTimes, stats: StreamStat
             break
         with times("detect"):
             dets = with_appearance(fr.image, detector.detect(fr.image, index=fr.index))
-        held[n] = (fr.timestamp, fr.image if keep_images else None)
+        held[n] = (fr.timestamp, fr.image if hold_images else None)
         n += 1
         _note(stats, n, len(held))
         with times("track"):

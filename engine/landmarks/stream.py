@@ -78,20 +78,18 @@ def landmark_stream(items, follower, people, times, *, cancel: Callable[[], bool
     return Outcome("complete", len(stamps), stamps), tracks
 
 
-MIN_SEEN_FRACTION = 0.25   # of a track's boxes; below, the boxes hold something else (measured on vtest.avi)
-
-
 def fit_records(observed: dict, frames_done: int, focal_px: float, principal_point, body,
                 min_frames: int = 1) -> dict:
     """{track id: TrackObservations} -> {track id: [per-frame record]} for ``run.assemble``:
     each track's observations on frames < ``frames_done`` fitted onto the body
     (engine/fit/fit.py). Frames the fit rejects stay gaps. A track is left out when the
     landmark model saw a person in fewer than ``min_frames`` of its frames (the tracker's own
-    minimum track length) or in under MIN_SEEN_FRACTION of them: on vtest.avi such tracks were
-    detector false positives (a fence, a building) where BlazePose now and then imagined a
-    person."""
+    minimum track length) or is not a person by ``engine.people.verify.is_person`` (the rule
+    of the track verifier): on vtest.avi such tracks were detector false positives (a fence,
+    a building) where BlazePose now and then imagined a person."""
     from engine.fit.correspondence import landmark_basis
     from engine.fit.fit import fit_track
+    from engine.people.verify import is_person
     from engine.pipeline import log
 
     basis = landmark_basis(body) if observed else None   # the body's landmark points, once per run
@@ -99,7 +97,7 @@ def fit_records(observed: dict, frames_done: int, focal_px: float, principal_poi
     for tid, tr in sorted(observed.items()):
         a = tr.arrays(frames_done)
         seen, boxes = len(a["frames"]), len(a["frames"]) + tr.missed
-        if seen == 0 or seen < min_frames or seen < MIN_SEEN_FRACTION * boxes:
+        if seen < min_frames or not is_person(seen, boxes):
             log(f"track {tid}: the landmark model saw a person in {seen} of its {boxes} box(es); left out")
             continue
         fit = fit_track(a["world"], a["image"], a["visibility"], a["presence"], focal_px=focal_px,

@@ -1,0 +1,61 @@
+"""Track verification with the BlazePose landmark model on real footage: a pedestrian's track
+is a person, the camera tripod's is not; the rule and the bookkeeping."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.people.tracking import TrackBox
+from engine.people.verify import TrackVerifier, is_person, make_verifier
+
+ROOT = Path(__file__).resolve().parents[2]
+VTEST = ROOT.parent / "shared" / "footage" / "vtest.avi"
+# vtest.avi frame 30: the camera tripod in the middle of the lawn, and a pedestrian on the path
+TRIPOD = np.array([470.0, 350.0, 528.0, 484.0])
+PEDESTRIAN = np.array([625.0, 253.0, 676.0, 348.0])
+
+
+def test_rule():
+    assert is_person(3, 10) and is_person(1, 4)
+    assert not is_person(2, 10) and not is_person(0, 0) and not is_person(0, 5)
+
+
+@pytest.mark.skipif(not VTEST.is_file(), reason="../shared/footage/vtest.avi not present")
+def test_pedestrian_is_a_person_and_the_tripod_is_not():
+    from engine.video.decode import iter_frames
+
+    verifier, why = make_verifier(device="cpu")
+    assert verifier is not None, why
+    verifier.every = 2
+    for fr in iter_frames(VTEST, start=30, stop=36):
+        verifier.observe(fr.image, [TrackBox(1, TRIPOD, 0.9, False), TrackBox(2, PEDESTRIAN, 0.9, False),
+                                    TrackBox(3, PEDESTRIAN, 0.0, True)])
+    assert verifier.summary(1) == (0, 3)                     # frames 30, 32, 34: no person on the tripod
+    seen, looked = verifier.summary(2)
+    assert looked == 3 and seen == 3
+    assert verifier.summary(3) == (0, 0)                     # interpolated boxes are never looked at
+    assert verifier.verdict() == {1: False, 2: True, 3: False}
+
+
+class _Counting:
+    """Stands in for the landmarker to count what the verifier asks it (presence 1 always)."""
+
+    def __init__(self):
+        self.crops = 0
+
+    def predict(self, crops):
+        self.crops += len(crops)
+        return {"presence": np.ones(len(crops))}
+
+
+def test_looks_at_every_nth_box_of_each_track():
+    model = _Counting()
+    v = TrackVerifier(model, every=5)
+    img = np.zeros((100, 100, 3), np.uint8)
+    for _ in range(12):
+        v.observe(img, [TrackBox(1, np.array([10.0, 10, 40, 90]), 0.9, False),
+                        TrackBox(2, np.array([50.0, 10, 90, 90]), 0.9, False)])
+    assert v.summary(1) == (3, 3) and v.summary(2) == (3, 3)   # boxes 0, 5, 10 of each
+    assert model.crops == 6
