@@ -210,9 +210,9 @@ def ensure_mannequin(py: Path, force: bool = False) -> Path:
 # The pose landmark models (BlazePose GHUM 3D, Apache-2.0, from the npm package @mediapipe/pose;
 # docs/third-party.md): downloaded, checked against the pins in engine/landmarks/assets.py and
 # converted to build/assets/blazepose_<size>.pt on this machine. Never committed, never zipped.
-LANDMARK_SIZES = ("lite", "full", "heavy")
+LANDMARK_SIZES = ("lite", "full", "heavy", "detector")   # "detector": the BlazePose person detector
 LANDMARK_SOURCES = [ROOT / "engine" / "landmarks" / n for n in ("assets.py", "setup.py", "convert.py", "network.py")]
-DOWNLOAD_CACHE = ROOT / "build" / "cache"  # the npm tarball, kept so a re-conversion needs no download
+DOWNLOAD_CACHE = ROOT / "build" / "cache"  # the npm tarball and the mediapipe wheel, kept for re-conversions
 
 
 def landmark_dir() -> Path:
@@ -365,7 +365,7 @@ def cmd_setup(args) -> int:
 # --- the extension zip ----------------------------------------------------------------------
 ADDON = ROOT / "pymaf_blender"
 # Third-party model files that must not be shipped: converted landmark weights, the npm package.
-NOT_BUNDLED = ("blazepose_*", "*.tflite", "*.tgz", "package.json", "pose_*.data", "pose_*.wasm", "pose_*.binarypb")
+NOT_BUNDLED = ("blazepose_*", "*.tflite", "*.tgz", "*.whl", "package.json", "pose_*.data", "pose_*.wasm", "pose_*.binarypb")
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "*.tmp", *NOT_BUNDLED)
 
 

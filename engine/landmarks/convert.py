@@ -7,7 +7,9 @@ this module walks the graph and keeps only what the torch network needs:
 * the layer list (``steps``): every operator in graph order with its input / output tensor
   ids and options. The landmark models use nine operator types: PAD, CONV_2D,
   DEPTHWISE_CONV_2D, ADD, MAX_POOL_2D, RESIZE_BILINEAR, LOGISTIC, RESHAPE and DEQUANTIZE
-  (float16 constants, folded here);
+  (float16 constants, folded here). The BlazePose person detector (``pose_detection.tflite``,
+  ``read_tflite(kind="detector")``) adds DENSIFY (sparse float16 constants, densified here),
+  DEPTH_TO_SPACE and CONCATENATION;
 * the weights, as float16 exactly as stored in the file (the interpreter dequantizes them to
   float32 at run time, so do we), laid out the torch way: CONV_2D (O, kh, kw, I) -> (O, I, kh,
   kw), DEPTHWISE_CONV_2D (1, kh, kw, C) -> (C, 1, kh, kw).
@@ -33,6 +35,10 @@ INPUT_NAME = "input_1"
 # tflite output tensor name -> our name (docs: shared/reference/pose-models.md)
 OUTPUT_NAMES = {"Identity": "landmarks", "Identity_1": "presence", "Identity_2": "segmentation",
                 "Identity_3": "heatmaps", "Identity_4": "world"}
+# the BlazePose person detector (pose_detection.tflite, PyPI mediapipe 0.10.21): (1, 2254, 12)
+# box + keypoint regressors and (1, 2254, 1) score logits per SSD anchor
+DETECTOR_OUTPUT_NAMES = {"Identity": "regressors", "Identity_1": "scores"}
+DETECTOR_SIZE = "detector"     # the ``size`` recorded in the detector's weights file
 ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}   # tflite ActivationFunctionType
 PADDINGS = {0: "same", 1: "valid"}                  # tflite Padding
 
@@ -67,8 +73,62 @@ def _options(op, cls):
     return opts
 
 
-def read_tflite(path) -> dict:
-    """Parse a landmark model. -> {"steps": [...], "weights": {name: np.ndarray}, "outputs":
+def _sparse_index_vector(table, type_: int) -> np.ndarray:
+    import tflite
+
+    cls = {1: tflite.Int32Vector, 2: tflite.Uint16Vector, 3: tflite.Uint8Vector}.get(type_)
+    if cls is None or table is None:
+        raise ConversionError(f"sparse tensor: unsupported index vector type {type_}")
+    v = cls()
+    v.Init(table.Bytes, table.Pos)
+    return np.asarray(v.ValuesAsNumpy(), np.int64).reshape(-1)
+
+
+def _densify(model, graph, index: int) -> np.ndarray:
+    """A sparse constant (TFLite ``SparsityParameters``, DENSE / CSR dimensions, no blocks) ->
+    its dense array. Values are stored in traversal order; each CSR dimension lists, per
+    parent position, the coordinates of its stored children (``array_segments`` / ``array_indices``)."""
+    t = graph.Tensors(index)
+    sp = t.Sparsity()
+    name = t.Name().decode()
+    if sp is None:
+        return _tensor_array(model, graph, index)
+    shape = [int(d) for d in t.ShapeAsNumpy()]
+    order = [int(d) for d in sp.TraversalOrderAsNumpy()]
+    if sp.BlockMapLength() or sorted(order) != list(range(len(shape))) or sp.DimMetadataLength() != len(shape):
+        raise ConversionError(f"tensor {name}: block-sparse tensors are not supported")
+    coords = np.zeros((1, len(shape)), np.int64)        # one row per position reached so far
+    for level, dim in enumerate(order):
+        dm = sp.DimMetadata(level)
+        if dm.Format() == 0:                             # DENSE
+            n = int(dm.DenseSize())
+            coords = np.repeat(coords, n, axis=0)
+            coords[:, dim] = np.tile(np.arange(n), len(coords) // n)
+        else:                                            # SPARSE_CSR
+            seg = _sparse_index_vector(dm.ArraySegments(), dm.ArraySegmentsType())
+            idx = _sparse_index_vector(dm.ArrayIndices(), dm.ArrayIndicesType())
+            if len(seg) != len(coords) + 1 or seg[-1] != len(idx):
+                raise ConversionError(f"tensor {name}: inconsistent sparse segments")
+            counts = np.diff(seg)
+            coords = np.repeat(coords, counts, axis=0)
+            coords[:, dim] = idx
+    # the values: same dtype rules as dense constants, one per position
+    import tflite
+
+    data = model.Buffers(t.Buffer()).DataAsNumpy()
+    dtype = {tflite.TensorType.FLOAT16: np.float16, tflite.TensorType.FLOAT32: np.float32}.get(t.Type())
+    if dtype is None or isinstance(data, int) or data is None:
+        raise ConversionError(f"tensor {name}: unsupported sparse constant")
+    values = np.frombuffer(data.tobytes(), dtype=dtype)
+    if len(values) != len(coords) or (coords >= np.asarray(shape)).any():
+        raise ConversionError(f"tensor {name}: {len(values)} values for {len(coords)} sparse positions")
+    dense = np.zeros(shape, dtype)
+    dense[tuple(coords.T)] = values
+    return dense
+
+
+def read_tflite(path, kind: str = "landmark") -> dict:
+    """Parse a landmark model (``kind`` "landmark") or the person detector ("detector"). -> {"steps": [...], "weights": {name: np.ndarray}, "outputs":
     {our name: tensor id}, "input": tensor id, "input_shape": [H, W, C]}.
 
     Each step is a plain dict: ``{"op": "conv"|"dwconv"|"pad"|"add"|"maxpool"|"resize"|
@@ -86,14 +146,18 @@ def read_tflite(path) -> dict:
         raise ConversionError(f"{Path(path).name}: not a TFLite model (no graph)")
     names = _builtin_names(tflite)
     tname = lambda i: graph.Tensors(i).Name().decode()  # noqa: E731
+    expected = {"landmark": OUTPUT_NAMES, "detector": DETECTOR_OUTPUT_NAMES}.get(kind)
+    if expected is None:
+        raise ValueError(f"unknown model kind {kind!r}")
+    what = "landmark model" if kind == "landmark" else "pose detector"
     inputs = list(graph.InputsAsNumpy())
     if len(inputs) != 1 or tname(inputs[0]) != INPUT_NAME:
         raise ConversionError(f"{Path(path).name}: expected one input '{INPUT_NAME}', got "
                               f"{[tname(i) for i in inputs]}")
     outputs = {tname(i): int(i) for i in graph.OutputsAsNumpy()}
-    if set(outputs) != set(OUTPUT_NAMES):
-        raise ConversionError(f"{Path(path).name}: outputs {sorted(outputs)} are not the landmark model's "
-                              f"{sorted(OUTPUT_NAMES)}")
+    if set(outputs) != set(expected):
+        raise ConversionError(f"{Path(path).name}: outputs {sorted(outputs)} are not the {what}'s "
+                              f"{sorted(expected)}")
     consts = {}      # tensor id -> np array (dequantized constants and plain constant tensors)
     steps, weights = [], {}
     layer = 0
@@ -110,7 +174,9 @@ def read_tflite(path) -> dict:
         ins = [int(i) for i in op.InputsAsNumpy()]
         out = int(op.OutputsAsNumpy()[0])
         if name == "DEQUANTIZE":
-            consts[out] = _tensor_array(model, graph, ins[0])
+            consts[out] = const(ins[0])
+        elif name == "DENSIFY":                   # sparse constant weights (the detector): densified here
+            consts[out] = _densify(model, graph, ins[0])
         elif name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             depthwise = name == "DEPTHWISE_CONV_2D"
             o = _options(op, tflite.DepthwiseConv2DOptions if depthwise else tflite.Conv2DOptions)
@@ -156,23 +222,34 @@ def read_tflite(path) -> dict:
         elif name == "LOGISTIC":
             steps.append({"op": "sigmoid", "in": [ins[0]], "out": out})
         elif name == "RESHAPE":
-            steps.append({"op": "reshape", "in": [ins[0]], "out": out})
+            # the new shape (NHWC order of the source); the torch side reshapes channels-last
+            shape = [int(d) for d in graph.Tensors(out).ShapeAsNumpy()]
+            steps.append({"op": "reshape", "in": [ins[0]], "out": out, "shape": shape})
+        elif name == "DEPTH_TO_SPACE":
+            o = _options(op, tflite.DepthToSpaceOptions)
+            steps.append({"op": "depth_to_space", "in": [ins[0]], "out": out, "block": int(o.BlockSize())})
+        elif name == "CONCATENATION":
+            o = _options(op, tflite.ConcatenationOptions)
+            ndim = graph.Tensors(out).ShapeLength()
+            steps.append({"op": "concat", "in": ins, "out": out, "axis": int(o.Axis()) % ndim, "ndim": int(ndim),
+                          "act": ACTIVATIONS[o.FusedActivationFunction()]})
         else:
-            raise ConversionError(f"operator {k}: {name} is not a landmark-model operator")
+            raise ConversionError(f"operator {k}: {name} is not a {what} operator")
     shape = [int(d) for d in graph.Tensors(inputs[0]).ShapeAsNumpy()][1:]
     return {"steps": steps, "weights": weights, "input": int(inputs[0]), "input_shape": shape,
-            "outputs": {OUTPUT_NAMES[n]: i for n, i in outputs.items()}}
+            "outputs": {expected[n]: i for n, i in outputs.items()}}
 
 
 def convert_tflite(tflite_path, out_path, *, size: str, source: dict) -> Path:
-    """Convert one landmark model to our weights file (written atomically). -> ``out_path``.
+    """Convert one landmark model (``size`` lite / full / heavy) or the person detector
+    (``size`` ``DETECTOR_SIZE``) to our weights file (written atomically). -> ``out_path``.
 
     ``source`` is provenance stored in the file (package, version, file name, sha256)."""
     import torch
 
     from engine.common.atomic import atomic_file
 
-    graph = read_tflite(tflite_path)
+    graph = read_tflite(tflite_path, kind="detector" if size == DETECTOR_SIZE else "landmark")
     doc = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "size": str(size), "source": dict(source),
         "spec": {"input": graph["input"], "input_shape": graph["input_shape"], "outputs": graph["outputs"],

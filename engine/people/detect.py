@@ -250,7 +250,7 @@ class MergedDetector(Detector):
 
 # Names accepted by ``make_detector`` and ``python -m engine run --detector``; "default" is
 # DEFAULT_DETECTOR, the candidate picked by measurement (docs/people.md).
-DETECTOR_NAMES = ("default", "hog", "haar", "mannequin", "hog+mannequin")
+DETECTOR_NAMES = ("default", "hog", "haar", "mannequin", "hog+mannequin", "blazepose", "blazepose-tiled")
 DEFAULT_DETECTOR = "mannequin"
 
 
@@ -263,6 +263,15 @@ def make_detector(name: str = "default", **kw) -> Detector:
         return HOGDetector(**kw)
     if name == "haar":
         return HaarDetector(**kw)
+    if name in ("blazepose", "blazepose-tiled"):
+        # Google's BlazePose person detector (engine/people/blazepose.py; set-up converts it)
+        from engine.people.blazepose import TILED_LEVELS, BlazePoseDetector
+
+        if name == "blazepose-tiled":
+            kw.setdefault("levels", TILED_LEVELS)
+        det = BlazePoseDetector(**kw)
+        det.name = name
+        return det
     if name in ("mannequin", "hog+mannequin"):
         from engine.people.learned import MannequinDetector
 
