@@ -1,0 +1,265 @@
+"""``python -m engine.measure.people``: finding and following people on real footage, measured
+on our labelled set (engine/measure/data/people_labels.json, made with label_people.py).
+
+For each candidate (a detector, with or without track verification by the landmark model):
+
+* detection, on every labelled frame and photo: recall of the people taller than 100 px and
+  of those taller than 50 px (not occluded), precision (a detection matching nobody is false,
+  unless it lies on an ignore region or on a person too small or too hidden to count);
+* tracking, on each labelled video, the same detector + the online tracker (+ verification)
+  over the frames up to the last labelled one, as ``engine run`` / ``analyze`` do: tracks on
+  non-people (a track covering labelled frames that never matches a labelled person), id
+  switches (a person's matched track id changes between labelled frames), fragments (extra
+  track ids per person) and the share of labelled person-frames a track covers;
+* speed: frames/s of detection + tracking (+ verification) on the video.
+
+Matching: Hungarian on box IoU, a pair counts at IoU >= 0.5 (detections) / 0.4 (track boxes,
+which are smoothed and filled across gaps).
+
+    python -m engine.measure.people [--out docs/people-real.md] [--candidates NAME,...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+ROOT = Path(__file__).resolve().parents[2]
+LABELS = Path(__file__).resolve().parent / "data" / "people_labels.json"
+DET_IOU, TRACK_IOU = 0.5, 0.4
+
+
+# ----------------------------------------------------------------------------- matching
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """xyxy boxes (N, 4), (M, 4) -> (N, M) IoU."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+
+
+def match(gt: np.ndarray, pred: np.ndarray, thresh: float) -> list:
+    """-> [(gt index, pred index)] with IoU >= thresh, one-to-one, most overlap first."""
+    if not len(gt) or not len(pred):
+        return []
+    m = iou_matrix(gt, pred)
+    r, c = linear_sum_assignment(-m)
+    return [(i, j) for i, j in zip(r, c) if m[i, j] >= thresh]
+
+
+def _height(box) -> float:
+    return float(box[3] - box[1])
+
+
+def _counts(person: dict, min_height: float) -> bool:
+    return not person.get("occluded", False) and not person.get("small", False) \
+        and _height(person["xyxy"]) >= min_height
+
+
+# ----------------------------------------------------------------------------- labels
+def load_labels(path=LABELS) -> dict:
+    doc = json.loads(Path(path).read_text())
+    if doc.get("format") != "pymaf-people-labels" or doc.get("version") != 1:
+        raise ValueError(f"{path}: not a version-1 pymaf-people-labels file")
+    return doc
+
+
+def labelled_images(name: str, entry: dict) -> list:
+    """-> [(frame index, RGB image)] of a source's labelled frames (a photo is frame 0)."""
+    from engine.measure.label_people import load_frames
+
+    got = load_frames(name, entry["source"], sorted(int(k) for k in entry["frames"]))
+    return sorted(got.items())
+
+
+def video_path(entry: dict):
+    """A labelled video's file on this machine, or None for photos."""
+    src = entry["source"]
+    return ROOT.parent / src["path"] if src.get("kind") == "video" else None
+
+
+def _ignored(box, entry: dict, frame: int) -> bool:
+    """A detection lying mostly (>= half of it) on one of the frame's ignore regions."""
+    regions = np.array([r["xyxy"] for r in entry.get("ignore", {}).get(str(frame), [])], np.float64).reshape(-1, 4)
+    if not len(regions):
+        return False
+    b = np.asarray(box, np.float64)
+    lt, rb = np.maximum(regions[:, :2], b[:2]), np.minimum(regions[:, 2:], b[2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    return bool((inter >= 0.5 * max((b[2] - b[0]) * (b[3] - b[1]), 1e-9)).any())
+
+
+# ----------------------------------------------------------------------------- detection
+def detection_scores(detector, labels: dict) -> dict:
+    """Recall (>= 100 px, >= 50 px) and precision over every labelled frame and photo."""
+    hit = {100: [0, 0], 50: [0, 0]}
+    tp = fp = 0
+    for name, entry in labels["videos"].items():
+        for f, image in labelled_images(name, entry):
+            people = entry["frames"][str(f)]
+            gt = np.array([p["xyxy"] for p in people], np.float64).reshape(-1, 4)
+            det = np.asarray(detector.detect(image, index=f), np.float64).reshape(-1, 5)[:, :4]
+            pairs = match(gt, det, DET_IOU)
+            matched_gt = {i for i, _ in pairs}
+            matched_det = {j for _, j in pairs}
+            for h in hit:
+                counted = [i for i, p in enumerate(people) if _counts(p, h)]
+                hit[h][0] += sum(i in matched_gt for i in counted)
+                hit[h][1] += len(counted)
+            tp += len(matched_det)
+            for j in range(len(det)):
+                if j in matched_det or _ignored(det[j], entry, f):
+                    continue
+                # on a labelled person too small / hidden to count: neither right nor wrong
+                if len(gt) and iou_matrix(det[j:j + 1], gt).max() >= DET_IOU:
+                    continue
+                fp += 1
+    return {"recall_100": hit[100][0] / max(hit[100][1], 1), "recall_50": hit[50][0] / max(hit[50][1], 1),
+            "people_100": hit[100][1], "people_50": hit[50][1],
+            "precision": tp / max(tp + fp, 1), "false": fp, "true": tp}
+
+
+# ----------------------------------------------------------------------------- tracking
+def run_tracker(path: Path, detector, stop: int, verify: bool, min_track_frames: int = 10) -> tuple:
+    """Detect + track (+ verify) frames 0 .. stop-1 as ``analyze`` does.
+    -> ({track id: (frames (T,), xyxy (T, 4))}, frames/s, {id: is person} or None)."""
+    from engine.people.tracking import FinalFrame, OnlineTracker, tracks_from_frames
+    from engine.pipeline import StageTimes, StreamStats, track_stream
+    from engine.video.decode import iter_frames
+
+    verifier = None
+    if verify:
+        from engine.people.verify import make_verifier
+
+        verifier, why = make_verifier(device="cpu")
+        if verifier is None:
+            raise RuntimeError(why)
+    tracker = OnlineTracker(min_track_frames=min_track_frames)
+    t0 = time.perf_counter()
+    finals = [FinalFrame(it.index, it.boxes) for it in track_stream(
+        iter_frames(path, start=0, stop=stop), detector, tracker, StageTimes(), StreamStats(), keep_images=False,
+        verifier=verifier)]
+    fps = len(finals) / max(time.perf_counter() - t0, 1e-9)
+    tracks = tracks_from_frames(finals)
+    verdict = verifier.verdict() if verifier is not None else None
+    if verdict is not None:
+        tracks = {t: tr for t, tr in tracks.items() if verdict.get(t, False)}
+    return {t: (tr.frames, tr.xyxy) for t, tr in tracks.items()}, fps, verdict
+
+
+def tracking_scores(tracks: dict, entry: dict) -> dict:
+    """Tracks (id -> frames, boxes) vs one video's labels."""
+    frames = sorted(int(k) for k in entry["frames"])
+    boxes_at = {f: {} for f in frames}
+    for tid, (fr, xyxy) in tracks.items():
+        for f, b in zip(fr, xyxy):
+            if int(f) in boxes_at:
+                boxes_at[int(f)][tid] = b
+    matched_ids = {}              # person id -> [track id per labelled frame where matched]
+    track_hits = {t: 0 for t in tracks}
+    track_frames = {t: 0 for t in tracks}
+    covered = total = 0
+    for f in frames:
+        people = entry["frames"][str(f)]
+        tids = list(boxes_at[f])
+        for t in tids:
+            track_frames[t] += 1
+        gt = np.array([p["xyxy"] for p in people], np.float64).reshape(-1, 4)
+        tb = np.array([boxes_at[f][t] for t in tids], np.float64).reshape(-1, 4)
+        for i, j in match(gt, tb, TRACK_IOU):
+            matched_ids.setdefault(people[i]["id"], []).append(tids[j])
+            track_hits[tids[j]] += 1
+        total += sum(_counts(p, 50) for p in people)
+        covered += sum(_counts(people[i], 50) for i, _ in match(gt, tb, TRACK_IOU))
+    switches = sum(sum(a != b for a, b in zip(s, s[1:])) for s in matched_ids.values())
+    fragments = sum(len(set(s)) - 1 for s in matched_ids.values())
+    non_people = [t for t in tracks if track_frames[t] > 0 and track_hits[t] == 0]
+    return {"tracks": len(tracks), "non_people": len(non_people), "id_switches": int(switches),
+            "fragments": int(fragments), "coverage": covered / max(total, 1)}
+
+
+# ----------------------------------------------------------------------------- candidates
+def candidates() -> dict:
+    """name -> (detector factory, verify?): the measured combinations."""
+    from engine.people.detect import DETECTOR_NAMES, make_detector
+
+    out = {}
+    for name in DETECTOR_NAMES:
+        if name == "default":
+            continue
+        out[name] = (lambda n=name: make_detector(n), False)
+        out[f"{name} + verification"] = (lambda n=name: make_detector(n), True)
+    return out
+
+
+def measure(names=None, log=print) -> list:
+    labels = load_labels()
+    rows = []
+    for name, (factory, verify) in candidates().items():
+        if names and name not in names:
+            continue
+        detector = factory()
+        det = None if verify else detection_scores(detector, labels)   # verification acts on tracks only
+        track = {}
+        for vname, entry in labels["videos"].items():
+            path = video_path(entry)
+            if path is None:
+                continue
+            stop = max(int(k) for k in entry["frames"]) + 1
+            tracks, fps, _ = run_tracker(path, detector, stop, verify)
+            track[vname] = {**tracking_scores(tracks, entry), "fps": fps}
+        rows.append({"name": name, "detection": det, "tracking": track})
+        log(f"{name}: {rows[-1]}")
+    return rows
+
+
+def report(rows: list, labels: dict, command: str) -> str:
+    videos = [v for v, e in labels["videos"].items() if video_path(e) is not None]
+    lines = ["## Real footage, labelled (`engine/measure/data/people_labels.json`)", "",
+             f"Measured by `{command}` on this machine (2 CPU cores). Detection on every labelled frame "
+             "and photo (IoU >= 0.5); tracking over each labelled video up to its last labelled frame "
+             "(track boxes vs labels at IoU >= 0.4). \"+ verification\": tracks whose boxes the BlazePose "
+             "landmark model (full) does not see a person in (at least a quarter of every 5th box) are dropped.", "",
+             "| candidate | recall >= 100 px | recall >= 50 px | precision | "
+             + " | ".join(f"{v}: tracks / on non-people / id switches / fragments / coverage / frames/s" for v in videos)
+             + " |", "|---|---|---|---|" + "---|" * len(videos)]
+    for r in rows:
+        d = r["detection"]
+        det = (f"{d['recall_100']:.0%} ({d['people_100']}) | {d['recall_50']:.0%} ({d['people_50']}) | "
+               f"{d['precision']:.0%} ({d['false']} false)") if d else "(as without) | | "
+        cells = []
+        for v in videos:
+            t = r["tracking"].get(v)
+            cells.append("-" if t is None else f"{t['tracks']} / {t['non_people']} / {t['id_switches']} / "
+                         f"{t['fragments']} / {t['coverage']:.0%} / {t['fps']:.1f}")
+        lines.append(f"| {r['name']} | {det} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=None, help="write the table to this markdown file")
+    p.add_argument("--candidates", default="", help="comma-separated candidate names (default: all)")
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(2)
+    names = [n.strip() for n in args.candidates.split(",") if n.strip()] or None
+    rows = measure(names, log=lambda m: print(m, file=sys.stderr, flush=True))
+    command = "python -m engine.measure.people " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = report(rows, load_labels(), command.strip())
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
