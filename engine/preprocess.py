@@ -23,15 +23,19 @@ def square_box(box_xywh: np.ndarray) -> np.ndarray:
 def crop_matrix(center: np.ndarray, side: float, out_size: int = CROP_SIZE) -> np.ndarray:
     """2x3 affine image -> crop: maps the box centre to the crop centre, side to out_size.
 
-    Built as the official demo builds it (three point pairs in float32 -- centre, centre +
-    half a side down, centre + half a side right -- through ``cv2.getAffineTransform``), so
-    crops match it bit for bit: warpAffine rounds the sampling position to 1/32 px, and a
-    float64 matrix differs from the float32-rounded one enough to flip that rounding."""
-    half = float(side) * 0.5
+    Built exactly as the official demo builds it (``gen_trans_from_patch_cv``: three point
+    pairs -- centre, centre + half a side down, centre + half a side right -- through
+    ``cv2.getAffineTransform``), with the same roundings, so crops match it bit for bit for
+    float boxes too: the centre stays float64, the half side is rounded to float32 first,
+    and only their sum is rounded to float32 (``float32(c + float32(side / 2))``, not
+    ``float32(float32(c) + side / 2)``). warpAffine rounds the sampling position to 1/32 px,
+    so a matrix one float32 ulp off flips that rounding for some pixels."""
+    c = np.asarray(center, np.float64)[:2]
+    half = np.float32(float(side) * 0.5)            # the official ``src_downdir``/``src_rightdir``
     src = np.zeros((3, 2), np.float32)
-    src[0] = np.array([center[0], center[1]], np.float32)
-    src[1] = src[0] + np.array([0.0, half])
-    src[2] = src[0] + np.array([half, 0.0])
+    src[0] = c
+    src[1] = c + np.array([0.0, half], np.float32)   # float64 + float32 -> float64, then rounded once
+    src[2] = c + np.array([half, 0.0], np.float32)
     dst = np.zeros((3, 2), np.float32)
     dst[0] = [out_size * 0.5, out_size * 0.5]
     dst[1] = dst[0] + np.array([0.0, out_size * 0.5])

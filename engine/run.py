@@ -83,6 +83,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -189,6 +190,8 @@ def _people(text: str):
         raise argparse.ArgumentTypeError(f"--people takes 'all' or track ids like 1,3, not {text!r}")
     if not ids:
         raise argparse.ArgumentTypeError("--people: no track id given")
+    if ids[0] < 1:
+        raise argparse.ArgumentTypeError(f"--people: track ids count from 1, not {ids[0]}")
     return ids
 
 
@@ -371,6 +374,13 @@ def _check_writable(path):
         raise RunError(EXIT_WRITE, "write_failed", f"{path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise RunError(EXIT_WRITE, "write_failed", f"{path}: folder {folder} is not writable")
+    from engine.common.atomic import check_writable
+    try:   # what the final write will do (root ignores permissions; names can be too long; ...)
+        check_writable(path)
+    except OSError as e:
+        full = e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", None))
+        raise RunError(EXIT_WRITE, "disk_full" if full else "write_failed",
+                       f"{path}: cannot write here ({e.strerror or e})") from None
 
 
 def _open_video(args, default_range=(0, None)):
@@ -385,6 +395,9 @@ def _open_video(args, default_range=(0, None)):
         raise RunError(EXIT_USAGE, "usage", f"--stop ({args.stop}) must be greater than --start ({args.start})")
     _check_writable(args.output)
     info = probe(args.video)
+    if args.start >= info.frame_count:
+        raise RunError(EXIT_USAGE, "usage", f"--start {args.start} is past the end of {args.video} "
+                       f"({info.frame_count} frames: 0 .. {info.frame_count - 1})")
     stop = info.frame_count if args.stop is None else min(args.stop, info.frame_count)
     total = max(0, stop - args.start)
     log(f"video: {info.width}x{info.height}, {info.fps:.3f} fps, {info.frame_count} frames")
@@ -418,6 +431,96 @@ def tracker_params(args, total: int) -> dict:
     """Tracker settings: ``--min-track-frames`` (default MIN_TRACK_FRAMES), at most the range."""
     wanted = MIN_TRACK_FRAMES if args.min_track_frames is None else args.min_track_frames
     return {"min_track_frames": min(wanted, max(total, 1))}
+
+
+def make_tracker(args, total: int):
+    """The online tracker of ``run`` / ``analyze``, its minimum track length capped by the
+    frames that really decode (``_RangeTracker``), not only by the file's stated count."""
+    from engine.people.tracking import OnlineTracker
+
+    class _RangeTracker(OnlineTracker):
+        """``OnlineTracker`` whose ``min_track_frames`` is lowered at ``close()`` to the number of
+        frames it was given when fewer came than the range promised (a truncated video).
+
+        Exact: a track ended before the last frame is shorter than the frames seen, so with
+        either minimum it is kept or dropped alike; only tracks still live at the end (the
+        ones over every frame, when the minimum exceeds the frames seen) can change, and their
+        frames are all still held (a track's frames wait until it is long enough)."""
+
+        frames_seen = 0
+
+        def update(self, detections):
+            self.frames_seen += 1
+            return super().update(detections)
+
+        def close(self):
+            if not self._closed and 0 < self.frames_seen < self.params.min_track_frames:
+                self.params = dataclasses.replace(self.params, min_track_frames=self.frames_seen)
+            return super().close()
+
+    return _RangeTracker(**tracker_params(args, total))
+
+
+def _load_abandonable(load, cancel, poll_s: float = 0.05):
+    """``load()`` in a daemon thread while this (the main) thread watches the cancel flag every
+    ``poll_s``: a SIGINT during a long model load acts at once (``Cancelled``), the half-done
+    load is abandoned (its thread ends with the process). -> load()'s value; its exceptions
+    are raised here."""
+    box = {}
+
+    def work():
+        try:
+            box["value"] = load()
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            box["error"] = e
+
+    t = threading.Thread(target=work, name="load", daemon=True)
+    t.start()
+    while t.is_alive():
+        if cancel["flag"]:
+            raise Cancelled()
+        t.join(poll_s)
+    if cancel["flag"]:
+        raise Cancelled()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _possible_ids(detector, args, total: int) -> int:
+    """--boxes: the most track ids the tracker can hand out over the range: ids are 1, 2, ...
+    in order of birth, and only a detection with a high enough score and a non-empty box
+    starts a track."""
+    from engine.people.tracking import TrackerParams
+
+    p = TrackerParams(**tracker_params(args, total))
+    birth = max(p.high_thresh, p.high_thresh if p.new_thresh is None else p.new_thresh)
+    n = 0
+    for f, d in detector.boxes.items():
+        if args.start <= f < args.start + total and len(d):
+            d = np.asarray(d, np.float64)
+            n += int(((d[:, 4] >= birth) & (d[:, 2] > d[:, 0]) & (d[:, 3] > d[:, 1])).sum())
+    return n
+
+
+def _check_people_early(args, detector, total: int) -> None:
+    """What can be known about ``--people`` before any work. With ``--boxes`` an id above the
+    number of boxes that can start a track cannot exist; with a live detector the ids are only
+    known after tracking (checked at the end)."""
+    from engine.people.detect import BoxesFromFile
+
+    if args.people is None or not isinstance(detector, BoxesFromFile):
+        return
+    bound = _possible_ids(detector, args, total)
+    impossible = [i for i in args.people if i > bound]
+    if len(impossible) == len(args.people):
+        raise RunError(EXIT_NO_PERSON, "no_person",
+                       f"--people {','.join(map(str, args.people))}: {args.boxes} can start at most {bound} "
+                       f"track(s) in frames [{args.start}, {args.start + total}) (ids count 1, 2, ... in order "
+                       f"of appearance), so none of these ids can exist")
+    if impossible:
+        log(f"warning: --people {','.join(map(str, impossible))}: no such track can exist (at most {bound} "
+            f"in {args.boxes})")
 
 
 def _decoded(args, times):
@@ -596,20 +699,45 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
     people = None if args.people is None else set(args.people)
     if args.tracks:
         fixed = _fixed_boxes(args, info, total, doc, tracks)
-        err = _no_person(set(tracks), args.people)
+        # the people with a box in the range (a track of the file can lie outside it)
+        in_range = {tid for tid, tr in tracks.items()
+                    if any(args.start <= f < args.start + total for f in tr.frames)}
+        err = _no_person(in_range, args.people)
         if err is not None:
             raise err
         source_desc = {"tracks_file": os.path.abspath(args.tracks)}
-    with times("load"):
-        if not args.tracks:
-            detector, det_desc = _make_detector(args)
-            source_desc = {"detector": det_desc}
+    elif args.boxes:                       # a file read, not a model: checked before loading
+        detector, det_desc = _make_detector(args)
+        source_desc = {"detector": det_desc}
+        _check_people_early(args, detector, total)
+    if cancel["flag"]:
+        raise Cancelled()
+
+    def load():
+        out = {}
+        if not (args.tracks or args.boxes):
+            out["detector"] = _make_detector(args)
+        if cancel["flag"]:
+            return out
         if args.estimator == "landmarks":
-            follower, prov = make_follower(args)
-            body = load_rig_body(args)
+            out["follower"] = make_follower(args)
+            if not cancel["flag"]:
+                out["body"] = load_rig_body(args)
         else:
-            predictor, prov = make_predictor(args)
-            body = body_of(predictor.model)
+            out["predictor"] = make_predictor(args)
+        return out
+
+    with times("load"):
+        loaded = _load_abandonable(load, cancel)
+    if "detector" in loaded:
+        detector, det_desc = loaded["detector"]
+        source_desc = {"detector": det_desc}
+    if args.estimator == "landmarks":
+        follower, prov = loaded["follower"]
+        body = loaded["body"]
+    else:
+        predictor, prov = loaded["predictor"]
+        body = body_of(predictor.model)
     prov.update(source_desc)
     if args.estimator == "pymaf" and wrap_predictor is not None:
         predictor = wrap_predictor(predictor)
@@ -637,8 +765,7 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
     if args.tracks:
         finalised = fixed_stream(stream, fixed, stats)
     else:
-        from engine.people.tracking import OnlineTracker
-        finalised = track_stream(stream, detector, OnlineTracker(**tracker_params(args, total)), times, stats)
+        finalised = track_stream(stream, detector, make_tracker(args, total), times, stats)
     progress.start("run", total)
     if args.estimator == "landmarks":
         from engine.landmarks.stream import fit_records, landmark_stream
@@ -713,16 +840,18 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
 # ----------------------------------------------------------------------------- analyze
 def analyze(args, progress, cancel) -> dict:
     """The ``analyze`` command. -> the ``done`` event (also emitted). Raises RunError."""
-    from engine.people.tracking import FinalFrame, OnlineTracker, tracks_from_frames
+    from engine.people.tracking import FinalFrame, tracks_from_frames
     from engine.people.tracks_file import tracks_document, write_tracks
     from engine.pipeline import StageTimes, StreamStats, track_stream, until_truncated
 
     t0 = time.monotonic()
     times, stats = StageTimes(), StreamStats()
     info, total = _open_video(args)
+    if cancel["flag"]:
+        raise Cancelled()
     with times("load"):
-        detector, det_desc = _make_detector(args)
-    tracker = OnlineTracker(**tracker_params(args, total))
+        detector, det_desc = _load_abandonable(lambda: _make_detector(args), cancel)
+    tracker = make_tracker(args, total)
     finals, stamps = [], []
     frames = _decoded(args, times)
     progress.start("analyze", total)
@@ -774,21 +903,22 @@ def main(argv=None, command: str = "run") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     real_stdout = sys.stdout
     sys.stdout = sys.stderr  # nothing but progress JSON goes to stdout
+    cancel = {"flag": False}
+
+    def on_signal(signum, _frame):
+        if not cancel["flag"]:
+            log(f"received {signal.Signals(signum).name}: stopping after the current batch")
+        cancel["flag"] = True
+
     try:
+        # first thing: a signal during start-up is a cancel too, not a KeyboardInterrupt
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
         parser = build_parser(command)
         if "jsonl" in argv:
             parser.jsonl_stdout = real_stdout
         args = parser.parse_args(argv)
         progress = Progress(args.progress, real_stdout)
-        cancel = {"flag": False}
-
-        def on_signal(signum, _frame):
-            if not cancel["flag"]:
-                log(f"received {signal.Signals(signum).name}: stopping after the current batch")
-            cancel["flag"] = True
-
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
 
         from engine.video.decode import VideoError
         try:

@@ -6,11 +6,16 @@
 On success the temporary file is fsynced and renamed over ``path`` (and the folder is
 fsynced so the rename survives a crash); on any error it is removed and ``path`` is left
 exactly as it was. Errors propagate unchanged (callers word them, e.g. disk full).
+
+The file gets the permissions a plain ``open(path, "wb")`` of a new file would give it,
+``0o666 & ~umask`` (e.g. 0644 under umask 022): the temporary file is created with
+``os.open(..., O_CREAT | O_EXCL, 0o666)`` so the kernel applies the umask, not with
+``tempfile.mkstemp``, whose files are always 0600.
 """
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 
 
@@ -18,7 +23,7 @@ from contextlib import contextmanager
 def atomic_file(path):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = _create_temp(folder, "." + os.path.basename(path) + ".", ".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -33,6 +38,29 @@ def atomic_file(path):
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def check_writable(path) -> None:
+    """Raise the OSError that ``atomic_file(path)`` would meet creating its temporary file
+    (folder missing or not writable, read-only file system, name too long, no inodes...), by
+    creating and removing one now: a cheap check before hours of work."""
+    path = os.fspath(path)
+    fd, tmp = _create_temp(os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".", ".tmp")
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def _create_temp(folder: str, prefix: str, suffix: str, attempts: int = 100):
+    """A new file in ``folder``, opened for writing: -> (fd, path). Mode 0o666 & ~umask."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0) \
+        | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(attempts):
+        tmp = os.path.join(folder, prefix + secrets.token_hex(4) + suffix)
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name in {folder}")
 
 
 def _fsync_dir(folder: str) -> None:

@@ -42,7 +42,8 @@ rig without reading any body model file itself)::
 
 Writing is atomic (temp file in the target folder, fsync, ``os.replace``): a reader sees the old
 file or the new one, never half of one; a full disk raises ``ResultError`` and leaves the target
-untouched.
+untouched. The file's permissions are those of a plain ``open()``: ``0o666 & ~umask``
+(``engine.common.atomic``).
 """
 import datetime
 import errno

@@ -21,6 +21,11 @@ from engine.safe_torch import TorchFileError, read_torch_file
 
 OUR_FORMAT = "pymaf-blender-checkpoint/1"
 BODY_PREFIX = "regressor.0.smpl."
+# what a PyMAF checkpoint holds (the official release's state dict), for messages about files
+# that are something else; tests check these against the network's own state_dict
+OFFICIAL_KEY_COUNT = 441
+EXPECTED_KEYS = ("feature_extractor.conv1.weight", "deconv_layers.0.weight", "maf_extractor.0.Dmap",
+                 "regressor.0.fc1.weight", "regressor.0.decpose.weight", "regressor.0.smpl.v_template")
 
 
 class CheckpointError(ValueError):
@@ -121,6 +126,19 @@ def guess_kind(sd: dict) -> str:
     return "an unknown PyTorch model"
 
 
+def describe_mismatch(sd: dict, shown: int = 5) -> str:
+    """What a PyMAF checkpoint holds, and what ``sd`` holds instead (key count, first keys)."""
+    def key(k):
+        v = sd[k]
+        return f"{k} {list(v.shape)}" if isinstance(v, torch.Tensor) else k
+
+    keys = list(sd)
+    first = ", ".join(key(k) for k in keys[:shown]) + (", ..." if len(keys) > shown else "")
+    return (f"Expected a PyMAF checkpoint: a state dict ('model' entry) of {OFFICIAL_KEY_COUNT} tensors "
+            f"(the official release) with keys such as {', '.join(EXPECTED_KEYS)}. "
+            f"Found {len(keys)} tensor(s): {first or 'none'}.")
+
+
 def expected_layout(model: torch.nn.Module) -> dict:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
@@ -138,7 +156,7 @@ def load_pymaf(path, *, body: Optional[BodyModelData] = None) -> tuple[PyMAF, di
     kind = guess_kind(sd)
     ours = obj.get("format") == OUR_FORMAT  # carries its config (ablation layouts too)
     if not ours and not kind.startswith("a PyMAF checkpoint"):
-        raise CheckpointError(f"{Path(path).name}: this looks like {kind}.")
+        raise CheckpointError(f"{Path(path).name}: this looks like {kind}. {describe_mismatch(sd)}")
     config = infer_config(sd, obj)
     if body is None:
         if not any(k.startswith(BODY_PREFIX) for k in sd):
@@ -170,4 +188,4 @@ def save_pymaf(model: PyMAF, path, *, legacy_format: bool = False, extra: Option
 
 
 __all__ = ["CheckpointError", "read_checkpoint", "state_dict_of", "infer_config", "compare_layout",
-           "guess_kind", "expected_layout", "load_pymaf", "save_pymaf", "LayoutReport"]
+           "guess_kind", "describe_mismatch", "expected_layout", "load_pymaf", "save_pymaf", "LayoutReport"]

@@ -9,6 +9,6 @@
 ``tracking``: ``track(detections per frame) -> {id: Track}`` (two-stage IoU association
 with constant-velocity prediction, ByteTrack style), gap filling by linear
 interpolation (marked), short tracks dropped, boxes squared ``(cx, cy, side)`` as in the
-official preprocessing. ``python -m engine.people.tracking --measure`` writes the
-numbers in docs/people.md.
+official preprocessing. Its measurement is engine/measure/tracking.py
+(``python -m engine.measure.tracking --measure`` writes the numbers in docs/people.md).
 """

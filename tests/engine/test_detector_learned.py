@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine.measure import tracking as mt
 from engine.people import learned
 from engine.people import tracking as tk
 from engine.people.detect import MergedDetector, make_detector
@@ -164,7 +165,7 @@ CLIP_SEEDS = (5, 7)       # crossing clips not used in training (its scenes are 
 
 @pytest.fixture(scope="module")
 def crossing_clips(egl):
-    return [tk.render_crossing_clip(60, 640, 360, seed=s) for s in CLIP_SEEDS]
+    return [mt.render_crossing_clip(60, 640, 360, seed=s) for s in CLIP_SEEDS]
 
 
 def test_default_detector_and_tracker_follow_two_people_crossing(detector, crossing_clips):
@@ -176,13 +177,13 @@ def test_default_detector_and_tracker_follow_two_people_crossing(detector, cross
     assert make_detector("default").name == "mannequin"
     for (frames, gt, visible), seed in zip(crossing_clips, CLIP_SEEDS):
         h, w = frames.shape[1:3]
-        gt = tk.clip_to_frame(gt, w, h)
+        gt = mt.clip_to_frame(gt, w, h)
         dets = [tk.with_appearance(f, d) for f, d in zip(frames, detector.detect_batch(list(frames)))]
         tracks = tk.track(dets)
-        ev = tk.evaluate(tracks, gt)
+        ev = mt.evaluate(tracks, gt)
         mostly = visible >= 0.5
         square = (ev["ious"] > 0.7)[mostly].mean()
-        box = (tk.matched_xyxy_iou(tracks, ev["ids"], gt) > 0.7)[mostly].mean()
+        box = (mt.matched_xyxy_iou(tracks, ev["ids"], gt) > 0.7)[mostly].mean()
         assert square >= 0.95 and box >= 0.7, (seed, square, box, np.round(ev["ious"].T, 2))
         assert ev["id_switches"] == 0, (seed, ev["ids"].T)
         ids = [set(ev["ids"][mostly[:, p], p].tolist()) - {-1} for p in range(gt.shape[1])]

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from engine.measure import tracking as mt
 from engine.people import learned
 from engine.people import tracking as tk
 from engine.people.detect import ONNXDetector
@@ -64,7 +65,7 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clip(egl):
-    return tk.render_crossing_clip(30, 640, 360, seed=5)
+    return mt.render_crossing_clip(30, 640, 360, seed=5)
 
 
 @pytest.mark.parametrize("layout", ["v8", "v5"])
@@ -73,7 +74,7 @@ def test_onnx_file_gives_the_learned_boxes(files, clip, layout):
     onnx_det = ONNXDetector(files[layout], size=SIZE, conf=0.3)
     ref = learned.MannequinDetector(device="cpu").detect_batch(list(frames))
     matched, found = [], []
-    for image, want, truth, vis in zip(frames, ref, tk.clip_to_frame(gt, 640, 360), visible):
+    for image, want, truth, vis in zip(frames, ref, mt.clip_to_frame(gt, 640, 360), visible):
         got = onnx_det.detect(image)
         assert got.shape[1] == 5 and len(got) >= 1
         matched.extend(tk.iou_matrix(want[:, :4], got[:, :4]).max(1))   # each learned box has an ONNX twin

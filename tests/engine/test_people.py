@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from engine.measure import tracking as mt
 from engine.people import tracking as tk
 from engine.people.detect import BoxesFromFile, HOGDetector
 
@@ -14,7 +15,7 @@ DANCER = Path(__file__).resolve().parents[3] / "shared" / "footage" / "dancer.mp
 
 @pytest.fixture(scope="module")
 def clip(egl):
-    return tk.render_crossing_clip(60, 640, 360, seed=0)
+    return mt.render_crossing_clip(60, 640, 360, seed=0)
 
 
 def test_rendered_clip_people_cross(clip):
@@ -27,12 +28,12 @@ def test_rendered_clip_people_cross(clip):
 
 def test_tracks_recover_boxes_from_file(clip, tmp_path):
     _, gt, _ = clip
-    dets = tk.gt_detections(gt, np.random.default_rng(3), jitter=0.03, miss=0.1)
+    dets = mt.gt_detections(gt, np.random.default_rng(3), jitter=0.03, miss=0.1)
     path = tmp_path / "boxes.json"
     path.write_text(json.dumps({str(i): d.tolist() for i, d in enumerate(dets)}))
     src = BoxesFromFile(path)
     tracks = tk.track([src.detect(None, i) for i in range(len(gt))])
-    ev = tk.evaluate(tracks, gt)
+    ev = mt.evaluate(tracks, gt)
     assert len(tracks) == 2
     assert (ev["ious"] > 0.7).mean() >= 0.95, ev["ious"].min()
     for tr in tracks.values():                                   # square (cx, cy, side)
@@ -44,11 +45,11 @@ def test_crossing_keeps_ids(clip):
     _, gt, _ = clip
     for seed in range(3):
         rng = np.random.default_rng(seed)
-        dets = tk.gt_detections(gt, rng, jitter=0.04, miss=0.1)
+        dets = mt.gt_detections(gt, rng, jitter=0.04, miss=0.1)
         for f in (28, 29, 30, 31):                               # both missed at the crossing
             dets[f] = dets[f][:0]
         tracks = tk.track(dets)
-        ev = tk.evaluate(tracks, gt)
+        ev = mt.evaluate(tracks, gt)
         assert len(tracks) == 2 and ev["id_switches"] == 0, (seed, ev["ids"].T)
         starts = {tid: tr.frames[[0, -1]].tolist() for tid, tr in tracks.items()}
         assert all(s[0] <= 2 and s[1] >= 57 for s in starts.values()), starts   # misses at the ends
@@ -205,13 +206,13 @@ def test_appearance_keeps_ids_through_a_merged_detection(clip):
     frames, gt, _ = clip
     T = len(gt)
     rng = np.random.default_rng(0)
-    dets = tk.gt_detections(gt, rng, jitter=0.03, miss=0.0)
+    dets = mt.gt_detections(gt, rng, jitter=0.03, miss=0.0)
     cx = (gt[..., 0] + gt[..., 2]) / 2
     cross = int(np.argmin(np.abs(cx[:, 0] - cx[:, 1])))
     for f in range(cross - 4, cross + 5):                          # the union of both boxes
         union = [*gt[f, :, :2].min(0), *gt[f, :, 2:].max(0), 0.9]
         dets[f] = np.array([union])
-    ev = tk.evaluate(tk.track([tk.with_appearance(im, x) for im, x in zip(frames, dets)]), gt)
+    ev = mt.evaluate(tk.track([tk.with_appearance(im, x) for im, x in zip(frames, dets)]), gt)
     assert ev["id_switches"] == 0, ev["ids"].T
     assert all(len(set(ev["ids"][:, p][ev["ids"][:, p] >= 0])) == 1 for p in (0, 1)), ev["ids"].T
 
@@ -241,8 +242,8 @@ def test_appearance_reidentifies_a_person_who_turns_back():
     frames, gt, dets = _turn_back_clip()
     seen = ~np.isnan(gt[:, 0, 0])
     gt = np.nan_to_num(gt, nan=-1000.0)
-    plain = tk.evaluate(tk.track(dets), gt)
-    with_app = tk.evaluate(tk.track([tk.with_appearance(f, d) for f, d in zip(frames, dets)]), gt)
+    plain = mt.evaluate(tk.track(dets), gt)
+    with_app = mt.evaluate(tk.track([tk.with_appearance(f, d) for f, d in zip(frames, dets)]), gt)
     assert plain["id_switches"] == 1                           # IoU alone: a new id after the turn
     assert with_app["id_switches"] == 0                        # appearance: the same person again
     assert len(set(with_app["ids"][seen, 0].tolist())) == 1 and (with_app["ious"][seen, 0] > 0.9).all()
@@ -253,7 +254,7 @@ def test_a_box_around_two_people_starts_no_track(clip):
     with the learned detector). That third box must not become a person: with ``birth_iou``
     it starts no track; without it (1.01), it does."""
     frames, gt, _ = clip
-    dets = tk.gt_detections(gt, np.random.default_rng(1), jitter=0.02, miss=0.0)
+    dets = mt.gt_detections(gt, np.random.default_rng(1), jitter=0.02, miss=0.0)
     cx = (gt[..., 0] + gt[..., 2]) / 2
     cross = int(np.argmin(np.abs(cx[:, 0] - cx[:, 1])))
     for f in range(cross - 12, cross + 12):
@@ -261,5 +262,5 @@ def test_a_box_around_two_people_starts_no_track(clip):
         dets[f] = np.vstack([dets[f], union])
     d = [tk.with_appearance(im, x) for im, x in zip(frames, dets)]
     kept = tk.track(d)
-    assert len(kept) == 2 and tk.evaluate(kept, gt)["id_switches"] == 0
+    assert len(kept) == 2 and mt.evaluate(kept, gt)["id_switches"] == 0
     assert len(tk.track(d, birth_iou=1.01)) == 3

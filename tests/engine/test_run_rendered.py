@@ -11,31 +11,16 @@ import numpy as np
 import pytest
 
 from engine.common import result_schema as rs
+from engine.measure import tracking as mt
 from engine.people import tracking as tk
+from tests.engine.official_crop import official_crop
 
 FRAMES = 24
 
 
-def official_crop(image_rgb, cx, cy, side, size=224):
-    """The official demo's crop, restated independently: an affine patch transform from three
-    float32 point pairs (centre, centre + half side down, centre + half side right; scale 1.0,
-    no rotation) into a size x size patch, bilinear, black border."""
-    src = np.zeros((3, 2), np.float32)
-    src[0] = np.array([cx, cy], np.float32)
-    src[1] = src[0] + np.array([0, side * 0.5])
-    src[2] = src[0] + np.array([side * 0.5, 0])
-    dst = np.zeros((3, 2), np.float32)
-    dst[0] = [size * 0.5, size * 0.5]
-    dst[1] = dst[0] + np.array([0, size * 0.5])
-    dst[2] = dst[0] + np.array([size * 0.5, 0])
-    trans = cv2.getAffineTransform(src, dst)
-    return cv2.warpAffine(image_rgb, trans, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT)
-
-
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory, egl):
-    frames, gt, visible = tk.render_crossing_clip(FRAMES, 640, 360, seed=7)
+    frames, gt, visible = mt.render_crossing_clip(FRAMES, 640, 360, seed=7)
     d = tmp_path_factory.mktemp("rendered")
     w = cv2.VideoWriter(str(d / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25, (640, 360))
     for f in frames:
@@ -78,7 +63,7 @@ def test_default_pipeline_on_a_rendered_clip(rendered):
     tracks = {int(t): tk.Track(tr.frames, np.column_stack([tr.boxes[:, :2] - tr.boxes[:, 2:] / 2,
                                                            tr.boxes[:, :2] + tr.boxes[:, 2:] / 2]),
                                tr.confidence, tr.interpolated) for t, tr in res.tracks.items()}
-    ev = tk.evaluate(tracks, gt)
+    ev = mt.evaluate(tracks, gt)
     seen = visible > 0.5
     assert (ev["ious"][seen] > 0.7).mean() >= 0.9, ev["ious"].round(2)
     assert ev["id_switches"] == 0
