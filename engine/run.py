@@ -395,6 +395,7 @@ def _open_video(args, default_range=(0, None)):
         raise RunError(EXIT_USAGE, "usage", f"--stop ({args.stop}) must be greater than --start ({args.start})")
     _check_writable(args.output)
     info = probe(args.video)
+    args._fps = info.fps   # the tracker's time-based settings (tracker_params)
     if args.start >= info.frame_count:
         raise RunError(EXIT_USAGE, "usage", f"--start {args.start} is past the end of {args.video} "
                        f"({info.frame_count} frames: 0 .. {info.frame_count - 1})")
@@ -428,9 +429,13 @@ def _make_detector(args):
 
 
 def tracker_params(args, total: int) -> dict:
-    """Tracker settings: ``--min-track-frames`` (default MIN_TRACK_FRAMES), at most the range."""
+    """Tracker settings: ``--min-track-frames`` (default MIN_TRACK_FRAMES), at most the range;
+    a lost person keeps their id (and the gap is filled) for ``RELINK_SECONDS`` of the video."""
+    from engine.people.tracking import relink_frames
+
     wanted = MIN_TRACK_FRAMES if args.min_track_frames is None else args.min_track_frames
-    return {"min_track_frames": min(wanted, max(total, 1))}
+    lost = relink_frames(getattr(args, "_fps", 0.0))
+    return {"min_track_frames": min(wanted, max(total, 1)), "max_lost": lost, "max_gap": lost}
 
 
 def make_tracker(args, total: int):

@@ -151,6 +151,16 @@ class TrackerParams:
     birth_iou: float = 0.3
 
 
+RELINK_SECONDS = 1.0   # a person the detector misses for up to this long keeps their id
+
+
+def relink_frames(fps: float, base: int = TrackerParams.max_lost) -> int:
+    """How many frames a lost track waits for its person (``max_lost``, and ``max_gap``, the
+    longest gap filled): RELINK_SECONDS at the video's frame rate, never fewer than ``base``
+    (the frame-count default, which covers 1.5 s at 10 frames/s)."""
+    return max(int(base), int(round(fps * RELINK_SECONDS))) if fps and fps > 0 else int(base)
+
+
 class _Live:
     def __init__(self, tid, frame, box, score, app=None):
         self.id, self.first, self.last, self.box = tid, frame, frame, np.asarray(box, np.float64)
