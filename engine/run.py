@@ -256,6 +256,9 @@ def build_parser(command: str = "run") -> _Parser:
     src.add_argument("--onnx", help="a YOLOv5/v8-style person detector (.onnx) to use instead of the built-in "
                                     "ones (read with OpenCV; class 0 = person)")
     p.add_argument("--onnx-size", type=_positive_int, default=640, help="input size of the --onnx detector")
+    p.add_argument("--no-verify", action="store_true",
+                   help="keep every track; by default a detected track whose boxes the BlazePose landmark model "
+                        "does not see a person in is dropped (engine/people/verify.py)")
     p.add_argument("--min-track-frames", type=_positive_int, default=None,
                    help=f"drop tracks shorter than this (default {MIN_TRACK_FRAMES}, at most the frame range)")
     if not analyze:
@@ -426,6 +429,34 @@ def _make_detector(args):
         return detector, getattr(detector, "name", name)
     except (OSError, ValueError, RuntimeError) as e:
         raise RunError(EXIT_MODEL, "model", f"detector {name!r}: {e}".splitlines()[0]) from None
+
+
+def make_verifier(args):
+    """The track verifier for detected tracks, or None: asked off (``--no-verify``), boxes the
+    user gave (``--boxes`` / ``--tracks``), the landmark estimator (it verifies what it sees
+    itself), or the landmark model not installed (a warning)."""
+    if getattr(args, "no_verify", False) or getattr(args, "boxes", None) or getattr(args, "tracks", None) \
+            or getattr(args, "estimator", None) == "landmarks":
+        return None
+    from engine.people.verify import make_verifier as make
+
+    verifier, why = make(device=getattr(args, "device", "auto"))
+    if verifier is None:
+        log(f"warning: tracks are not verified: {why.splitlines()[0]}")
+    return verifier
+
+
+def drop_unverified(verifier, ids) -> set:
+    """The track ids the verifier found no person in (logged). ``ids``: the ids to judge."""
+    if verifier is None:
+        return set()
+    verdict = verifier.verdict()
+    dropped = {t for t in ids if not verdict.get(t, True)}
+    for t in sorted(dropped):
+        seen, looked = verifier.summary(t)
+        log(f"track {t}: the landmark model saw a person in {seen} of the {looked} box(es) it looked at; "
+            f"not a person, dropped")
+    return dropped
 
 
 def tracker_params(args, total: int) -> dict:
@@ -765,12 +796,14 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
                      "rotmat": out["rotmat"][i], "betas": out["betas"][i], "cam": out["cam"][i],
                      "joints3d": j3d[i], "transl": transl[i], "kp2d": kp2d[i]})
 
+    with times("load"):
+        verifier = make_verifier(args)
     frames = _decoded(args, times)
     stream = until_truncated(frames, stats)
     if args.tracks:
         finalised = fixed_stream(stream, fixed, stats)
     else:
-        finalised = track_stream(stream, detector, make_tracker(args, total), times, stats)
+        finalised = track_stream(stream, detector, make_tracker(args, total), times, stats, verifier=verifier)
     progress.start("run", total)
     if args.estimator == "landmarks":
         from engine.landmarks.stream import fit_records, landmark_stream
@@ -799,6 +832,8 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
             frames.close()
     progress.update(outcome.frames_done, force=True)
     progress.close()
+    for tid in drop_unverified(verifier, list(records)):   # no rig for what is not a person
+        del records[tid]
 
     n, k = len(outcome.timestamps), outcome.frames_done
     if outcome.status == "cancelled" and k == 0:
@@ -817,8 +852,8 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
         track_results = assemble(args, records, k, info.fps if info.fps > 0 else 30.0, body)
         partial = outcome.status != "complete"
         if not partial and not track_results:   # e.g. --tracks whose chosen people lie outside the range
-            seen = " (the landmark model saw no person in the tracked boxes)" if args.estimator == "landmarks" \
-                else ""
+            seen = " (the landmark model saw no person in the tracked boxes)" \
+                if args.estimator == "landmarks" or verifier is not None else ""
             raise RunError(EXIT_NO_PERSON, "no_person", f"no person to estimate{seen} in frames [{args.start}, "
                            f"{args.start + n}) of {args.video}")
         if not partial or k > 0:
@@ -856,13 +891,14 @@ def analyze(args, progress, cancel) -> dict:
         raise Cancelled()
     with times("load"):
         detector, det_desc = _load_abandonable(lambda: _make_detector(args), cancel)
+        verifier = make_verifier(args)
     tracker = make_tracker(args, total)
     finals, stamps = [], []
     frames = _decoded(args, times)
     progress.start("analyze", total)
     try:
         for item in track_stream(until_truncated(frames, stats), detector, tracker, times, stats, keep_images=False,
-                                 stop=lambda: cancel["flag"], on_frame=progress.update):
+                                 stop=lambda: cancel["flag"], on_frame=progress.update, verifier=verifier):
             finals.append(FinalFrame(item.index, item.boxes))
             stamps.append(item.timestamp)
     finally:
@@ -875,6 +911,8 @@ def analyze(args, progress, cancel) -> dict:
             raise RunError(EXIT_CANCELLED, "cancelled", "cancelled before any frame was analysed; nothing written")
         raise RunError(EXIT_VIDEO, "empty", f"no frames in the range [{args.start}, {args.stop}) of {args.video}")
     tracks = tracks_from_frames(finals)
+    for tid in drop_unverified(verifier, list(tracks)):
+        del tracks[tid]
     if not stats.stopped:
         err = _no_person(set(tracks), None)
         if err is not None:

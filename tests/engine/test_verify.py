@@ -59,3 +59,31 @@ def test_looks_at_every_nth_box_of_each_track():
                         TrackBox(2, np.array([50.0, 10, 90, 90]), 0.9, False)])
     assert v.summary(1) == (3, 3) and v.summary(2) == (3, 3)   # boxes 0, 5, 10 of each
     assert model.crops == 6
+
+
+@pytest.mark.skipif(not VTEST.is_file(), reason="../shared/footage/vtest.avi not present")
+def test_analyze_drops_the_tripod_track_unless_asked_not_to(tmp_path):
+    """The default detector boxes the tripod on vtest.avi; analyze drops that track, keeps the
+    pedestrians, and keeps everything with --no-verify."""
+    import json
+
+    from engine import run as R
+
+    def tracks(*extra):
+        out = tmp_path / "t.json"
+        args = R.build_parser("analyze").parse_args([str(VTEST), "-o", str(out), "--stop", "40", *extra])
+        R.analyze(args, R.Progress(None), {"flag": False})
+        return json.loads(out.read_text())["tracks"]
+
+    def on_tripod(t):
+        xyxy = np.array(t["xyxy"])
+        lt, rb = np.maximum(xyxy[:, :2], TRIPOD[:2]), np.minimum(xyxy[:, 2:], TRIPOD[2:])
+        inter = np.clip(rb - lt, 0, None).prod(-1)
+        return np.median(inter / ((TRIPOD[2] - TRIPOD[0]) * (TRIPOD[3] - TRIPOD[1]))) > 0.5
+
+    kept_all = tracks("--no-verify")
+    assert any(on_tripod(t) for t in kept_all), "the detector no longer boxes the tripod: pick another object"
+    verified = tracks()
+    assert not any(on_tripod(t) for t in verified)
+    assert len(verified) >= 3                                 # the pedestrians stay
+    assert {t["id"] for t in verified} < {t["id"] for t in kept_all}
