@@ -176,7 +176,7 @@ def tracking_scores(tracks: dict, entry: dict) -> dict:
     matched_ids = {}              # person id -> [track id per labelled frame where matched]
     track_hits = {t: 0 for t in tracks}
     track_frames = {t: 0 for t in tracks}
-    covered = total = 0
+    covered = total = boxes_ok = boxes_all = 0
     for f in frames:
         people = entry["frames"][str(f)]
         tids = list(boxes_at[f])
@@ -184,16 +184,22 @@ def tracking_scores(tracks: dict, entry: dict) -> dict:
             track_frames[t] += 1
         gt = np.array([p["xyxy"] for p in people], np.float64).reshape(-1, 4)
         tb = np.array([boxes_at[f][t] for t in tids], np.float64).reshape(-1, 4)
-        for i, j in match(gt, tb):
+        pairs = match(gt, tb)
+        for i, j in pairs:
             matched_ids.setdefault(people[i]["id"], []).append(tids[j])
             track_hits[tids[j]] += 1
         total += sum(_counts(p, 50) for p in people)
-        covered += sum(_counts(people[i], 50) for i, _ in match(gt, tb))
+        covered += sum(_counts(people[i], 50) for i, _ in pairs)
+        # track boxes that are a person (or lie on an ignore region): the rigs' precision
+        on_person = {j for _, j in pairs}
+        boxes_all += sum(1 for j in range(len(tb)) if j in on_person or not _ignored(tb[j], entry, f))
+        boxes_ok += len(on_person)
     switches = sum(sum(a != b for a, b in zip(s, s[1:])) for s in matched_ids.values())
     fragments = sum(len(set(s)) - 1 for s in matched_ids.values())
     non_people = [t for t in tracks if track_frames[t] > 0 and track_hits[t] == 0]
     return {"tracks": len(tracks), "non_people": len(non_people), "id_switches": int(switches),
-            "fragments": int(fragments), "coverage": covered / max(total, 1)}
+            "fragments": int(fragments), "coverage": covered / max(total, 1),
+            "box_precision": boxes_ok / max(boxes_all, 1)}
 
 
 # ----------------------------------------------------------------------------- candidates
@@ -240,7 +246,8 @@ def report(rows: list, labels: dict, command: str) -> str:
              "boxes their own way). \"+ verification\": tracks whose boxes the BlazePose "
              "landmark model (full) does not see a person in (at least a quarter of every 5th box) are dropped.", "",
              "| candidate | recall >= 100 px | recall >= 50 px | precision | "
-             + " | ".join(f"{v}: tracks / on non-people / id switches / fragments / coverage / frames/s" for v in videos)
+             + " | ".join(f"{v}: tracks / on non-people / id switches / fragments / coverage / track-box precision "
+                          f"/ frames/s" for v in videos)
              + " |", "|---|---|---|---|" + "---|" * len(videos)]
     for r in rows:
         d = r["detection"]
@@ -250,7 +257,7 @@ def report(rows: list, labels: dict, command: str) -> str:
         for v in videos:
             t = r["tracking"].get(v)
             cells.append("-" if t is None else f"{t['tracks']} / {t['non_people']} / {t['id_switches']} / "
-                         f"{t['fragments']} / {t['coverage']:.0%} / {t['fps']:.1f}")
+                         f"{t['fragments']} / {t['coverage']:.0%} / {t['box_precision']:.0%} / {t['fps']:.1f}")
         lines.append(f"| {r['name']} | {det} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
