@@ -206,21 +206,28 @@ def converter_stamp() -> str:
     return h.hexdigest()
 
 
-def _tarball_problem(path: Path) -> Optional[str]:
-    """None when ``path`` is the pinned tarball, else what is wrong with it."""
+def _download_problem(path: Path, pins: dict, size: int, what: str) -> Optional[str]:
+    """None when ``path`` has the pinned digests, else what is wrong with it. ``pins``: hash
+    name -> pinned value (hex; npm's sha512 is base64, given as "base64:<value>")."""
     try:
-        size = path.stat().st_size
+        got_size = path.stat().st_size
     except OSError as e:
         return f"cannot read {path}: {e.strerror or e}"
-    hs = _hash_file(path, "sha1", "sha512")
-    sha1 = hs["sha1"].hexdigest()
-    sha512 = base64.b64encode(hs["sha512"].digest()).decode()
-    if sha1 == PACKAGE["tarball_sha1"] and sha512 == PACKAGE["tarball_sha512"]:
+    hs = _hash_file(path, *pins)
+    got = {n: ("base64:" + base64.b64encode(h.digest()).decode()) if pins[n].startswith("base64:")
+           else h.hexdigest() for n, h in hs.items()}
+    if got == pins:
         return None
-    how = (f"{size} bytes instead of {PACKAGE['tarball_size']}: truncated or another file"
-           if size != PACKAGE["tarball_size"] else "same size, different content: altered")
-    return (f"{path} is not the pinned {PACKAGE['name']} {PACKAGE['version']} tarball "
-            f"(sha1 {sha1} instead of {PACKAGE['tarball_sha1']}; {how})")
+    first = next(iter(pins))
+    how = (f"{got_size} bytes instead of {size}: truncated or another file"
+           if got_size != size else "same size, different content: altered")
+    return f"{path} is not the pinned {what} ({first} {got[first].replace('base64:', '')} instead of " \
+           f"{pins[first].replace('base64:', '')}; {how})"
+
+
+def _tarball_problem(path: Path) -> Optional[str]:
+    return _download_problem(path, {"sha1": PACKAGE["tarball_sha1"], "sha512": "base64:" + PACKAGE["tarball_sha512"]},
+                             PACKAGE["tarball_size"], f"{PACKAGE['name']} {PACKAGE['version']} tarball")
 
 
 def verify_tarball(path) -> Path:
@@ -474,17 +481,8 @@ def detector_missing_message(folder=None) -> str:
 
 
 def _wheel_problem(path: Path) -> Optional[str]:
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        return f"cannot read {path}: {e.strerror or e}"
-    sha = sha256_file(path)
-    if sha == DETECTOR_PACKAGE["wheel_sha256"]:
-        return None
-    how = (f"{size} bytes instead of {DETECTOR_PACKAGE['wheel_size']}: truncated or another file"
-           if size != DETECTOR_PACKAGE["wheel_size"] else "same size, different content: altered")
-    return (f"{path} is not the pinned {DETECTOR_PACKAGE['wheel_name']} (sha256 {sha} instead of "
-            f"{DETECTOR_PACKAGE['wheel_sha256']}; {how})")
+    return _download_problem(path, {"sha256": DETECTOR_PACKAGE["wheel_sha256"]}, DETECTOR_PACKAGE["wheel_size"],
+                             DETECTOR_PACKAGE["wheel_name"])
 
 
 def verify_wheel(path) -> Path:
