@@ -334,25 +334,28 @@ def extract_model(tarball, size: str, dest) -> Path:
 
 
 # --- converted weights -----------------------------------------------------------------------
-def read_record(size: str, folder=None) -> Optional[dict]:
+def _read_json(path: Path) -> Optional[dict]:
     try:
-        rec = json.loads(record_path(size, folder).read_text(encoding="utf-8"))
+        rec = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return rec if isinstance(rec, dict) else None
 
 
-def converted_problem(size: str, folder=None, verify: bool = True) -> Optional[str]:
-    """None when the converted weights of ``size`` are there and made from the pinned source
-    (``verify``: and unchanged since, by sha256), else what is wrong."""
-    path = converted_path(size, folder)
+def read_record(size: str, folder=None) -> Optional[dict]:
+    return _read_json(record_path(size, folder))
+
+
+def _weights_problem(path: Path, rec_path: Path, source_sha256: str, version: str, verify: bool) -> Optional[str]:
+    """None when converted weights at ``path`` are there, their record says they were made
+    from the pinned source (``source_sha256``, package ``version``) and (``verify``) they are
+    unchanged since, by sha256; else what is wrong."""
     if not path.is_file():
         return f"{path} is missing"
-    rec = read_record(size, folder)
-    pin = MODELS[size]
+    rec = _read_json(rec_path)
     if rec is None:
-        return f"{path} has no readable record ({record_path(size, folder).name})"
-    if rec.get("source_sha256") != pin["sha256"] or rec.get("version") != PACKAGE["version"]:
+        return f"{path} has no readable record ({rec_path.name})"
+    if rec.get("source_sha256") != source_sha256 or rec.get("version") != version:
         return (f"{path} was made from another source ({rec.get('package')} {rec.get('version')}, "
                 f"{rec.get('source_file')} sha256 {rec.get('source_sha256')})")
     if rec.get("weights_size") != path.stat().st_size:
@@ -360,6 +363,13 @@ def converted_problem(size: str, folder=None, verify: bool = True) -> Optional[s
     if verify and rec.get("weights_sha256") != sha256_file(path):
         return f"{path} was changed after its conversion (sha256)"
     return None
+
+
+def converted_problem(size: str, folder=None, verify: bool = True) -> Optional[str]:
+    """None when the converted weights of ``size`` are there and made from the pinned source
+    (``verify``: and unchanged since, by sha256), else what is wrong."""
+    return _weights_problem(converted_path(size, folder), record_path(size, folder), MODELS[size]["sha256"],
+                            PACKAGE["version"], verify)
 
 
 def installed(size: str, folder=None) -> bool:
@@ -593,30 +603,10 @@ def detector_source_info() -> dict:
             "sha256": DETECTOR["sha256"], "bytes": DETECTOR["size"]}
 
 
-def _read_json(path: Path) -> Optional[dict]:
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return rec if isinstance(rec, dict) else None
-
-
 def detector_problem(folder=None, verify: bool = True) -> Optional[str]:
     """None when the converted detector is there and made from the pinned file, else what is wrong."""
-    path, rec_path = detector_path(folder), detector_record_path(folder)
-    if not path.is_file():
-        return f"{path} is missing"
-    rec = _read_json(rec_path)
-    if rec is None:
-        return f"{path} has no readable record ({rec_path.name})"
-    if rec.get("source_sha256") != DETECTOR["sha256"] or rec.get("version") != DETECTOR_PACKAGE["version"]:
-        return (f"{path} was made from another source ({rec.get('package')} {rec.get('version')}, "
-                f"{rec.get('source_file')} sha256 {rec.get('source_sha256')})")
-    if rec.get("weights_size") != path.stat().st_size:
-        return f"{path} was changed after its conversion (size)"
-    if verify and rec.get("weights_sha256") != sha256_file(path):
-        return f"{path} was changed after its conversion (sha256)"
-    return None
+    return _weights_problem(detector_path(folder), detector_record_path(folder), DETECTOR["sha256"],
+                            DETECTOR_PACKAGE["version"], verify)
 
 
 def detector_installed(folder=None) -> bool:
