@@ -761,6 +761,8 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
                 out["body"] = load_rig_body(args)
         else:
             out["predictor"] = make_predictor(args)
+        if not cancel["flag"]:
+            out["verifier"] = make_verifier(args)
         return out
 
     with times("load"):
@@ -796,8 +798,7 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
                      "rotmat": out["rotmat"][i], "betas": out["betas"][i], "cam": out["cam"][i],
                      "joints3d": j3d[i], "transl": transl[i], "kp2d": kp2d[i]})
 
-    with times("load"):
-        verifier = make_verifier(args)
+    verifier = loaded.get("verifier")
     frames = _decoded(args, times)
     stream = until_truncated(frames, stats)
     if args.tracks:
@@ -890,8 +891,8 @@ def analyze(args, progress, cancel) -> dict:
     if cancel["flag"]:
         raise Cancelled()
     with times("load"):
-        detector, det_desc = _load_abandonable(lambda: _make_detector(args), cancel)
-        verifier = make_verifier(args)
+        detector, det_desc, verifier = _load_abandonable(lambda: (*_make_detector(args), make_verifier(args)),
+                                                         cancel)
     tracker = make_tracker(args, total)
     finals, stamps = [], []
     frames = _decoded(args, times)

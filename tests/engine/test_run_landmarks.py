@@ -43,7 +43,7 @@ def _events(stdout):
     return [json.loads(line) for line in stdout.splitlines()]
 
 
-def person_height_px(landmarks2d: np.ndarray) -> np.ndarray:
+def nose_to_heel_px(landmarks2d: np.ndarray) -> np.ndarray:
     """(T, 33, 3) image landmarks -> (T,) the person's height in pixels: nose to the lower heel,
     times 1.1 for the top of the head."""
     heel_y = np.maximum(landmarks2d[:, 29, 1], landmarks2d[:, 30, 1])
@@ -85,7 +85,7 @@ def test_fitted_joints_lie_on_the_landmarks_on_dancer(dancer_result):
     assert tr.confidence.min() > 0.9                                 # BlazePose presence
     uv = projected_joints(res, "1")[:, SMPL_JOINTS]
     lm = tr.landmarks2d[:, BLAZEPOSE, :2]
-    h = person_height_px(tr.landmarks2d)
+    h = nose_to_heel_px(tr.landmarks2d)
     assert (h > 400).all() and (h < 1100).all(), h                  # she is ~600-800 px tall in 1080p
     rel = np.linalg.norm(uv - lm, axis=-1) / h[:, None]
     assert rel.mean() <= MEAN_TOL, f"mean {rel.mean():.3f} of height"
