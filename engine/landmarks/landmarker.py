@@ -19,7 +19,6 @@ Per person-frame observation (``Observation``), image pixels and metres:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch

@@ -357,7 +357,7 @@ def report(syn: dict, real: dict, command: str) -> str:
     lines = ["# Accuracy of the default estimator", "",
              "BlazePose GHUM 3D landmarks (Google, Apache-2.0; ported to torch, `engine/landmarks/`) and our fit "
              "onto the SMPL-format rig (`engine/fit/`), measured as a user runs it. Figures from this machine "
-             f"(2 CPU cores), made by:", "", f"    {command}", ""]
+             "(2 CPU cores), made by:", "", f"    {command}", ""]
     if syn:
         lines += ["## Rendered clips with exact labels", "",
                   f"{syn['clips']} held-out clips x {syn['clip_frames']} frames: the mannequin doing each procedural "
