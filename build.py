@@ -210,9 +210,12 @@ def ensure_mannequin(py: Path, force: bool = False) -> Path:
 # The pose landmark models (BlazePose GHUM 3D, Apache-2.0, from the npm package @mediapipe/pose;
 # docs/third-party.md): downloaded, checked against the pins in engine/landmarks/assets.py and
 # converted to build/assets/blazepose_<size>.pt on this machine. Never committed, never zipped.
-LANDMARK_SIZES = ("lite", "full", "heavy", "detector")   # "detector": the BlazePose person detector
+# what set-up converts: the landmark models, the person detector (MoveNet) and BlazePose's own
+# person detector (a measured candidate), by their converted file names
+LANDMARK_SIZES = ("lite", "full", "heavy", "movenet", "detector")
+CONVERTED_NAMES = {"movenet": "movenet_multipose", "detector": "blazepose_detector"}
 LANDMARK_SOURCES = [ROOT / "engine" / "landmarks" / n for n in ("assets.py", "setup.py", "convert.py", "network.py")]
-DOWNLOAD_CACHE = ROOT / "build" / "cache"  # the npm tarball and the mediapipe wheel, kept for re-conversions
+DOWNLOAD_CACHE = ROOT / "build" / "cache"  # the npm tarballs and the mediapipe wheel, kept for re-conversions
 
 
 def landmark_dir() -> Path:
@@ -229,8 +232,8 @@ def ensure_landmark_models(py: Path, force: bool = False, required: bool = True)
     stamp_file = folder / "blazepose.stamp"
     stamp = requirements_stamp([f for f in LANDMARK_SOURCES if f.exists()], ",".join(LANDMARK_SIZES))
     fresh = stamp_file.exists() and stamp_file.read_text() == stamp and all(
-        (folder / f"blazepose_{s}.pt").exists() and (folder / f"blazepose_{s}.source.json").exists()
-        for s in LANDMARK_SIZES)
+        (folder / f"{n}.pt").exists() and (folder / f"{n}.source.json").exists()
+        for n in (CONVERTED_NAMES.get(s, f"blazepose_{s}") for s in LANDMARK_SIZES))
     if fresh and not force:
         return True
     cmd = [py, "-m", "engine.landmarks.setup", "--sizes", ",".join(LANDMARK_SIZES), "--cache", DOWNLOAD_CACHE]
@@ -245,6 +248,16 @@ def ensure_landmark_models(py: Path, force: bool = False, required: bool = True)
     folder.mkdir(parents=True, exist_ok=True)
     stamp_file.write_text(stamp)
     return True
+
+
+TF_REFERENCE_VENV = VENVS / "tf-reference"
+TF_REFERENCE_REQUIREMENTS = [ROOT / "requirements" / "tf-reference.txt"]
+
+
+def tf_reference_python() -> Path:
+    """TensorFlow in its own environment: the reference the MoveNet tests compare our torch
+    port with (tests/engine/reference/movenet_tf.py); never part of the engine."""
+    return ensure_venv(TF_REFERENCE_VENV, ENGINE_PYTHON_VERSION, TF_REFERENCE_REQUIREMENTS)
 
 
 def engine_ready(args=None, required: bool = True) -> Path:
@@ -299,6 +312,7 @@ def cmd_test(args) -> int:
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYMAF_ENGINE_PYTHON=str(py))
     results = []
     if not asked or "tests/engine" in asked:
+        env["PYMAF_TF_REFERENCE_PYTHON"] = str(tf_reference_python())
         results.append(run_pytest("engine", py, "tests/engine",
                                   [a for a in args.extra if not a.startswith("tests/blender")
                                    and a.rstrip("/") != "tests"], env))

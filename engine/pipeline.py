@@ -230,15 +230,28 @@ def _note(stats: StreamStats, n: int, held: int) -> None:
     stats.held_max = max(stats.held_max, held)
 
 
+def detect_every(fps: float, detector) -> int:
+    """How many frames apart the detector looks: 1, or for a detector that says how many
+    looks a second are enough (``detections_per_second``: people move a few pixels in a
+    fifteenth of a second), the video's rate divided by that, rounded (30 fps -> 2)."""
+    rate = getattr(detector, "detections_per_second", None)
+    if not rate or not fps or fps <= 0:
+        return 1
+    return max(1, int(round(float(fps) / float(rate))))
+
+
 def track_stream(frames, detector, tracker, times: StageTimes, stats: StreamStats, *, keep_images: bool = True,
                  stop: Optional[Callable[[], bool]] = None, on_frame: Optional[Callable[[int], None]] = None,
-                 verifier=None):
+                 verifier=None, every: int = 1, last: Optional[int] = None):
     """Decoded frames -> ``Finalised`` frames in order, with every final track box.
 
-    Each frame is detected, given to the ``OnlineTracker`` and held (its image only when
-    ``keep_images`` or a ``verifier`` needs it) until the tracker hands it out as final; then
-    the ``verifier`` (engine/people/verify.py) looks at its final boxes. ``stop()`` true ends
-    the stream early: the tracker is closed on the frames seen (``stats.stopped``)."""
+    Every ``every``-th frame (the first included) and the ``last`` one (the range's final
+    frame: a track's box needs an observation at both ends) is detected; each frame is given to the
+    ``OnlineTracker`` (None for the ones not detected: boxes there are interpolated) and held
+    (its image only when ``keep_images`` or a ``verifier`` needs it) until the tracker hands
+    it out as final; then the ``verifier`` (engine/people/verify.py) looks at its final boxes.
+    ``stop()`` true ends the stream early: the tracker is closed on the frames seen
+    (``stats.stopped``)."""
     held = {}
     hold_images = keep_images or verifier is not None
 
@@ -256,8 +269,10 @@ def track_stream(frames, detector, tracker, times: StageTimes, stats: StreamStat
         if stop is not None and stop():
             stats.stopped = True
             break
-        with times("detect"):
-            dets = with_appearance(fr.image, detector.detect(fr.image, index=fr.index))
+        dets = None
+        if n % max(1, int(every)) == 0 or n == last:
+            with times("detect"):
+                dets = with_appearance(fr.image, detector.detect(fr.image, index=fr.index))
         held[n] = (fr.timestamp, fr.image if hold_images else None)
         n += 1
         _note(stats, n, len(held))

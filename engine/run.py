@@ -423,10 +423,18 @@ def _make_detector(args):
             return ONNXDetector(args.onnx, size=args.onnx_size), f"onnx:{os.path.abspath(args.onnx)}"
         except (OSError, ValueError) as e:
             raise RunError(EXIT_MODEL, "model", f"--onnx: {e}") from None
+    from engine.landmarks.assets import LandmarkModelError
+    from engine.people.detect import DEFAULT_DETECTOR
+
     name = args.detector or "default"
+    kw = {}
+    if (DEFAULT_DETECTOR if name == "default" else name) not in ("hog", "haar"):
+        kw["device"] = getattr(args, "device", "auto")     # the networks run where the estimator does
     try:
-        detector = make_detector(name)
+        detector = make_detector(name, **kw)
         return detector, getattr(detector, "name", name)
+    except LandmarkModelError as e:
+        raise RunError(EXIT_MODEL, "detector_model", str(e).splitlines()[0]) from None
     except (OSError, ValueError, RuntimeError) as e:
         raise RunError(EXIT_MODEL, "model", f"detector {name!r}: {e}".splitlines()[0]) from None
 
@@ -537,6 +545,28 @@ def _possible_ids(detector, args, total: int) -> int:
             d = np.asarray(d, np.float64)
             n += int(((d[:, 4] >= birth) & (d[:, 2] > d[:, 0]) & (d[:, 3] > d[:, 1])).sum())
     return n
+
+
+def check_models_installed(args) -> None:
+    """Every converted model this run will load is there, before any work: one message
+    naming all that are missing (a fresh install lacks them all). Raises RunError(5)."""
+    from engine.landmarks import assets
+    from engine.people.detect import DEFAULT_DETECTOR
+
+    missing = []
+    name = getattr(args, "detector", None) or "default"
+    detector = DEFAULT_DETECTOR if name == "default" else name
+    own_boxes = getattr(args, "tracks", None) or getattr(args, "boxes", None) or getattr(args, "onnx", None)
+    if not own_boxes and detector == "movenet" and not assets.movenet_path().is_file():
+        missing.append((assets.movenet_what(), assets.movenet_path()))
+    if getattr(args, "estimator", None) == "landmarks" and not assets.converted_path(args.landmark_model).is_file():
+        missing.append((assets._what(args.landmark_model), assets.converted_path(args.landmark_model)))
+    if missing:
+        what = " and ".join(w for w, _ in missing)
+        where = ", ".join(str(p) for _, p in missing)
+        raise RunError(EXIT_MODEL, "model_missing",
+                       f"{what} {'is' if len(missing) == 1 else 'are'} not installed ({where} missing); set "
+                       f"{'it' if len(missing) == 1 else 'them'} up with {assets.fix_command()}")
 
 
 def _check_people_early(args, detector, total: int) -> None:
@@ -720,12 +750,13 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
 
     ``wrap_predictor(predictor) -> predictor`` lets tests put a fake in front of the network."""
     from engine.common.camera import crop_cam_to_full_translation, crop_points_to_image
-    from engine.pipeline import (Batcher, Prefetch, StageTimes, StreamStats, crop_stream, fixed_stream,
-                                 predict_stream, track_stream, until_truncated)
+    from engine.pipeline import (Batcher, Prefetch, StageTimes, StreamStats, crop_stream, detect_every,
+                                 fixed_stream, predict_stream, track_stream, until_truncated)
 
     t0 = time.monotonic()
     times, stats = StageTimes(), StreamStats()
     resolve_estimator(args)
+    check_models_installed(args)
     if args.tracks:
         doc, tracks = _read_tracks(args.tracks)
         info, total = _open_video(args, (doc["frame_start"], doc["frame_stop"]))
@@ -804,7 +835,8 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
     if args.tracks:
         finalised = fixed_stream(stream, fixed, stats)
     else:
-        finalised = track_stream(stream, detector, make_tracker(args, total), times, stats, verifier=verifier)
+        finalised = track_stream(stream, detector, make_tracker(args, total), times, stats, verifier=verifier,
+                                 every=detect_every(getattr(args, "_fps", 0.0), detector), last=total - 1)
     progress.start("run", total)
     if args.estimator == "landmarks":
         from engine.landmarks.stream import fit_records, landmark_stream
@@ -883,10 +915,11 @@ def analyze(args, progress, cancel) -> dict:
     """The ``analyze`` command. -> the ``done`` event (also emitted). Raises RunError."""
     from engine.people.tracking import FinalFrame, tracks_from_frames
     from engine.people.tracks_file import tracks_document, write_tracks
-    from engine.pipeline import StageTimes, StreamStats, track_stream, until_truncated
+    from engine.pipeline import StageTimes, StreamStats, detect_every, track_stream, until_truncated
 
     t0 = time.monotonic()
     times, stats = StageTimes(), StreamStats()
+    check_models_installed(args)
     info, total = _open_video(args)
     if cancel["flag"]:
         raise Cancelled()
@@ -899,7 +932,8 @@ def analyze(args, progress, cancel) -> dict:
     progress.start("analyze", total)
     try:
         for item in track_stream(until_truncated(frames, stats), detector, tracker, times, stats, keep_images=False,
-                                 stop=lambda: cancel["flag"], on_frame=progress.update, verifier=verifier):
+                                 stop=lambda: cancel["flag"], on_frame=progress.update, verifier=verifier,
+                                 every=detect_every(getattr(args, "_fps", 0.0), detector), last=total - 1):
             finals.append(FinalFrame(item.index, item.boxes))
             stamps.append(item.timestamp)
     finally:

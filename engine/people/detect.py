@@ -1,9 +1,13 @@
 """Person detectors: ``detect(image RGB (H, W, 3) uint8, index=None) -> (N, 5) float64
 [x1, y1, x2, y2, score]`` in full-image pixels, score in [0, 1].
 
-- ``MannequinDetector`` (``engine.people.learned``, the default: ``DEFAULT_DETECTOR``): a
-  small CenterNet-style network trained on the project's own renders; ``MergedDetector``
-  adds HOG's boxes to it ("hog+mannequin").
+- ``MoveNetDetector`` (``engine.people.movenet``, the default: ``DEFAULT_DETECTOR``): Google's
+  MoveNet MultiPose (real-trained, Apache-2.0), converted at set-up; best recall and
+  precision on our labelled real footage (docs/people.md).
+- ``MannequinDetector`` (``engine.people.learned``): a small CenterNet-style network trained
+  on the project's own renders; ``MergedDetector`` adds HOG's boxes to it ("hog+mannequin").
+- ``BlazePoseDetector`` (``engine.people.blazepose``): BlazePose's own person detector, whole
+  frame or tiled (measured candidates).
 - ``HOGDetector``: ``cv2.HOGDescriptor`` with the default people SVM (64x128
   window). The frame is downscaled so its longer side is at most ``max_side`` px (1080p
   -> 1280x720 by default, picked by measurement in docs/people.md: 640 is 5x faster but
@@ -30,15 +34,19 @@ def _empty() -> np.ndarray:
     return np.zeros((0, 5), np.float64)
 
 
-def nms(dets: np.ndarray, iou: float = 0.45) -> np.ndarray:
-    """Greedy non-max suppression of (N, 5) xyxy+score boxes."""
+def nms_indices(dets: np.ndarray, iou: float = 0.45) -> np.ndarray:
+    """Greedy non-max suppression of (N, 5) xyxy+score boxes -> the kept rows' indices, best first."""
     dets = np.asarray(dets, np.float64).reshape(-1, 5)
     if len(dets) == 0:
-        return _empty()
+        return np.zeros(0, int)
     xywh = np.column_stack([dets[:, :2], dets[:, 2:4] - dets[:, :2]]).tolist()
-    keep = cv2.dnn.NMSBoxes(xywh, dets[:, 4].tolist(), 0.0, float(iou))
-    keep = np.asarray(keep, int).reshape(-1)
-    return dets[keep]
+    return np.asarray(cv2.dnn.NMSBoxes(xywh, dets[:, 4].tolist(), 0.0, float(iou)), int).reshape(-1)
+
+
+def nms(dets: np.ndarray, iou: float = 0.45) -> np.ndarray:
+    """Greedy non-max suppression of (N, 5) xyxy+score boxes -> the kept boxes."""
+    dets = np.asarray(dets, np.float64).reshape(-1, 5)
+    return dets[nms_indices(dets, iou)] if len(dets) else _empty()
 
 
 class Detector:
@@ -250,8 +258,8 @@ class MergedDetector(Detector):
 
 # Names accepted by ``make_detector`` and ``python -m engine run --detector``; "default" is
 # DEFAULT_DETECTOR, the candidate picked by measurement (docs/people.md).
-DETECTOR_NAMES = ("default", "hog", "haar", "mannequin", "hog+mannequin", "blazepose", "blazepose-tiled")
-DEFAULT_DETECTOR = "mannequin"
+DETECTOR_NAMES = ("default", "movenet", "hog", "haar", "mannequin", "hog+mannequin", "blazepose", "blazepose-tiled")
+DEFAULT_DETECTOR = "movenet"
 
 
 def make_detector(name: str = "default", **kw) -> Detector:
@@ -259,6 +267,10 @@ def make_detector(name: str = "default", **kw) -> Detector:
     ``weights``, ``threshold`` go to the learned one, the rest to HOG)."""
     if name == "default":
         name = DEFAULT_DETECTOR
+    if name == "movenet":
+        from engine.people.movenet import MoveNetDetector
+
+        return MoveNetDetector(**kw)
     if name == "hog":
         return HOGDetector(**kw)
     if name == "haar":

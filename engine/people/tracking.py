@@ -135,7 +135,11 @@ class TrackerParams:
 
     ``birth_iou``: a detection overlapping a live track's box by more than this starts no
     track (where people cross, the detector may give a box for each person plus one around
-    both; that third box must not become a person)."""
+    both; that third box must not become a person).
+
+    ``occluder_margin``: where people cross and one box fits both tracks (association costs
+    within this margin; 0 = off), the nearer person (lower box bottom) keeps it
+    (``_prefer_occluders``)."""
     high_thresh: float = 0.5
     low_thresh: float = 0.1
     new_thresh: float | None = None
@@ -149,6 +153,7 @@ class TrackerParams:
     reid_reach: float = 1.0
     appearance_alpha: float = 0.2
     birth_iou: float = 0.3
+    occluder_margin: float = 0.15
 
 
 RELINK_SECONDS = 1.0   # a person the detector misses for up to this long keeps their id
@@ -203,17 +208,40 @@ def _app_distance(tracks, apps) -> np.ndarray:
     return out
 
 
-def _match(tracks, boxes, frame, iou_thresh, apps=None, weight=0.0):
-    """Hungarian on ``1 - IoU + weight * appearance distance``, pairs gated by IoU >= iou_thresh.
-    -> (pairs (track i, detection j), unmatched tracks, unmatched detections)."""
+def _match(tracks, boxes, frame, iou_thresh, apps=None, weight=0.0, occluder_margin=0.0):
+    """Hungarian on ``1 - IoU + weight * appearance distance``, pairs gated by IoU >= iou_thresh,
+    then ``_prefer_occluders``. -> (pairs (track i, detection j), unmatched tracks, unmatched
+    detections)."""
     if not tracks or len(boxes) == 0:
         return [], list(range(len(tracks))), list(range(len(boxes)))
     pred = np.array([t.predict(frame) for t in tracks])
     iou = iou_matrix(pred, boxes)
-    r, c = linear_sum_assignment(1.0 - iou + weight * _app_distance(tracks, apps))
+    cost = 1.0 - iou + weight * _app_distance(tracks, apps)
+    r, c = linear_sum_assignment(cost)
     pairs = [(i, j) for i, j in zip(r, c) if iou[i, j] >= iou_thresh]
+    if occluder_margin > 0:
+        pairs = _prefer_occluders(pairs, pred, cost, iou >= iou_thresh, occluder_margin)
     mi, mj = {i for i, _ in pairs}, {j for _, j in pairs}
     return pairs, [i for i in range(len(tracks)) if i not in mi], [j for j in range(len(boxes)) if j not in mj]
+
+
+def _prefer_occluders(pairs, pred, cost, allowed, margin: float) -> list:
+    """Where two tracks' predicted boxes overlap and one detection could be either person
+    (the unmatched track's cost at most ``margin`` above the matched one's), the detection
+    goes to the nearer person, the one whose box reaches lower in the frame (people on a
+    floor, camera above it): a detector sees the occluder, and the hidden person's track
+    coasts on its velocity until they reappear instead of taking over the occluder's box."""
+    pairs = list(pairs)
+    free = [k for k in range(len(pred)) if k not in {i for i, _ in pairs}]
+    for n, (i, j) in enumerate(pairs):
+        h = pred[i, 3] - pred[i, 1]
+        for k in free:
+            if (allowed[k, j] and cost[k, j] <= cost[i, j] + margin and pred[k, 3] > pred[i, 3] + 0.05 * h
+                    and iou_matrix(pred[i:i + 1], pred[k:k + 1])[0, 0] > 0.2):
+                pairs[n] = (k, j)
+                free[free.index(k)] = i
+                break
+    return pairs
 
 
 def _reidentify(tracks, boxes, apps, frame, max_dist, reach) -> list:
@@ -238,11 +266,17 @@ class _Associator:
     def __init__(self, p: TrackerParams):
         self.p = p
         self.new_thresh = p.high_thresh if p.new_thresh is None else p.new_thresh
-        self.live, self.next_id, self.frame = [], 1, 0
+        self.live, self.next_id, self.frame, self.examined = [], 1, 0, -1
 
     def step(self, d) -> list:
-        """Associate the next frame's (N, 5) detections; -> the tracks that ended."""
+        """Associate the next frame's (N, 5) detections; -> the tracks that ended. ``d`` None:
+        the detector skipped this frame (``detect_every``): tracks coast, and their boxes there
+        are interpolated like a missed detection's."""
         p, f, live = self.p, self.frame, self.live
+        if d is None:
+            self.live = [t for t in live if f - t.last <= p.max_lost]
+            self.frame += 1
+            return [t for t in live if f - t.last > p.max_lost]
         d = np.asarray(d, np.float64)
         d = d.reshape(-1, d.shape[1] if d.ndim == 2 and d.shape[1] > 5 else 5)    # (N, 5) or (N, 5 + K)
         d = d[(d[:, 4] >= p.low_thresh) & (d[:, 2] > d[:, 0]) & (d[:, 3] > d[:, 1])]
@@ -256,11 +290,14 @@ class _Associator:
             if clean[j]:
                 t.learn_appearance(app(j), p.appearance_alpha)
 
-        pairs, rest, new = _match(live, d[hi_i, :4], f, p.iou_thresh, app(hi_i), p.appearance_weight)
+        pairs, rest, new = _match(live, d[hi_i, :4], f, p.iou_thresh, app(hi_i), p.appearance_weight,
+                                  p.occluder_margin)
         for i, j in pairs:
             take(live[i], hi_i[j])
-        recent = [live[i] for i in rest if live[i].last == f - 1]   # stage 2: only tracks seen last frame
-        pairs2, _, _ = _match(recent, d[lo_i, :4], f, max(p.iou_thresh, 0.3), app(lo_i), p.appearance_weight)
+        # stage 2: only tracks seen on the last frame the detector looked at
+        recent = [live[i] for i in rest if live[i].last == self.examined]
+        pairs2, _, _ = _match(recent, d[lo_i, :4], f, max(p.iou_thresh, 0.3), app(lo_i), p.appearance_weight,
+                              p.occluder_margin)
         for i, j in pairs2:
             take(recent[i], lo_i[j])
         lost = [live[i] for i in rest if live[i].last < f]
@@ -279,6 +316,7 @@ class _Associator:
         for t in live:
             (keep if f - t.last <= p.max_lost else ended).append(t)
         self.live = keep
+        self.examined = f
         self.frame += 1
         return ended
 
@@ -385,7 +423,8 @@ class OnlineTracker:
         return self._assoc.frame - self._released
 
     def update(self, detections) -> list:
-        """Associate the next frame's (N, 5) detections; -> the frames that became final."""
+        """Associate the next frame's (N, 5) detections (None: a frame the detector skipped);
+        -> the frames that became final."""
         if self._closed:
             raise RuntimeError("OnlineTracker.update after close()")
         for t in self._assoc.step(detections):

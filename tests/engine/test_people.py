@@ -264,3 +264,52 @@ def test_a_box_around_two_people_starts_no_track(clip):
     kept = tk.track(d)
     assert len(kept) == 2 and mt.evaluate(kept, gt)["id_switches"] == 0
     assert len(tk.track(d, birth_iou=1.01)) == 3
+
+
+def test_frames_the_detector_skips_are_interpolated_and_keep_ids():
+    """``detect_every``: a frame given as None (not looked at) is a gap like a missed
+    detection: two people keep their ids, every frame gets a box, the skipped ones the linear
+    path, flagged as interpolated; the low-score second stage still extends a track across one."""
+    from engine.pipeline import detect_every
+
+    T = 30
+    a, b = _moving(T), _moving(T)[:, [0, 1, 2, 3]] + np.array([300, 20, 300, 20])
+    dets = [np.array([[*a[t], 0.9], [*b[t], 0.3 if t == 12 else 0.9]]) if t % 2 == 0 else None for t in range(T)]
+    dets[-1] = np.array([[*a[-1], 0.9], [*b[-1], 0.9]])          # the range's last frame is always looked at
+    tracks = tk.track(dets, min_track_frames=10)
+    assert len(tracks) == 2
+    for tr, truth in zip(sorted(tracks.values(), key=lambda t: t.xyxy[0, 0]), (a, b)):
+        assert tr.frames.tolist() == list(range(T))
+        np.testing.assert_allclose(tr.xyxy, truth, atol=1e-9)
+        assert tr.interpolated[1:-1:2].all() and not tr.interpolated[0:-1:2].any()
+    online = tk.OnlineTracker(min_track_frames=10)
+    finals = [ff for d in dets for ff in online.update(d)] + online.close()
+    assert [ff.frame for ff in finals] == list(range(T)) and all(len(ff.boxes) == 2 for ff in finals)
+
+    class Slow:
+        detections_per_second = 15.0
+    assert detect_every(29.97, Slow()) == 2 and detect_every(10.0, Slow()) == 1 and detect_every(60, Slow()) == 4
+    assert detect_every(30.0, object()) == 1 and detect_every(0.0, Slow()) == 1
+
+
+def test_the_nearer_person_keeps_the_box_where_two_cross():
+    """One box where two people overlap (the detector sees the one in front, its box pulled
+    half-way to the hidden one): it goes to the nearer person's track (lower box bottom), the
+    hidden one coasts and is found again: each keeps one id. Without the rule
+    (``occluder_margin=0``) the near person's track is lost and they come out under a new id."""
+    T = 40
+    near = np.array([[100 + 8 * t, 100, 160 + 8 * t, 300] for t in range(T)], float)   # walks right, in front
+    far = np.array([[420 - 8 * t, 110, 470 - 8 * t, 270] for t in range(T)], float)    # walks left, behind
+    dets = [np.array([[*(near[t] + 0.5 * (far[t] - near[t])), 0.9]])
+            if tk.iou_matrix(near[t:t + 1], far[t:t + 1])[0, 0] > 0.1 else
+            np.array([[*near[t], 0.9], [*far[t], 0.9]]) for t in range(T)]
+
+    def who(tracks, frame, path):
+        return {tid for tid, tr in tracks.items() if frame in tr.frames
+                and abs(tr.xyxy[list(tr.frames).index(frame), 0] - path[frame, 0]) < 2}
+
+    tracks = tk.track(dets, min_track_frames=5)
+    assert len(tracks) == 2
+    assert who(tracks, 0, near) == who(tracks, T - 1, near) and who(tracks, 0, far) == who(tracks, T - 1, far)
+    off = tk.track(dets, min_track_frames=5, occluder_margin=0.0)
+    assert who(off, 0, near) != who(off, T - 1, near)

@@ -147,7 +147,7 @@ def test_tiling_finds_the_small_people_of_vtest(detector, tiled):
 def test_registration_keeps_the_default(model):
     from engine.people import detect
 
-    assert detect.DEFAULT_DETECTOR == "mannequin"
+    assert detect.DEFAULT_DETECTOR == "movenet"
     assert "blazepose" in detect.DETECTOR_NAMES and "blazepose-tiled" in detect.DETECTOR_NAMES
     d = detect.make_detector("blazepose-tiled", weights=model[1], device="cpu")
     assert isinstance(d, bp.BlazePoseDetector) and d.levels == bp.TILED_LEVELS and d.name == "blazepose-tiled"

