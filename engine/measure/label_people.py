@@ -38,20 +38,17 @@ from __future__ import annotations
 
 import argparse
 import colorsys
-import io
 import json
-import subprocess
-import tarfile
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from engine.data.registry_photos import OPENCV_DOC, OPENCV_DOC_DATA, opencv_doc_image, skimage_image
+
 ROOT = Path(__file__).resolve().parents[2]
 FOOTAGE = ROOT.parent / "shared" / "footage"
 LABELS = Path(__file__).resolve().parent / "data" / "people_labels.json"
-OPENCV_DOC_DATA = "./usr/share/doc/opencv-doc/examples/data/"
 
 
 def sources() -> dict:
@@ -59,8 +56,7 @@ def sources() -> dict:
     import skimage
 
     sk = {"package": "scikit-image (PyPI)", "version": skimage.__version__}
-    doc = {"package": "opencv-doc (Debian 12 bookworm)", "version": "4.6.0+dfsg-12",
-           "fetch": "apt-get download opencv-doc; dpkg-deb --fsys-tarfile opencv-doc_*.deb | tar -x"}
+    doc = dict(OPENCV_DOC)
     return {
         "vtest.avi": ({"kind": "video", "path": "shared/footage/vtest.avi"}, list(range(0, 781, 13))),
         "dancer.mp4": ({"kind": "video", "path": "shared/footage/dancer.mp4"},
@@ -70,21 +66,6 @@ def sources() -> dict:
         "basketball1.png": ({"kind": "photo", **doc, "path": OPENCV_DOC_DATA[1:] + "basketball1.png"}, [0]),
         "basketball2.png": ({"kind": "photo", **doc, "path": OPENCV_DOC_DATA[1:] + "basketball2.png"}, [0]),
     }
-
-
-def _opencv_doc_image(name: str, cache: Path = Path(tempfile.gettempdir()) / "opencv-doc") -> np.ndarray:
-    """A PNG from Debian's opencv-doc package (downloaded once with apt-get into ``cache``)."""
-    out = cache / name
-    if not out.is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        debs = sorted(cache.glob("opencv-doc_*.deb"))
-        if not debs:
-            subprocess.run(["apt-get", "download", "opencv-doc"], cwd=cache, check=True)
-            debs = sorted(cache.glob("opencv-doc_*.deb"))
-        tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(debs[-1])], check=True, capture_output=True).stdout
-        with tarfile.open(fileobj=io.BytesIO(tar)) as t:
-            out.write_bytes(t.extractfile(OPENCV_DOC_DATA + name).read())
-    return cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)
 
 
 def load_frames(name: str, record: dict, frames) -> dict:
@@ -102,11 +83,8 @@ def load_frames(name: str, record: dict, frames) -> dict:
             i += 1
         return got
     if record["package"].startswith("scikit-image"):
-        from skimage import data
-
-        im = getattr(data, name.split(".")[0])()
-        return {0: np.dstack([im] * 3) if im.ndim == 2 else im[..., :3]}
-    return {0: _opencv_doc_image(name)}
+        return {0: skimage_image(name.split(".")[0])}
+    return {0: opencv_doc_image(name)}
 
 
 def _iou(a, b) -> float:

@@ -8,7 +8,8 @@ For each candidate (a detector, with or without track verification by the landma
   unless it lies on an ignore region or on a person too small or too hidden to count);
 * tracking, on each labelled video, the same detector + the online tracker (+ verification)
   over the frames up to the last labelled one, as ``engine run`` / ``analyze`` do: tracks on
-  non-people (a track covering labelled frames that never matches a labelled person), id
+  non-people (a track covering labelled frames that never matches a labelled person and is
+  not only on ignore regions, i.e. people too small to label), id
   switches (a person's matched track id changes between labelled frames), fragments (extra
   track ids per person) and the share of labelled person-frames a track covers;
 * speed: frames/s of detection + tracking (+ verification) on the video.
@@ -175,13 +176,11 @@ def tracking_scores(tracks: dict, entry: dict) -> dict:
                 boxes_at[int(f)][tid] = b
     matched_ids = {}              # person id -> [track id per labelled frame where matched]
     track_hits = {t: 0 for t in tracks}
-    track_frames = {t: 0 for t in tracks}
+    track_misses = {t: 0 for t in tracks}      # boxes on nobody (not on an ignore region either)
     covered = total = boxes_ok = boxes_all = 0
     for f in frames:
         people = entry["frames"][str(f)]
         tids = list(boxes_at[f])
-        for t in tids:
-            track_frames[t] += 1
         gt = np.array([p["xyxy"] for p in people], np.float64).reshape(-1, 4)
         tb = np.array([boxes_at[f][t] for t in tids], np.float64).reshape(-1, 4)
         pairs = match(gt, tb)
@@ -192,11 +191,15 @@ def tracking_scores(tracks: dict, entry: dict) -> dict:
         covered += sum(_counts(people[i], 50) for i, _ in pairs)
         # track boxes that are a person (or lie on an ignore region): the rigs' precision
         on_person = {j for _, j in pairs}
+        for j in range(len(tb)):
+            if j not in on_person and not _ignored(tb[j], entry, f):
+                track_misses[tids[j]] += 1
         boxes_all += sum(1 for j in range(len(tb)) if j in on_person or not _ignored(tb[j], entry, f))
         boxes_ok += len(on_person)
     switches = sum(sum(a != b for a, b in zip(s, s[1:])) for s in matched_ids.values())
     fragments = sum(len(set(s)) - 1 for s in matched_ids.values())
-    non_people = [t for t in tracks if track_frames[t] > 0 and track_hits[t] == 0]
+    # on labelled frames never on a person, and not only on ignore regions (people under 50 px)
+    non_people = [t for t in tracks if track_misses[t] > 0 and track_hits[t] == 0]
     return {"tracks": len(tracks), "non_people": len(non_people), "id_switches": int(switches),
             "fragments": int(fragments), "coverage": covered / max(total, 1),
             "box_precision": boxes_ok / max(boxes_all, 1)}
@@ -213,6 +216,8 @@ def candidates() -> dict:
             continue
         out[name] = (lambda n=name: make_detector(n), False)
         out[f"{name} + verification"] = (lambda n=name: make_detector(n), True)
+    # the default's input size, measured both ways (speed against small people)
+    out["movenet (long side 512)"] = (lambda: make_detector("movenet", long_side=512), False)
     return out
 
 

@@ -178,6 +178,7 @@ def candidates():
             (lambda: make_detector("mannequin", device="cpu"), iou_only),
         "Learned mannequin detector (long side 320) + tracker": (lambda: make_detector("mannequin", device="cpu"), {}),
         "HOG (long side 1280) + learned, merged + tracker": (lambda: make_detector("hog+mannequin", device="cpu"), {}),
+        "MoveNet MultiPose (long side 384; the default) + tracker": (lambda: make_detector("movenet", device="cpu"), {}),
     }
 
 

@@ -147,6 +147,23 @@ def network_input(image: np.ndarray, long_side: int) -> tuple:
     return out, scale
 
 
+def grow_to_keypoints(boxes: np.ndarray, keypoints: np.ndarray, min_score: float = 0.3,
+                      margin: float = 0.04) -> np.ndarray:
+    """boxes (N, 4) xyxy, keypoints (N, 17, 3) x, y, score -> the boxes grown to hold every
+    keypoint scored >= ``min_score`` plus ``margin`` x the box height around it: keypoints
+    are joints (a wrist, an ankle), the hand and foot reach past them, and a crop must hold
+    the whole person (arms raised above a box regressed too short)."""
+    out = np.array(boxes, np.float32).reshape(-1, 4).copy()
+    for b, kp in zip(out, np.asarray(keypoints, np.float32).reshape(len(out), -1, 3)):
+        ok = kp[:, 2] >= min_score
+        if not ok.any():
+            continue
+        pad = margin * (b[3] - b[1])
+        b[0], b[1] = min(b[0], kp[ok, 0].min() - pad), min(b[1], kp[ok, 1].min() - pad)
+        b[2], b[3] = max(b[2], kp[ok, 0].max() + pad), max(b[3], kp[ok, 1].max() + pad)
+    return out
+
+
 class MoveNetDetector(Detector):
     """People as MoveNet MultiPose finds them: ``detect(rgb) -> (N, 5)`` x1, y1, x2, y2, score
     in frame pixels; ``last_keypoints`` holds each returned person's 17 COCO keypoints (x, y,
@@ -220,14 +237,14 @@ class MoveNetDetector(Detector):
         """One image's people -> ((N, 5) frame boxes over the threshold after NMS, (N, 17, 3))."""
         score = people.scores[j].numpy()
         keep = score >= self.threshold
-        b = people.boxes[j].numpy()[keep] * np.array([H, W, H, W], np.float32) / scale
+        yx = people.boxes[j].numpy()[keep] * np.array([H, W, H, W], np.float32) / scale
         kp = people.keypoints[j].numpy()[keep]
         kxy = np.stack([kp[..., 1] * W / scale, kp[..., 0] * H / scale, kp[..., 2]], -1).astype(np.float32)
+        xyxy = grow_to_keypoints(yx[:, [1, 0, 3, 2]], kxy)
         h, w = shape[:2]
         reported = np.minimum(score[keep] * (0.5 / HALF_SCORE), 1.0)
-        dets = np.stack([np.clip(b[:, 1], 0, w), np.clip(b[:, 0], 0, h), np.clip(b[:, 3], 0, w),
-                         np.clip(b[:, 2], 0, h), reported], 1).astype(np.float32) if len(b) else \
-            np.zeros((0, 5), np.float32)
+        dets = np.column_stack([xyxy[:, [0, 2]].clip(0, w), xyxy[:, [1, 3]].clip(0, h), reported])[:, [0, 2, 1, 3, 4]]
+        dets = dets.astype(np.float32).reshape(-1, 5)
         if len(dets) > 1:
             order = nms_indices(dets, self.nms_iou)
             dets, kxy = dets[order], kxy[order]

@@ -21,6 +21,9 @@
    under 30 % of its vertices inside the frame is not a positive but an ignored region.
 3. Training: augmentation on the fly (flip, zoom-in 1-1.4 with shift, 30 % text
    overlays (``overlay_text``: captions and titles, never people), blur, JPEG in ``augment``; channel gains, brightness, contrast, grey, noise in ``colour_jitter``),
+   ``--negatives SHARE``: that share of the samples is a crop of a real photo without people
+   instead (``negative_scene``; ``engine.data.registry_photos.NEGATIVE_PHOTOS``: streets with
+   posts and bollards, a building, aerial views, objects; never the measured footage),
    CenterNet heatmap and TTFNet box targets (``learned.encode_targets``), focal loss +
    5 x GIoU (TTFNet's weights), AdamW, cosine learning rate, batches of one aspect, the
    next batch prepared in a thread during each step. ``--steps`` fixes the step count and
@@ -358,15 +361,34 @@ def colour_jitter(rng, images, valid: np.ndarray):
     return (x / 255.0 - learned.PIXEL_MEAN) / learned.PIXEL_STD
 
 
-def make_batch(rng, scenes: list, members: list, config: dict) -> dict:
+def negative_scene(rng, photos: list, scene: tuple, pad_value: int) -> tuple:
+    """A scene of the same canvas as ``scene`` showing a random crop of one real photo
+    without people (``engine.data.registry_photos.NEGATIVE_PHOTOS``): no boxes, no ignores."""
+    canvas, _, _, (h, w) = scene
+    photo = photos[int(rng.integers(len(photos)))]
+    ph, pw = photo.shape[:2]
+    frac = rng.uniform(0.35, 1.0)                     # the crop's share of the photo's side
+    ch = min(ph, int(round(frac * min(ph, pw * h / w))))
+    cw = min(pw, max(1, int(round(ch * w / h))))
+    y0, x0 = int(rng.integers(0, ph - ch + 1)), int(rng.integers(0, pw - cw + 1))
+    out = np.full_like(canvas, pad_value)
+    out[:h, :w] = cv2.resize(photo[y0:y0 + ch, x0:x0 + cw], (w, h), interpolation=cv2.INTER_AREA)
+    return out, np.zeros((0, 4)), np.zeros((0, 4)), (h, w)
+
+
+def make_batch(rng, scenes: list, members: list, config: dict, negatives: list | None = None,
+               negative_share: float = 0.0) -> dict:
     """Augmented samples ``members`` of ``scenes`` (one canvas size) -> dict of tensors:
     input (B, 3, H, W) normalised network input, the ``learned.encode_targets`` arrays
-    stacked (B, ...)."""
+    stacked (B, ...). With ``negatives`` (real photos without people), each sample is one of
+    them instead with probability ``negative_share`` (``negative_scene``)."""
     import torch
 
     imgs, targets = [], []
     for n in members:
         canvas, boxes, ignore, valid = scenes[n]
+        if negatives and rng.random() < negative_share:
+            canvas, boxes, ignore, valid = negative_scene(rng, negatives, scenes[n], config["pad_value"])
         img, b, ig = augment(rng, canvas, valid, boxes, ignore, config["pad_value"])
         hp, wp = img.shape[:2]
         s = config["stride"]
@@ -468,7 +490,7 @@ def box_scores(net, scenes: list, config: dict, threshold: float = 0.5) -> dict:
 
 
 def train(scenes: list, config: dict, seed: int, steps: int | None, deadline: float, batch_size: int = 16,
-          lr: float = 3e-3, log=print, init=None):
+          lr: float = 3e-3, log=print, init=None, negatives: list | None = None, negative_share: float = 0.0):
     """Train a fresh network (or ``init``, a network to go on training) on ``scenes``. ``steps``: a fixed count (the learning rate
     follows the step, a deterministic run); None: train until ``deadline``
     (time.perf_counter()) with the learning rate following the elapsed time (ends on
@@ -492,7 +514,7 @@ def train(scenes: list, config: dict, seed: int, steps: int | None, deadline: fl
     def batch_for(step):     # its own generator per step: the same batches with or without the prefetch thread
         rng = np.random.default_rng(np.random.SeedSequence([seed, 1, step]))
         members = groups[keys[rng.choice(len(keys), p=p)]]
-        return make_batch(rng, scenes, list(rng.choice(members, size=batch_size)), config)
+        return make_batch(rng, scenes, list(rng.choice(members, size=batch_size)), config, negatives, negative_share)
 
     prefetch = ThreadPoolExecutor(1)              # the next batch is prepared during this step
     pending = prefetch.submit(batch_for, 0)
@@ -545,6 +567,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
     ap.add_argument("--init", default=None, help="weights file to go on training from (a second run with "
                     "another --seed sees new scenes)")
+    ap.add_argument("--negatives", type=float, default=0.0,
+                    help="share of training samples replaced by crops of real photos without people "
+                         "(engine.data.registry_photos.NEGATIVE_PHOTOS; default 0: renders only)")
     a = ap.parse_args(argv)
 
     import torch
@@ -566,13 +591,20 @@ def main(argv=None) -> int:
     people = sum(len(s[1]) for s in scenes)
     log(f"  {len(scenes)} scenes, {people} labelled people, {time.perf_counter() - t0:.0f} s")
     reserve = 20 + 0.02 * a.val                       # held-out scoring and saving
-    net, steps = train(scenes, config, a.seed, a.steps, deadline - reserve, a.batch, a.lr, log, init)
+    negatives = None
+    if a.negatives > 0:
+        from engine.data.registry_photos import negative_photos
+
+        negatives = negative_photos()
+        log(f"  {len(negatives)} real photos without people as negatives ({100 * a.negatives:.0f} % of samples)")
+    net, steps = train(scenes, config, a.seed, a.steps, deadline - reserve, a.batch, a.lr, log, init,
+                       negatives, a.negatives)
     config["score_a"], config["score_b"] = fit_calibration(net, val, config)
     log(f"score calibration: sigmoid({config['score_a']:.3f} logit(peak) + {config['score_b']:.3f})")
     score = box_scores(net, val, config)
     params = sum(p.numel() for p in net.parameters())
     wall = time.perf_counter() - t0
-    info = {"seed": a.seed, "scenes": a.scenes, "steps": steps,
+    info = {"seed": a.seed, "scenes": a.scenes, "steps": steps, "negatives": a.negatives,
             **({"init": {k: before.get(k) for k in ("seed", "scenes", "steps", "lr", "wall_s", "init")}} if a.init else {}), "batch": a.batch, "lr": a.lr, "params": params,
             "wall_s": round(wall, 1), **{k: round(float(v), 4) for k, v in score.items()}}
     learned.save_weights(net, config, a.out, info)

@@ -191,3 +191,20 @@ def test_detectors_and_tracker_follow_two_people_crossing(name, crossing_clips):
         assert ev["id_switches"] == 0, (seed, ev["ids"].T)
         ids = [set(ev["ids"][mostly[:, p], p].tolist()) - {-1} for p in range(gt.shape[1])]
         assert all(len(s) == 1 for s in ids) and ids[0] != ids[1], (seed, ids)
+
+
+def test_real_negatives_are_unlabelled_photo_crops_in_the_scene_canvas():
+    """``--negatives``: a training sample replaced by a crop of a real photo without people
+    keeps the scene's canvas and padding and has no box to find."""
+    from engine.data.registry_photos import NEGATIVE_PHOTOS, skimage_image
+    from engine.people.train_detector import negative_scene
+
+    assert ("opencv-doc", "leuvenA.jpg") in NEGATIVE_PHOTOS                     # a street with posts
+    photos = [skimage_image("coffee"), skimage_image("brick")]
+    rng = np.random.default_rng(0)
+    scene = (np.zeros((192, 320, 3), np.uint8), np.array([[10, 10, 50, 150]]), np.zeros((0, 4)), (180, 320))
+    for _ in range(10):
+        canvas, boxes, ignore, valid = negative_scene(rng, photos, scene, 114)
+        assert canvas.shape == (192, 320, 3) and valid == (180, 320)
+        assert (canvas[180:] == 114).all() and canvas[:180].std() > 5             # padding kept, a photo inside
+        assert boxes.shape == (0, 4) and ignore.shape == (0, 4)

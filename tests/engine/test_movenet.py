@@ -264,3 +264,17 @@ def test_network_input_keeps_aspect_and_pads_to_32():
     assert (x == 200).all()                                 # 1080 * 512 / 1920 = 288: no padding
     x, scale = mn.network_input(image[:1000], 512)          # 1000 * 512 / 1920 = 266.7 -> 267 rows
     assert x.shape == (288, 512, 3) and (x[:267] == 200).all() and (x[267:] == 0).all()
+
+
+def test_boxes_grow_to_hold_the_keypoints():
+    """A box regressed too short (arms raised above it) grows to hold every confident
+    keypoint with a margin; low-scored keypoints and boxes that hold them already stay."""
+    boxes = np.array([[100, 100, 200, 300], [400, 100, 500, 300]], np.float32)
+    kp = np.zeros((2, 17, 3), np.float32)
+    kp[0, :, :2], kp[1, :, :2] = [150, 200], [450, 200]
+    kp[..., 2] = 0.9
+    kp[0, 9] = [120, 60, 0.8]          # a wrist 40 px above the first box
+    kp[1, 10] = [700, 200, 0.1]        # far out but not confident
+    out = mn.grow_to_keypoints(boxes, kp)
+    np.testing.assert_allclose(out[0], [100, 60 - 0.04 * 200, 200, 300])
+    np.testing.assert_allclose(out[1], boxes[1])
