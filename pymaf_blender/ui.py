@@ -74,6 +74,11 @@ class PYMAF_PT_main(_Panel, bpy.types.Panel):
             layout.label(text="PyMAF needs a checkpoint (Preferences)", icon="ERROR")
         else:
             col.label(text=f"PyMAF: {bpy.path.basename(prefs.checkpoint_path)}", icon="CHECKMARK")
+        if paths.detector_installed() is False:
+            box = layout.box()
+            box.label(text="The person detector (MoveNet) is not installed", icon="ERROR")
+            op = box.operator("preferences.addon_show", text="Preferences > Set up Engine", icon="PREFERENCES")
+            op.module = paths.package()
 
         layout.prop(s, "smoothing", slider=True)
         if running is not None:

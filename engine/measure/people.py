@@ -35,6 +35,7 @@ from scipy.optimize import linear_sum_assignment
 
 ROOT = Path(__file__).resolve().parents[2]
 LABELS = Path(__file__).resolve().parent / "data" / "people_labels.json"
+RETRAINED = ROOT / "build" / "detector" / "mannequin_negatives.pt"   # the learned detector + real negatives
 MIN_COVER, MIN_FILL = 0.7, 0.25   # share of the person covered, share of the box that is the person
 
 
@@ -218,6 +219,10 @@ def candidates() -> dict:
         out[f"{name} + verification"] = (lambda n=name: make_detector(n), True)
     # the default's input size, measured both ways (speed against small people)
     out["movenet (long side 512)"] = (lambda: make_detector("movenet", long_side=512), False)
+    if RETRAINED.is_file():   # made by the command in docs/people.md (not shipped)
+        out["mannequin retrained with real negatives"] = (lambda: make_detector("mannequin", weights=RETRAINED), False)
+        out["mannequin retrained with real negatives + verification"] = (
+            lambda: make_detector("mannequin", weights=RETRAINED), True)
     return out
 
 

@@ -540,7 +540,7 @@ def test_setup_engine_makes_the_extensions_own_environment(ext, scene, prefs, fa
         assert "-m venv" in log and "-r " + str(ext.paths.engine_requirements()) in log
         assert "Successfully installed" in log and "Set up" in prefs.setup_report
         # the landmark models are set up after the packages, by the engine's own command
-        assert f"{py} -u -m engine.landmarks.setup --sizes lite,full,heavy" in log
+        assert f"{py} -u -m engine.landmarks.setup --sizes lite,full,heavy,movenet" in log
         assert log.index("-r " + str(ext.paths.engine_requirements())) < log.index("engine.landmarks.setup")
         assert "Pose landmark models: BlazePose GHUM 3D by Google, Apache License 2.0" in log
         assert "Pose landmark models:" in prefs.setup_report
