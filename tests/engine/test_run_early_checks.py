@@ -234,3 +234,23 @@ def test_sigint_right_after_start_exits_130_within_seconds(clips):
     assert json.loads(stdout.splitlines()[-1])["code"] == "cancelled"
     assert elapsed < 2.0, elapsed
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["default", "mannequin"])
+def test_the_detector_runs_on_the_runs_device(name, tmp_path):
+    """``--device cpu`` reaches the detector network too (it used to pick its own)."""
+    args = R.build_parser("run").parse_args([str(tmp_path / "v.mp4"), "-o", str(tmp_path / "o.npz"),
+                                             "--device", "cpu", "--detector", name])
+    detector, desc = R._make_detector(args)
+    assert str(detector.device) == "cpu" and desc == ("movenet" if name == "default" else name)
+
+
+def test_every_missing_model_is_named_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYMAF_ASSETS_DIR", str(tmp_path))
+    args = R.build_parser("analyze").parse_args([str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "t.json")])
+    with pytest.raises(R.RunError) as e:
+        R.check_models_installed(args)
+    assert e.value.exit_code == 5 and "MoveNet" in e.value.message and "BlazePose" not in e.value.message
+    args = R.build_parser("analyze").parse_args([str(tmp_path / "m.mp4"), "-o", str(tmp_path / "t.json"),
+                                                 "--detector", "hog"])
+    R.check_models_installed(args)            # HOG needs no converted model
