@@ -20,7 +20,8 @@ convention, not the finding. A detection (or track box) matches a labelled perso
 covers at least 70 % of the person's box and the person fills at least 25 % of it (a square
 around a standing person: about a third); Hungarian on the covered share, one to one.
 
-    python -m engine.measure.people [--out docs/people-real.md] [--candidates NAME,...]
+    python -m engine.measure.people [--out docs/people-real.md] [--candidates NAME,...] [--cache DIR]
+    python -m engine.measure.people --cache DIR --rescore     (labels changed: no detector runs)
 """
 from __future__ import annotations
 
@@ -226,7 +227,14 @@ def candidates() -> dict:
     return out
 
 
-def measure(names=None, log=print) -> list:
+def _cache_file(cache, name: str) -> Path:
+    return Path(cache) / ("".join(c if c.isalnum() else "_" for c in name) + ".json")
+
+
+def measure(names=None, log=print, cache=None) -> list:
+    """Run each candidate; -> report rows. ``cache``: a folder where each candidate's
+    detection scores and tracks are kept (JSON), so ``rescore`` can score them again after
+    the labels change without running the detectors."""
     labels = load_labels()
     rows = []
     for name, (factory, verify) in candidates().items():
@@ -234,7 +242,7 @@ def measure(names=None, log=print) -> list:
             continue
         detector = factory()
         det = None if verify else detection_scores(detector, labels)   # verification acts on tracks only
-        track = {}
+        track, kept = {}, {}
         for vname, entry in labels["videos"].items():
             path = video_path(entry)
             if path is None:
@@ -242,8 +250,31 @@ def measure(names=None, log=print) -> list:
             stop = max(int(k) for k in entry["frames"]) + 1
             tracks, fps, _ = run_tracker(path, detector, stop, verify)
             track[vname] = {**tracking_scores(tracks, entry), "fps": fps}
+            kept[vname] = {"fps": fps, "tracks": {str(t): [np.asarray(f).tolist(), np.asarray(b).tolist()]
+                                                  for t, (f, b) in tracks.items()}}
         rows.append({"name": name, "detection": det, "tracking": track})
+        if cache:
+            Path(cache).mkdir(parents=True, exist_ok=True)
+            _cache_file(cache, name).write_text(json.dumps({"name": name, "detection": det, "videos": kept}))
         log(f"{name}: {rows[-1]}")
+    return rows
+
+
+def rescore(cache, names=None) -> list:
+    """Report rows from a ``measure`` cache, tracking scored against the current labels."""
+    labels = load_labels()
+    rows = []
+    for name in candidates():
+        f = _cache_file(cache, name)
+        if (names and name not in names) or not f.is_file():
+            continue
+        doc = json.loads(f.read_text())
+        track = {}
+        for vname, v in doc["videos"].items():
+            tracks = {t: (np.asarray(fr, int), np.asarray(b, np.float64).reshape(-1, 4))
+                      for t, (fr, b) in v["tracks"].items()}
+            track[vname] = {**tracking_scores(tracks, labels["videos"][vname]), "fps": v["fps"]}
+        rows.append({"name": name, "detection": doc["detection"], "tracking": track})
     return rows
 
 
@@ -276,12 +307,20 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None, help="write the table to this markdown file")
     p.add_argument("--candidates", default="", help="comma-separated candidate names (default: all)")
+    p.add_argument("--cache", default=None, help="keep each candidate's scores and tracks in this folder")
+    p.add_argument("--rescore", action="store_true",
+                   help="no detector runs: the table from --cache, tracking scored against the current labels")
     args = p.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(2)
     names = [n.strip() for n in args.candidates.split(",") if n.strip()] or None
-    rows = measure(names, log=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.rescore:
+        if not args.cache:
+            p.error("--rescore needs --cache")
+        rows = rescore(args.cache, names)
+    else:
+        import torch
+
+        torch.set_num_threads(2)
+        rows = measure(names, log=lambda m: print(m, file=sys.stderr, flush=True), cache=args.cache)
     command = "python -m engine.measure.people " + " ".join(argv if argv is not None else sys.argv[1:])
     text = report(rows, load_labels(), command.strip())
     if args.out:
