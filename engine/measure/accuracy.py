@@ -330,8 +330,8 @@ def measure_footage(vtest_frames: int, log) -> dict:
 def _photos(folder: Path) -> list:
     """Single-frame videos of the photos of people shipped in scikit-image (astronaut: waist up,
     camera: the cameraman, three-quarter body), each with the whole image as the person's box
-    (-> [(video, boxes file)]). Our person detector, trained on renders only, misses both people
-    today; the box measures the landmark model and the fit, not the detector."""
+    (-> [(video, boxes file)]): the box measures the landmark model and the fit, not the
+    detector (docs/people.md measures that)."""
     try:
         import cv2
         from skimage import data
@@ -384,7 +384,7 @@ def report(syn: dict, real: dict, command: str) -> str:
                               for s in ("lite", "full", "heavy") if s in syn) + ".", ""]
     if real:
         lines += ["## Real footage", "",
-                  "`python -m engine run` with the defaults (`full` model, our person detector and tracker), once with "
+                  "`python -m engine run` with the defaults (`full` model, the MoveNet person detector and our tracker), once with "
                   "`--smoothing none` and once with the default smoothing. The fitted rig's projected joints against "
                   "the landmark model's own 2D landmarks, over the shoulders, elbows, wrists, knees and ankles it "
                   "calls visible (visibility >= 0.5; hips left out: different conventions); distance in % of the "
@@ -406,9 +406,8 @@ def report(syn: dict, real: dict, command: str) -> str:
             lines.append(f"| photos ({', '.join(r['names'])}; scikit-image; whole image as the box) | 1 each | "
                          f"{r['people']} | - | {r['people']} | {r['mean_rel']:.1%} | {r['pck05']:.1%} | - | - |")
         lines += ["", "\"tracks over 5 %\": tracks whose mean distance exceeds 5 % of the height. On vtest.avi the "
-                  "people are 60-120 px tall and our person detector (trained on renders) also boxes a fence and "
-                  "bollards, where the landmark model sometimes sees a person; the run leaves out tracks it sees "
-                  "in under a quarter of their boxes, the others stay in these figures. Jitter includes the "
+                  "people are 60-120 px tall; the run leaves out tracks the landmark model sees a person in under "
+                  "a quarter of their boxes, the others stay in these figures. Jitter includes the "
                   "people's real accelerations (vtest.avi runs at 10 frames/s).", ""]
     return "\n".join(lines) + "\n"
 
