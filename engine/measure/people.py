@@ -106,15 +106,23 @@ def _ignored(box, entry: dict, frame: int) -> bool:
 
 
 # ----------------------------------------------------------------------------- detection
-def detection_scores(detector, labels: dict) -> dict:
-    """Recall (>= 100 px, >= 50 px) and precision over every labelled frame and photo."""
+def detection_scores(detector, labels: dict, record: dict | None = None, replay: dict | None = None) -> dict:
+    """Recall (>= 100 px, >= 50 px) and precision over every labelled frame and photo.
+    ``record``: filled with the detections ({source: {frame: [[x1, y1, x2, y2, score]]}});
+    ``replay``: such a record scored instead of running ``detector``."""
     hit = {100: [0, 0], 50: [0, 0]}
     tp = fp = 0
     for name, entry in labels["videos"].items():
-        for f, image in labelled_images(name, entry):
+        frames = ([(int(f), None) for f in sorted(entry["frames"], key=int)] if replay is not None
+                  else labelled_images(name, entry))
+        for f, image in frames:
             people = entry["frames"][str(f)]
             gt = np.array([p["xyxy"] for p in people], np.float64).reshape(-1, 4)
-            det = np.asarray(detector.detect(image, index=f), np.float64).reshape(-1, 5)[:, :4]
+            found = replay[name][str(f)] if replay is not None else detector.detect(image, index=f)
+            found = np.asarray(found, np.float64).reshape(-1, 5)
+            if record is not None:
+                record.setdefault(name, {})[str(f)] = found.tolist()
+            det = found[:, :4]
             pairs = match(gt, det)
             matched_gt = {i for i, _ in pairs}
             matched_det = {j for _, j in pairs}
@@ -241,7 +249,8 @@ def measure(names=None, log=print, cache=None) -> list:
         if names and name not in names:
             continue
         detector = factory()
-        det = None if verify else detection_scores(detector, labels)   # verification acts on tracks only
+        found = {}
+        det = None if verify else detection_scores(detector, labels, record=found)   # verification: tracks only
         track, kept = {}, {}
         for vname, entry in labels["videos"].items():
             path = video_path(entry)
@@ -255,13 +264,14 @@ def measure(names=None, log=print, cache=None) -> list:
         rows.append({"name": name, "detection": det, "tracking": track})
         if cache:
             Path(cache).mkdir(parents=True, exist_ok=True)
-            _cache_file(cache, name).write_text(json.dumps({"name": name, "detection": det, "videos": kept}))
+            _cache_file(cache, name).write_text(json.dumps({"name": name, "detections": found, "videos": kept}))
         log(f"{name}: {rows[-1]}")
     return rows
 
 
 def rescore(cache, names=None) -> list:
-    """Report rows from a ``measure`` cache, tracking scored against the current labels."""
+    """Report rows from a ``measure`` cache, detection and tracking scored against the current
+    labels (same labelled frames)."""
     labels = load_labels()
     rows = []
     for name in candidates():
@@ -274,7 +284,8 @@ def rescore(cache, names=None) -> list:
             tracks = {t: (np.asarray(fr, int), np.asarray(b, np.float64).reshape(-1, 4))
                       for t, (fr, b) in v["tracks"].items()}
             track[vname] = {**tracking_scores(tracks, labels["videos"][vname]), "fps": v["fps"]}
-        rows.append({"name": name, "detection": doc["detection"], "tracking": track})
+        det = detection_scores(None, labels, replay=doc["detections"]) if doc["detections"] else None
+        rows.append({"name": name, "detection": det, "tracking": track})
     return rows
 
 
