@@ -154,7 +154,7 @@ def grow_to_keypoints(boxes: np.ndarray, keypoints: np.ndarray, min_score: float
     are joints (a wrist, an ankle), the hand and foot reach past them, and a crop must hold
     the whole person (arms raised above a box regressed too short)."""
     out = np.array(boxes, np.float32).reshape(-1, 4).copy()
-    for b, kp in zip(out, np.asarray(keypoints, np.float32).reshape(len(out), -1, 3)):
+    for b, kp in zip(out, np.asarray(keypoints, np.float32).reshape(len(out), NUM_KEYPOINTS, 3)):
         ok = kp[:, 2] >= min_score
         if not ok.any():
             continue

@@ -576,18 +576,18 @@ def test_check_button_says_what_is_wrong(ext, scene, prefs, tmp_path):
 @pytest.fixture(scope="session")
 def installed_landmarks(ext):
     """The last step of 'Set up Engine', for real: the installed extension's own engine downloads
-    (or reuses build/cache's copy of) the pinned npm tarball and converts the 'full' landmark
-    model into its bundled engine/assets folder."""
+    (or reuses build/cache's copies of) the pinned npm tarballs and converts the 'full' landmark
+    model and the person detector into its bundled engine/assets folder."""
     py = engine_python()
     installed = Path(ext.__file__).parent
     jobs = importlib.import_module(MODULE + ".common.jobs")
     env = jobs.engine_env(installed)
     env.pop("PYMAF_ASSETS_DIR", None)
-    proc = subprocess.run([str(py), "-u", "-m", "engine.landmarks.setup", "--sizes", "full",
+    proc = subprocess.run([str(py), "-u", "-m", "engine.landmarks.setup", "--sizes", "full,movenet",
                            "--cache", str(REPO / "build" / "cache")], cwd=installed, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert ext.paths.landmark_status()[0]["full"]
+    assert ext.paths.landmark_status()[0]["full"] and ext.paths.detector_installed() is True
     return installed / "engine" / "assets" / "blazepose_full.pt"
 
 

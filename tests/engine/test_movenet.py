@@ -275,6 +275,7 @@ def test_boxes_grow_to_hold_the_keypoints():
     kp[..., 2] = 0.9
     kp[0, 9] = [120, 60, 0.8]          # a wrist 40 px above the first box
     kp[1, 10] = [700, 200, 0.1]        # far out but not confident
+    assert mn.grow_to_keypoints(np.zeros((0, 4)), np.zeros((0, 17, 3))).shape == (0, 4)   # nobody
     out = mn.grow_to_keypoints(boxes, kp)
     np.testing.assert_allclose(out[0], [100, 60 - 0.04 * 200, 200, 300])
     np.testing.assert_allclose(out[1], boxes[1])
