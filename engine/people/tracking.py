@@ -149,8 +149,8 @@ class TrackerParams:
     min_track_frames: int = 10
     velocity_alpha: float = 0.4
     appearance_weight: float = 1.0
-    reid_dist: float = 0.45
-    reid_reach: float = 1.5
+    reid_dist: float = 0.35
+    reid_reach: float = 1.0
     appearance_alpha: float = 0.2
     birth_iou: float = 0.3
     occluder_margin: float = 0.15
