@@ -557,7 +557,7 @@ def check_models_installed(args) -> None:
     name = getattr(args, "detector", None) or "default"
     detector = DEFAULT_DETECTOR if name == "default" else name
     own_boxes = getattr(args, "tracks", None) or getattr(args, "boxes", None) or getattr(args, "onnx", None)
-    if not own_boxes and detector == "movenet" and not assets.movenet_path().is_file():
+    if not own_boxes and detector.startswith("movenet") and not assets.movenet_path().is_file():
         missing.append((assets.movenet_what(), assets.movenet_path()))
     if getattr(args, "estimator", None) == "landmarks" and not assets.converted_path(args.landmark_model).is_file():
         missing.append((assets._what(args.landmark_model), assets.converted_path(args.landmark_model)))

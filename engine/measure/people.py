@@ -236,8 +236,6 @@ def candidates() -> dict:
             continue
         out[name] = (lambda n=name: make_detector(n), False)
         out[f"{name} + verification"] = (lambda n=name: make_detector(n), True)
-    # the default's input size, measured both ways (speed against small people)
-    out["movenet (long side 512)"] = (lambda: make_detector("movenet", long_side=512), False)
     if RETRAINED.is_file():   # made by the command in docs/people.md (not shipped)
         out["mannequin retrained with real negatives"] = (lambda: make_detector("mannequin", weights=RETRAINED), False)
         out["mannequin retrained with real negatives + verification"] = (

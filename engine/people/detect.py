@@ -258,7 +258,8 @@ class MergedDetector(Detector):
 
 # Names accepted by ``make_detector`` and ``python -m engine run --detector``; "default" is
 # DEFAULT_DETECTOR, the candidate picked by measurement (docs/people.md).
-DETECTOR_NAMES = ("default", "movenet", "hog", "haar", "mannequin", "hog+mannequin", "blazepose", "blazepose-tiled")
+DETECTOR_NAMES = ("default", "movenet", "movenet-512", "hog", "haar", "mannequin", "hog+mannequin", "blazepose",
+                  "blazepose-tiled")
 DEFAULT_DETECTOR = "movenet"
 
 
@@ -267,10 +268,16 @@ def make_detector(name: str = "default", **kw) -> Detector:
     ``weights``, ``threshold`` go to the learned one, the rest to HOG)."""
     if name == "default":
         name = DEFAULT_DETECTOR
-    if name == "movenet":
+    if name in ("movenet", "movenet-512"):
+        # "movenet-512": the frame at 512 px instead of 384: more of the people under 100 px,
+        # half the speed (docs/people.md)
         from engine.people.movenet import MoveNetDetector
 
-        return MoveNetDetector(**kw)
+        if name == "movenet-512":
+            kw.setdefault("long_side", 512)
+        det = MoveNetDetector(**kw)
+        det.name = name
+        return det
     if name == "hog":
         return HOGDetector(**kw)
     if name == "haar":

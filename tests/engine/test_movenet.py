@@ -279,3 +279,11 @@ def test_boxes_grow_to_hold_the_keypoints():
     out = mn.grow_to_keypoints(boxes, kp)
     np.testing.assert_allclose(out[0], [100, 60 - 0.04 * 200, 200, 300])
     np.testing.assert_allclose(out[1], boxes[1])
+
+
+def test_named_variants(converted):
+    from engine.people.detect import DEFAULT_DETECTOR, DETECTOR_NAMES, make_detector
+
+    assert DEFAULT_DETECTOR == "movenet" and "movenet-512" in DETECTOR_NAMES
+    small, big = (make_detector(n, weights=converted, device="cpu") for n in ("default", "movenet-512"))
+    assert (small.name, small.long_side) == ("movenet", 384) and (big.name, big.long_side) == ("movenet-512", 512)
