@@ -242,11 +242,11 @@ def detect_every(fps: float, detector) -> int:
 
 def track_stream(frames, detector, tracker, times: StageTimes, stats: StreamStats, *, keep_images: bool = True,
                  stop: Optional[Callable[[], bool]] = None, on_frame: Optional[Callable[[int], None]] = None,
-                 verifier=None, every: int = 1, last: Optional[int] = None):
+                 verifier=None, fps: float = 0.0, last: Optional[int] = None):
     """Decoded frames -> ``Finalised`` frames in order, with every final track box.
 
-    Every ``every``-th frame (the first included) and the ``last`` one (the range's final
-    frame: a track's box needs an observation at both ends) is detected; each frame is given to the
+    Every ``detect_every(fps, detector)``-th frame (the first included) and the ``last`` one (the
+    range's final frame: a track's box needs an observation at both ends) is detected; each frame is given to the
     ``OnlineTracker`` (None for the ones not detected: boxes there are interpolated) and held
     (its image only when ``keep_images`` or a ``verifier`` needs it) until the tracker hands
     it out as final; then the ``verifier`` (engine/people/verify.py) looks at its final boxes.
@@ -254,6 +254,7 @@ def track_stream(frames, detector, tracker, times: StageTimes, stats: StreamStat
     (``stats.stopped``)."""
     held = {}
     hold_images = keep_images or verifier is not None
+    every = detect_every(fps, detector)
 
     def release(finals):
         for ff in finals:
@@ -270,7 +271,7 @@ def track_stream(frames, detector, tracker, times: StageTimes, stats: StreamStat
             stats.stopped = True
             break
         dets = None
-        if n % max(1, int(every)) == 0 or n == last:
+        if n % every == 0 or n == last:
             with times("detect"):
                 dets = with_appearance(fr.image, detector.detect(fr.image, index=fr.index))
         held[n] = (fr.timestamp, fr.image if hold_images else None)

@@ -750,8 +750,8 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
 
     ``wrap_predictor(predictor) -> predictor`` lets tests put a fake in front of the network."""
     from engine.common.camera import crop_cam_to_full_translation, crop_points_to_image
-    from engine.pipeline import (Batcher, Prefetch, StageTimes, StreamStats, crop_stream, detect_every,
-                                 fixed_stream, predict_stream, track_stream, until_truncated)
+    from engine.pipeline import (Batcher, Prefetch, StageTimes, StreamStats, crop_stream, fixed_stream,
+                                 predict_stream, track_stream, until_truncated)
 
     t0 = time.monotonic()
     times, stats = StageTimes(), StreamStats()
@@ -836,7 +836,7 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
         finalised = fixed_stream(stream, fixed, stats)
     else:
         finalised = track_stream(stream, detector, make_tracker(args, total), times, stats, verifier=verifier,
-                                 every=detect_every(getattr(args, "_fps", 0.0), detector), last=total - 1)
+                                 fps=getattr(args, "_fps", 0.0), last=total - 1)
     progress.start("run", total)
     if args.estimator == "landmarks":
         from engine.landmarks.stream import fit_records, landmark_stream
@@ -915,7 +915,7 @@ def analyze(args, progress, cancel) -> dict:
     """The ``analyze`` command. -> the ``done`` event (also emitted). Raises RunError."""
     from engine.people.tracking import FinalFrame, tracks_from_frames
     from engine.people.tracks_file import tracks_document, write_tracks
-    from engine.pipeline import StageTimes, StreamStats, detect_every, track_stream, until_truncated
+    from engine.pipeline import StageTimes, StreamStats, track_stream, until_truncated
 
     t0 = time.monotonic()
     times, stats = StageTimes(), StreamStats()
@@ -933,7 +933,7 @@ def analyze(args, progress, cancel) -> dict:
     try:
         for item in track_stream(until_truncated(frames, stats), detector, tracker, times, stats, keep_images=False,
                                  stop=lambda: cancel["flag"], on_frame=progress.update, verifier=verifier,
-                                 every=detect_every(getattr(args, "_fps", 0.0), detector), last=total - 1):
+                                 fps=getattr(args, "_fps", 0.0), last=total - 1):
             finals.append(FinalFrame(item.index, item.boxes))
             stamps.append(item.timestamp)
     finally:

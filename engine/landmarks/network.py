@@ -234,3 +234,16 @@ def load_landmark_network(path, size: str) -> tuple:
         if layer.weight.dim() != 4 or (step["op"] == "dwconv" and layer.weight.shape[1] != 1):
             raise LandmarkModelFileError(f"{Path(path).name}: layer {step['layer']} has a wrong shape")
     return net.eval(), dict(doc.get("source", {}))
+
+
+def load_detector_network(weights, size: str, what: str) -> tuple:
+    """A converted person-detector network (``size`` "detector" or "movenet"; ``weights`` the
+    file set-up made) -> (network, provenance) like ``load_landmark_network``, a wrong or damaged
+    file reported as ``assets.LandmarkModelError`` naming ``what`` and the set-up command."""
+    from engine.landmarks import assets
+
+    try:
+        return load_landmark_network(weights, size)
+    except LandmarkModelFileError as e:
+        raise assets.LandmarkModelError(f"{e}; {what} is needed: set it up with {assets.fix_command()}",
+                                        code="detector_model") from None

@@ -150,7 +150,7 @@ def run_tracker(path: Path, detector, stop: int, verify: bool, min_track_frames:
     """Detect + track (+ verify) frames 0 .. stop-1 as ``analyze`` does.
     -> ({track id: (frames (T,), xyxy (T, 4))}, frames/s, {id: is person} or None)."""
     from engine.people.tracking import FinalFrame, OnlineTracker, tracks_from_frames
-    from engine.pipeline import StageTimes, StreamStats, detect_every, track_stream
+    from engine.pipeline import StageTimes, StreamStats, track_stream
     from engine.video.decode import iter_frames
 
     verifier = None
@@ -163,12 +163,13 @@ def run_tracker(path: Path, detector, stop: int, verify: bool, min_track_frames:
     from engine.people.tracking import relink_frames
     from engine.video.decode import probe
 
-    lost = relink_frames(probe(path).fps)   # the settings engine run uses
+    video_fps = probe(path).fps
+    lost = relink_frames(video_fps)   # the settings engine run uses
     tracker = OnlineTracker(min_track_frames=min_track_frames, max_lost=lost, max_gap=lost)
     t0 = time.perf_counter()
     finals = [FinalFrame(it.index, it.boxes) for it in track_stream(
         iter_frames(path, start=0, stop=stop), detector, tracker, StageTimes(), StreamStats(), keep_images=False,
-        verifier=verifier, every=detect_every(probe(path).fps, detector), last=stop - 1)]
+        verifier=verifier, fps=video_fps, last=stop - 1)]
     fps = len(finals) / max(time.perf_counter() - t0, 1e-9)
     tracks = tracks_from_frames(finals)
     verdict = verifier.verdict() if verifier is not None else None

@@ -180,16 +180,11 @@ class BlazePoseDetector(Detector):
 
         from engine.landmarks import assets
         from engine.landmarks.convert import DETECTOR_SIZE
-        from engine.landmarks.network import LandmarkModelFileError, load_landmark_network
+        from engine.landmarks.network import load_detector_network
 
         if weights is None:
             weights = assets.require_detector()         # LandmarkModelError naming the fix
-        try:
-            net, self.source = load_landmark_network(weights, DETECTOR_SIZE)
-        except LandmarkModelFileError as e:
-            raise assets.LandmarkModelError(
-                f"{e}; {assets._detector_what()} is needed: set it up with {assets.fix_command()}",
-                code="detector_model") from None
+        net, self.source = load_detector_network(weights, DETECTOR_SIZE, assets._detector_what())
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)

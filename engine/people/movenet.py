@@ -184,18 +184,12 @@ class MoveNetDetector(Detector):
                  nms_iou: float = 0.6, device: str = "auto", max_batch: int = 8):
         from engine.landmarks import assets
         from engine.landmarks.convert import MOVENET_SIZE
-        from engine.landmarks.network import LandmarkModelFileError, load_landmark_network
+        from engine.landmarks.network import load_detector_network
+        from engine.model.inference import resolve_device
 
         if weights is None:
             weights = assets.require_movenet()          # LandmarkModelError naming the fix
-        try:
-            net, self.source = load_landmark_network(weights, MOVENET_SIZE)
-        except LandmarkModelFileError as e:
-            raise assets.LandmarkModelError(
-                f"{e}; {assets.movenet_what()} is needed: set it up with {assets.fix_command()}",
-                code="detector_model") from None
-        from engine.model.inference import resolve_device
-
+        net, self.source = load_detector_network(weights, MOVENET_SIZE, assets.movenet_what())
         self.device = resolve_device(device)
         self.net = net.to(self.device)
         self.long_side, self.threshold = int(long_side), float(threshold)
@@ -230,7 +224,6 @@ class MoveNetDetector(Detector):
                     out.append(dets)
                     keypoints.append(kps)
         self.last_keypoints = keypoints[-1] if keypoints else self.last_keypoints
-        self.batch_keypoints = keypoints
         return out
 
     def _to_frame(self, people: MultiPose, j: int, H: int, W: int, scale: float, shape) -> tuple:

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from engine.landmarks import assets
-from engine.landmarks.convert import MOVENET_SIZE, ConversionError, convert_tfjs_graph, read_tfjs_graph
+from engine.landmarks.convert import MOVENET_HEADS, MOVENET_SIZE, ConversionError, convert_tfjs_graph, read_tfjs_graph
 from engine.landmarks.network import LandmarkModelFileError, load_landmark_network
 from engine.people import movenet as mn
 
@@ -94,17 +94,11 @@ def reference(source, tmp_path_factory):
 def test_heads_equal_tensorflow(net, reference):
     batch, ref = reference
     got = _heads(net, batch)
-    for name in mn_heads():
+    for name in MOVENET_HEADS:
         ours = got[name].permute(0, 2, 3, 1).numpy()
         assert ours.shape == ref[name].shape, name
         err = np.abs(ours - ref[name]).max()
         assert err < 2e-4 * max(1.0, np.abs(ref[name]).max()), (name, err)
-
-
-def mn_heads():
-    from engine.landmarks.convert import MOVENET_HEADS
-
-    return MOVENET_HEADS
 
 
 def test_decoding_equals_the_graphs_output(net, reference):

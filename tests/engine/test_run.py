@@ -371,21 +371,31 @@ def test_analyze_then_run_tracks_reproduces_a_plain_run(data):
     assert _inproc("run", data / "clip.avi", "-o", data / "x.npz", "--tracks", tracks_json, *common)[0] == 2
 
 
+def cancelling_progress(after: int) -> tuple:
+    """-> (a Progress that raises the cancel flag once ``after`` frames are done, as the SIGINT
+    handler would, that flag's dict)."""
+    from engine import run as R
+
+    cancel = {"flag": False}
+
+    class CancelAt(R.Progress):
+        def update(self, done, force=False):
+            super().update(done, force)
+            if done >= after:
+                cancel["flag"] = True
+
+    return CancelAt(None), cancel
+
+
 def test_cancelled_analysis_writes_usable_partial_tracks(data):
     from engine import run as R
 
-    class CancelAt(R.Progress):       # SIGINT after 20 frames, as the signal handler would set it
-        def update(self, done, force=False):
-            super().update(done, force)
-            if done >= 20:
-                cancel["flag"] = True
-
-    cancel = {"flag": False}
+    progress, cancel = cancelling_progress(20)
     out = data / "partial_tracks.json"
     args = R.build_parser("analyze").parse_args([str(data / "long.avi"), "-o", str(out), "--boxes",
                                                  str(data / "long_boxes.json")])
     with pytest.raises(R.RunError) as ei:
-        R.analyze(args, CancelAt(None), cancel)
+        R.analyze(args, progress, cancel)
     assert ei.value.exit_code == 130
     doc = json.loads(out.read_text())
     assert doc["partial"] and (doc["frame_start"], doc["frame_stop"]) == (0, 20)

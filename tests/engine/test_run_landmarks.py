@@ -172,18 +172,13 @@ def test_checkpoint_with_landmarks_is_a_usage_error(tmp_path):
 def test_cancel_writes_a_valid_partial_fit(tmp_path):
     """Cancelling the landmark estimator mid-run fits and writes exactly the frames done."""
     from engine import run as R
+    from tests.engine.test_run import cancelling_progress
 
-    class CancelAt(R.Progress):       # SIGINT after 6 frames, as the signal handler would set it
-        def update(self, done, force=False):
-            super().update(done, force)
-            if done >= 6:
-                cancel["flag"] = True
-
-    cancel = {"flag": False}
+    progress, cancel = cancelling_progress(6)
     out = tmp_path / "partial.npz"
     args = R.build_parser("run").parse_args([str(DANCER), "-o", str(out), "--stop", "40", "--smoothing", "none"])
     with pytest.raises(R.RunError) as ei:
-        R.run(args, CancelAt(None), cancel)
+        R.run(args, progress, cancel)
     assert ei.value.exit_code == 130 and "partial result" in ei.value.message
     res = read_result(out)
     k = res.meta["frames_done"]
