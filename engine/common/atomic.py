@@ -23,7 +23,7 @@ from contextlib import contextmanager
 def atomic_file(path):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = _create_temp(folder, "." + os.path.basename(path) + ".", ".tmp")
+    fd, tmp = create_temp(folder, "." + os.path.basename(path) + ".", ".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -31,7 +31,7 @@ def atomic_file(path):
             os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
-        _fsync_dir(folder)
+        fsync_dir(folder)
     finally:
         if tmp is not None:
             try:
@@ -45,12 +45,12 @@ def check_writable(path) -> None:
     (folder missing or not writable, read-only file system, name too long, no inodes...), by
     creating and removing one now: a cheap check before hours of work."""
     path = os.fspath(path)
-    fd, tmp = _create_temp(os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".", ".tmp")
+    fd, tmp = create_temp(os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".", ".tmp")
     os.close(fd)
     os.unlink(tmp)
 
 
-def _create_temp(folder: str, prefix: str, suffix: str, attempts: int = 100):
+def create_temp(folder: str, prefix: str, suffix: str, attempts: int = 100):
     """A new file in ``folder``, opened for writing: -> (fd, path). Mode 0o666 & ~umask."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0) \
         | getattr(os, "O_NOFOLLOW", 0)
@@ -63,7 +63,7 @@ def _create_temp(folder: str, prefix: str, suffix: str, attempts: int = 100):
     raise FileExistsError(f"no free temporary file name in {folder}")
 
 
-def _fsync_dir(folder: str) -> None:
+def fsync_dir(folder: str) -> None:
     """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
     if not hasattr(os, "O_DIRECTORY"):
         return
