@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENVS = ROOT / ".venvs"
 ENGINE_VENV = VENVS / "engine"
-ENGINE_REQUIREMENTS = [ROOT / "requirements" / "engine.txt", ROOT / "requirements" / "dev.txt"]
+ENGINE_REQUIREMENTS = [ROOT / "requirements" / name for name in ("engine.txt", "train.txt", "dev.txt")]
 ENGINE_PYTHON_VERSION = (3, 11)  # the local CPU torch 2.13.0 wheel is cp311
 ASSETS = ROOT / "build" / "assets"
 MANNEQUIN = ASSETS / "mannequin.npz"

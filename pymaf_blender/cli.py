@@ -19,7 +19,9 @@ With a real Blender and the extension installed (arguments after ``--``)::
 
 Writes ``DIR/<video>.blend``, ``DIR/<video>.fbx``, ``DIR/<video>_overlay.mp4`` with PNG stills
 in ``DIR/<video>_overlay_frames/``, and keeps the engine's raw result and log in ``DIR/pymaf/``.
-Starts from an empty scene. Exit code 0, or 1 with the reason on stderr.
+Starts from an empty scene. Each output is written under a temporary name and replaces the
+previous one only once complete: a failed run leaves the previous run's files as they were.
+Exit code 0, or 1 with the reason on stderr.
 """
 from __future__ import annotations
 
@@ -113,10 +115,18 @@ def run(args) -> dict:
     prefs.body_path = os.path.abspath(args.body) if args.body else ""
     prefs.device = {"auto": "AUTO", "cuda": "CUDA", "cpu": "CPU", "mps": "MPS"}[args.device]
 
+    before = prefs.results_folder
+    prefs.results_folder = str(out_dir / paths.RESULTS_FOLDER_NAME)  # the raw result next to the .blend
+    try:
+        return _job(args, bpy, tasks, paths, video, out_dir, stem)
+    finally:
+        prefs.results_folder = before
+
+
+def _job(args, bpy, tasks, paths, video, out_dir, stem) -> dict:
     bpy.ops.wm.read_homefile(use_empty=True)
     bpy.context.preferences.filepaths.save_version = 0  # no .blend1 backups in the output
     blend = out_dir / f"{stem}.blend"
-    bpy.ops.wm.save_as_mainfile(filepath=str(blend))  # results go to DIR/pymaf/ next to it
     s = bpy.context.scene.pymaf
     s.video_path = video
     s.range_start, s.range_count = max(0, args.start), max(0, args.frames)
@@ -145,16 +155,35 @@ def run(args) -> dict:
               "estimator": getattr(imp, "estimator_label", ""),
               "rigs": sorted(imp.info.get("armatures", {})), "notes": [imp.message], "pngs": []}
     fbx = out_dir / f"{stem}.fbx"
-    if bpy.ops.pymaf.export(format="FBX", preset=args.fbx_preset, filepath=str(fbx)) != {"FINISHED"}:
+    fbx_new = out_dir / f".{stem}.new-{os.getpid()}.fbx"   # replaces the FBX with the .blend, at the end
+    if bpy.ops.pymaf.export(format="FBX", preset=args.fbx_preset, filepath=str(fbx_new)) != {"FINISHED"}:
         raise RuntimeError(f"FBX export to {fbx} failed")
     result["fbx"] = str(fbx)
-    if not args.no_overlay:
-        if bpy.ops.pymaf.overlay(out_dir=str(out_dir), png_count=args.png_count) != {"FINISHED"}:
-            raise failed()
-        ov = tasks.last("engine")
-        result["overlay"], result["pngs"] = ov.outputs.get("video"), ov.outputs.get("pngs", [])
-    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    try:
+        if not args.no_overlay:
+            if bpy.ops.pymaf.overlay(out_dir=str(out_dir), png_count=args.png_count) != {"FINISHED"}:
+                raise failed()
+            ov = tasks.last("engine")
+            result["overlay"], result["pngs"] = ov.outputs.get("video"), ov.outputs.get("pngs", [])
+        save_blend_complete(blend)
+        os.replace(fbx_new, fbx)
+    finally:
+        if fbx_new.exists():
+            fbx_new.unlink()
     return result
+
+
+def save_blend_complete(blend: Path) -> None:
+    """Save the scene as ``blend``, replacing an older file only once the new one is written."""
+    import bpy
+
+    tmp = blend.with_name(f".{blend.stem}.partial-{os.getpid()}.blend")
+    try:
+        bpy.ops.wm.save_as_mainfile(filepath=str(tmp), copy=True)
+        os.replace(tmp, blend)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _script_main() -> int:

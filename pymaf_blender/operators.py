@@ -2,10 +2,15 @@
 
 Engine-running operators share ``TaskOperator``: ``invoke`` (a click in the interface) starts
 the task and returns to Blender at once; a modal handler driven by a window-manager timer calls
-``task.step()`` every 0.1 s, so the interface never freezes; Esc or the Cancel button cancel.
-``execute`` (scripts, ``blender -b``, the bpy module, tests) runs the SAME task synchronously.
+``task.step()`` every 0.1 s, so the interface never freezes; the Cancel button next to the
+progress bar cancels (Esc is left to Blender: it stops playback, closes menus). ``execute``
+(scripts, ``blender -b``, the bpy module, tests) runs the SAME task synchronously.
+
+The job operators are not registered for redo or Repeat Last (that would run the engine again,
+synchronously); an import is still one undo step (``tasks.push_undo``).
 """
 
+import os
 import time
 from pathlib import Path
 
@@ -18,14 +23,20 @@ from .properties import FBX_PRESET_ITEMS
 TIMER_S = 0.1
 
 
-def redraw(context) -> None:
+def redraw(context, preferences: bool = False) -> None:
+    """Redraw where progress is drawn: the sidebars of the 3D views (not the views themselves),
+    and the preferences window for set-up and checks."""
     wm = context.window_manager
     for window in getattr(wm, "windows", []):
         screen = window.screen
         if screen is None:
             continue
         for area in screen.areas:
-            if area.type in {"VIEW_3D", "PREFERENCES"}:
+            if area.type == "VIEW_3D":
+                for region in area.regions:
+                    if region.type == "UI":
+                        region.tag_redraw()
+            elif area.type == "PREFERENCES" and preferences:
                 area.tag_redraw()
 
 
@@ -66,24 +77,22 @@ class TaskOperator:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         self._task = task
+        if task.finished:     # nothing left to run in the background
+            return self._outcome(task)
         wm = context.window_manager
         self._timer = wm.event_timer_add(TIMER_S, window=context.window)
         wm.modal_handler_add(self)
-        redraw(context)
+        redraw(context, task.kind != "engine")
         return {"RUNNING_MODAL"}
 
     def modal(self, context, event):
         task = self._task
         if task is None:
             return {"CANCELLED"}
-        if event.type == "ESC" and event.value == "PRESS":
-            task.cancel()
-            redraw(context)
-            return {"RUNNING_MODAL"}
         if event.type != "TIMER":
-            return {"PASS_THROUGH"}
+            return {"PASS_THROUGH"}  # Esc included: only the Cancel button cancels
         finished = task.step(context)
-        redraw(context)
+        redraw(context, task.kind != "engine")
         if not finished:
             return {"PASS_THROUGH"}
         self._stop_timer(context)
@@ -106,7 +115,6 @@ class PYMAF_OT_import_video(TaskOperator, bpy.types.Operator):
     """Run the engine on the video and build an animated rig per person (one undo step)"""
     bl_idname = "pymaf.import_video"
     bl_label = "Import as Rig"
-    bl_options = {"REGISTER", "UNDO"}
 
     video: StringProperty(name="Video", description="Override the panel's video", options={"SKIP_SAVE"},
                           subtype="FILE_PATH")
@@ -120,6 +128,34 @@ class PYMAF_OT_import_video(TaskOperator, bpy.types.Operator):
     def make_task(self, context):
         return tasks.ImportTask(video=self.video or None, boxes=self.boxes or None,
                                 result_path=self.result_path or None, name=self.name or None)
+
+
+class PYMAF_OT_import_result(TaskOperator, bpy.types.Operator):
+    """Build the animated rigs from a result file the engine wrote before (no engine run)"""
+    bl_idname = "pymaf.import_result"
+    bl_label = "Import Result File"
+
+    filepath: StringProperty(name="Result file", subtype="FILE_PATH", options={"SKIP_SAVE"})
+    filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})
+    video: StringProperty(name="Video", description="The footage for the camera background (default: the "
+                                                   "video the result was made from)", options={"SKIP_SAVE"},
+                          subtype="FILE_PATH")
+    name: StringProperty(name="Name", description="Name of the new collection and objects", options={"SKIP_SAVE"})
+
+    def invoke(self, context, event):
+        if not self.filepath:
+            self.filepath = str(paths.result_folder(create=False)) + os.sep
+            context.window_manager.fileselect_add(self)
+            return {"RUNNING_MODAL"}
+        return TaskOperator.invoke(self, context, event)
+
+    def execute(self, context):
+        if context.window is not None and not bpy.app.background:
+            return TaskOperator.invoke(self, context, None)   # back from the file browser: modal
+        return TaskOperator.execute(self, context)
+
+    def make_task(self, context):
+        return tasks.ImportResultTask(filepath=self.filepath, video=self.video or None, name=self.name or None)
 
 
 class PYMAF_OT_analyze(TaskOperator, bpy.types.Operator):
@@ -206,8 +242,12 @@ class PYMAF_OT_reapply_smoothing(bpy.types.Operator):
     bl_label = "Re-apply Smoothing"
     bl_options = {"REGISTER", "UNDO"}
 
-    strength: FloatProperty(name="Strength", min=-1.0, max=1.0, default=-1.0, options={"SKIP_SAVE"},
-                            description="Smoothing strength (negative: the panel's)")
+    strength: FloatProperty(name="Strength", min=0.0, max=1.0, default=2.0 / 3.0, subtype="FACTOR",
+                            description="Smoothing strength (when not given: the panel's)")
+
+    def invoke(self, context, event):
+        self.strength = float(context.scene.pymaf.smoothing)  # the redo panel starts at the panel's value
+        return self.execute(context)
 
     def execute(self, context):
         from .blender.scene import reapply_smoothing
@@ -216,7 +256,7 @@ class PYMAF_OT_reapply_smoothing(bpy.types.Operator):
         if not arms:
             self.report({"ERROR"}, "no PyMAF rig in the scene: import a video first")
             return {"CANCELLED"}
-        s = self.strength if self.strength >= 0 else float(context.scene.pymaf.smoothing)
+        s = float(self.strength if self.properties.is_property_set("strength") else context.scene.pymaf.smoothing)
         try:
             for arm in arms:
                 reapply_smoothing(context, arm, s)
@@ -231,6 +271,15 @@ EXPORT_FORMATS = (("FBX", "FBX", "Rig, skinned body and animation (.fbx)"),
                   ("GLTF", "glTF", "Binary glTF with skins and animation (.glb)"),
                   ("BVH", "BVH", "Skeleton motion only (.bvh), one file per person"))
 EXTENSIONS = {"FBX": ".fbx", "GLTF": ".glb", "BVH": ".bvh"}
+
+
+def with_extension(path: str, ext: str) -> str:
+    """``path`` ending in ``ext``, replacing another export format's extension (a format
+    changed in the file browser gives ``x.glb``, not ``x.fbx.glb``)."""
+    root, old = os.path.splitext(path)
+    if old.lower() in EXTENSIONS.values() or old.lower() == ".gltf":
+        path = root
+    return path if path.lower().endswith(ext) else path + ext
 
 
 class PYMAF_OT_export(bpy.types.Operator):
@@ -264,9 +313,20 @@ class PYMAF_OT_export(bpy.types.Operator):
             self.preset = context.scene.pymaf.fbx_preset
         if not self.filepath:
             self.filepath = self._default_path(context, arms)
-        self.filter_glob = "*" + EXTENSIONS[self.format]
+        self.check(context)
         context.window_manager.fileselect_add(self)
         return {"RUNNING_MODAL"}
+
+    def check(self, context):
+        """The file browser changed a setting: keep the file name's extension and filter in step
+        with the format."""
+        ext = EXTENSIONS[self.format]
+        self.filter_glob = "*" + ext
+        path = with_extension(self.filepath, ext) if self.filepath else self.filepath
+        if path != self.filepath:
+            self.filepath = path
+            return True
+        return False
 
     def execute(self, context):
         from .blender.export import export_bvh, export_fbx, export_gltf
@@ -276,28 +336,33 @@ class PYMAF_OT_export(bpy.types.Operator):
             self.report({"ERROR"}, "no PyMAF rig in the scene: import a video first")
             return {"CANCELLED"}
         ext = EXTENSIONS[self.format]
-        path = paths.abspath(self.filepath) or self._default_path(context, arms)
-        path = bpy.path.ensure_ext(path, ext)
+        path = with_extension(paths.abspath(self.filepath) or self._default_path(context, arms), ext)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if self.format == "BVH":   # one file per person
+            jobs = [(path if len(arms) == 1 else
+                     f"{path[:-len(ext)]}_{arm.get('pymaf', {}).get('track_id', arm.name)}{ext}",
+                     lambda p, arm=arm: export_bvh(context, p, arm)) for arm in arms]
+        elif self.format == "FBX":
+            jobs = [(path, lambda p: export_fbx(context, p, list(arms), preset=self.preset))]
+        else:
+            jobs = [(path, lambda p: export_gltf(context, p, list(arms)))]
+        wm = context.window_manager
+        wm.progress_begin(0, len(jobs))   # the busy cursor shows how far (Blender cannot redraw meanwhile)
+        written = []
         try:
-            if self.format == "FBX":
-                written = [export_fbx(context, path, list(arms), preset=self.preset)]
-            elif self.format == "GLTF":
-                written = [export_gltf(context, path, list(arms))]
-            else:
-                written = []
-                for arm in arms:
-                    p = path if len(arms) == 1 else \
-                        f"{path[:-len(ext)]}_{arm.get('pymaf', {}).get('track_id', arm.name)}{ext}"
-                    written.append(export_bvh(context, p, arm))
+            for k, (target, write) in enumerate(jobs):
+                wm.progress_update(k)
+                written.append(write(target))
         except (ValueError, RuntimeError, OSError) as exc:
             self.report({"ERROR"}, f"Export failed: {exc}")
             return {"CANCELLED"}
+        finally:
+            wm.progress_end()
         self.report({"INFO"}, f"Exported {len(arms)} rig(s) to " + ", ".join(written))
         return {"FINISHED"}
 
 
-CLASSES = (PYMAF_OT_import_video, PYMAF_OT_analyze, PYMAF_OT_overlay, PYMAF_OT_check_models,
+CLASSES = (PYMAF_OT_import_video, PYMAF_OT_import_result, PYMAF_OT_analyze, PYMAF_OT_overlay, PYMAF_OT_check_models,
            PYMAF_OT_setup_engine, PYMAF_OT_cancel, PYMAF_OT_tracks_select, PYMAF_OT_reapply_smoothing,
            PYMAF_OT_export)
 

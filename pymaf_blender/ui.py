@@ -1,6 +1,8 @@
 """The sidebar panel (3D viewport > N > PyMAF)."""
 from __future__ import annotations
 
+import os
+
 import bpy
 
 from . import paths, tasks
@@ -32,11 +34,15 @@ class PYMAF_PT_main(_Panel, bpy.types.Panel):
         layout = self.layout
         s = context.scene.pymaf
         prefs = paths.preferences(context)
-        py, _ = paths.find_engine_python(prefs)
-        if py is None:
+        py, source = paths.find_engine_python(prefs)
+        setting_up = tasks.active("setup") is not None
+        if setting_up:
+            layout.label(text="Setting up the engine (see Preferences)...", icon="SORTTIME")
+        elif py is None:
             box = layout.box()
-            box.label(text="No engine environment yet", icon="ERROR")
-            op = box.operator("preferences.addon_show", text="Open Preferences > Set up engine", icon="PREFERENCES")
+            box.label(text="Engine set-up did not finish" if source.startswith("incomplete")
+                      else "No engine environment yet", icon="ERROR")
+            op = box.operator("preferences.addon_show", text="Open Preferences > Set up Engine", icon="PREFERENCES")
             op.module = paths.package()
 
         layout.prop(s, "video_path", text="")
@@ -46,7 +52,7 @@ class PYMAF_PT_main(_Panel, bpy.types.Panel):
 
         running = tasks.active("engine")
         col = layout.column()
-        col.enabled = running is None
+        col.enabled = running is None and not setting_up
         col.operator("pymaf.analyze", icon="VIEWZOOM")
         if len(s.tracks):
             if not s.analysis_matches():
@@ -86,7 +92,9 @@ class PYMAF_PT_main(_Panel, bpy.types.Panel):
         else:
             row = layout.row()
             row.scale_y = 1.4
+            row.enabled = not setting_up
             row.operator("pymaf.import_video", icon="OUTLINER_OB_ARMATURE")
+            layout.operator("pymaf.import_result", icon="FILE_FOLDER")
 
 
 def rig_estimator_labels(arms) -> list:
@@ -137,7 +145,7 @@ class PYMAF_PT_last_run(_Panel, bpy.types.Panel):
         if not (s.last_summary or s.last_result):
             layout.label(text="Nothing run yet in this scene")
             return
-        draw_lines(layout, s.last_summary)
+        draw_lines(layout, s.last_summary, context=context)
         if s.last_estimator:
             layout.label(text=f"Made by: {s.last_estimator}", icon="INFO")
         for label, prop in (("Result", "last_result"), ("Log", "last_log"), ("Overlay", "last_overlay")):
@@ -145,7 +153,12 @@ class PYMAF_PT_last_run(_Panel, bpy.types.Panel):
             if value:
                 row = layout.row(align=True)
                 row.label(text=f"{label}: {bpy.path.basename(value)}")
-                row.operator("wm.path_open", text="", icon="FILE_FOLDER").filepath = bpy.path.abspath(value)
+                row.operator("wm.path_open", text="", icon="FILE_FOLDER").filepath = folder_of(value)
+
+
+def folder_of(path: str) -> str:
+    """The folder holding ``path`` (the Last Run buttons open folders, not the files)."""
+    return os.path.dirname(bpy.path.abspath(path))
 
 
 CLASSES = (PYMAF_UL_tracks, PYMAF_PT_main, PYMAF_PT_rig, PYMAF_PT_last_run)

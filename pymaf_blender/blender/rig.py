@@ -133,3 +133,20 @@ def build_body(collection, name: str, arm_obj, vertices: np.ndarray, faces: np.n
     mod.use_deform_preserve_volume = False
     obj.parent = arm_obj
     return obj
+
+
+def person_material(name: str, index: int) -> bpy.types.Material:
+    """A plain material in the ``index``-th person's colour (``common.palette``; the overlay
+    preview draws the person in the same colour). Viewport colour and Principled base colour."""
+    from ..common.palette import person_color_srgb, srgb_to_linear
+
+    rgb = srgb_to_linear(person_color_srgb(index))
+    mat = bpy.data.materials.new(name)
+    mat.diffuse_color = (*rgb, 1.0)
+    if mat.node_tree is None:  # Blender 4.x; from 5.0 every material has nodes (use_nodes is deprecated)
+        mat.use_nodes = True
+    bsdf = next((n for n in mat.node_tree.nodes if n.type == "BSDF_PRINCIPLED"), None)
+    if bsdf is not None:
+        bsdf.inputs["Base Color"].default_value = (*rgb, 1.0)
+    mat["pymaf_color_srgb"] = list(person_color_srgb(index))
+    return mat

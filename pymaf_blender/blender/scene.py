@@ -152,6 +152,19 @@ def import_result(context, result, *, track_ids=None, strength=None, video_path=
     -> {"collection", "camera", "armatures": {id: obj}, "meshes": {id: obj},
         "frame_start", "frame_end", "fps", "name", "warnings": [str]}
     """
+    steps = import_result_steps(context, result, track_ids=track_ids, strength=strength,
+                                video_path=video_path, name=name)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def import_result_steps(context, result, *, track_ids=None, strength=None, video_path=None, name=None):
+    """``import_result`` one person at a time: a generator of ``(fraction, text)`` whose return
+    value (``StopIteration.value``) is ``import_result``'s. Validation happens before the first
+    step; closing the generator early (cancel) or an error removes everything it created."""
     plan = _plan(result, track_ids, strength, video_path, name)
     scene = context.scene
     if context.object is not None and context.object.mode != "OBJECT":
@@ -161,11 +174,10 @@ def import_result(context, result, *, track_ids=None, strength=None, video_path=
              scene.render.resolution_percentage)
     created = []
     try:
-        out = _build(context, plan, created)
-    except BaseException:
+        return (yield from _build(context, plan, created))
+    except BaseException:        # GeneratorExit (cancelled) included
         _undo(scene, created, saved)
         raise
-    return out
 
 
 def _build(context, plan, created):
@@ -195,12 +207,17 @@ def _build(context, plan, created):
         if o.select_get():
             o.select_set(False)
     armatures, meshes = {}, {}
-    for tid in plan["ids"]:
+    n = len(plan["ids"])
+    for k, tid in enumerate(plan["ids"]):
+        yield k / n, f"Building the rigs: person {tid} ({k + 1}/{n})"
         p = plan["people"][tid]
         arm = rig.build_armature(context, coll, armature_name(name, tid), p["joints"], plan["parents"])
         created += [arm, arm.data]
         body = rig.build_body(coll, body_name(name, tid), arm, p["vertices"], plan["faces"], plan["weights"])
         created += [body, body.data]
+        mat = rig.person_material(f"{body.name}_material", k)
+        created.append(mat)
+        body.data.materials.append(mat)
         raw = p["raw"]
         raw["import_name"], raw["body"] = name, body.name
         q_bone, loc = animation.key_values(p["rotmat"], p["transl"], raw["rest_root"], rig.bone_rest_matrices(arm))
@@ -227,7 +244,7 @@ def _undo(scene, created, saved):
     collections = {bpy.types.Object: bpy.data.objects, bpy.types.Armature: bpy.data.armatures,
                    bpy.types.Mesh: bpy.data.meshes, bpy.types.Camera: bpy.data.cameras,
                    bpy.types.Action: bpy.data.actions, bpy.types.Collection: bpy.data.collections,
-                   bpy.types.Image: bpy.data.images}
+                   bpy.types.Image: bpy.data.images, bpy.types.Material: bpy.data.materials}
     for idb in reversed(created):
         for typ, coll in collections.items():
             if isinstance(idb, typ):

