@@ -46,7 +46,8 @@ BLENDER_VERSIONS = {
     "5.0": (3, 11),
     "5.2": (3, 13),   # LTS; skipped with a message where no Python 3.13 exists
 }
-DEFAULT_BLENDER = "5.0"  # runs the demo
+DEFAULT_BLENDER = "5.0"  # builds the extension zip
+DEMO_BLENDER = "4.2"     # the oldest supported Blender makes the demo scene: every supported Blender opens it
 DIST = ROOT / "dist"
 FOOTAGE = ROOT.parent / "shared" / "footage" / "dancer.mp4"
 
@@ -449,7 +450,7 @@ def cmd_demo(args) -> int:
     """The main job, headless, through the extension's own code path (pymaf_blender.cli)."""
     py = engine_ready(args)
     ensure_mannequin(py)  # the bundled default body (found by the add-on in build/assets)
-    bpy_py = blender_python(DEFAULT_BLENDER)
+    bpy_py = blender_python(DEMO_BLENDER)
     out = ROOT / "build" / "demo"
     out.mkdir(parents=True, exist_ok=True)
     video, extra = FOOTAGE, []

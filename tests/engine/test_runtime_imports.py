@@ -71,3 +71,12 @@ def test_no_runtime_source_imports_them_even_lazily():
         if hits:
             bad[name] = hits
     assert bad == {}
+
+
+def test_runtime_needs_only_the_user_environments_packages():
+    """What Set up Engine installs (requirements/engine.txt) is all the run-time modules load:
+    no renderer (moderngl), no test or build tools."""
+    loaded = set(_imported_after(_runtime_modules() + ["engine.overlay", "engine.check", "engine.landmarks.setup"]))
+    extras = {"moderngl", "glcontext", "skimage", "matplotlib", "onnx", "ai_edge_litert", "pytest",
+              "fast_simplification", "tensorflow"}
+    assert sorted(extras & {m.split(".")[0] for m in loaded}) == []
