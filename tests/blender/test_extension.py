@@ -754,6 +754,17 @@ def test_setup_honours_online_access_and_installs_offline(ext, scene, prefs, fak
         shutil.rmtree(venv, ignore_errors=True)
 
 
+def test_import_waits_while_setup_runs(ext, scene, fake, monkeypatch):
+    """While Set up Engine runs the engine may be half installed: Import and Analyze are off in
+    the panel and refused with the reason."""
+    monkeypatch.setitem(ext.tasks._ACTIVE, "setup", SimpleNamespace(title="Engine setup"))
+    with pytest.raises(RuntimeError, match="the engine is being set up: wait for 'Set up Engine' to finish"):
+        bpy.ops.pymaf.import_video()
+    with pytest.raises(RuntimeError, match="being set up"):
+        bpy.ops.pymaf.analyze()
+    assert "Setting up the engine (see Preferences)..." in draw_texts(bpy.types.PYMAF_PT_main)
+
+
 def test_setup_python_missing_says_what_to_install(ext):
     hint = ext.paths.install_python_hint
     assert "winget install Python.Python.3.11" in hint(platform="win32")
