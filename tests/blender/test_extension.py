@@ -673,6 +673,45 @@ def test_overlay_projection_matches_world_to_camera_view(ext, scene, fake):
     assert np.abs(engine_uv - uv).max() < 0.05
 
 
+UNINSTALL_SCRIPT = """
+import sys, pathlib, bpy
+zip_path, video, fake_python = sys.argv[1:4]
+assert bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
+                                               enable_on_install=True) == {"FINISHED"}
+import importlib
+ext = importlib.import_module("bl_ext.user_default.pymaf_blender")
+prefs = bpy.context.preferences.addons["bl_ext.user_default.pymaf_blender"].preferences
+prefs.engine_python = fake_python
+scene = bpy.context.scene
+scene.pymaf.video_path, scene.pymaf.range_count = video, 4
+assert bpy.ops.pymaf.import_video() == {"FINISHED"}
+own = pathlib.Path(ext.paths.user_dir())
+(own / "engine-venv").mkdir(exist_ok=True)
+print("RESULT", scene.pymaf.last_result)
+print("OWN", own)
+repo = next(r for r in bpy.context.preferences.extensions.repos if r.module == "user_default")
+assert bpy.ops.extensions.package_uninstall(repo_directory=repo.directory, pkg_id="pymaf_blender") == {"FINISHED"}
+sys.stdout.flush()
+import os
+os._exit(0)
+"""
+
+
+def test_uninstalling_keeps_the_results(zip_path, clip, fake_python, tmp_path):
+    """A real uninstall (its own Blender user folder, in a fresh process) removes the extension
+    and its own folder (the engine environment), never the results of an unsaved file."""
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"), PYMAF_FAKE_ENGINE="ok",
+               PYMAF_FAKE_DELAY="0.01")
+    proc = subprocess.run([sys.executable, "-c", UNINSTALL_SCRIPT, str(zip_path), str(clip[0]), str(fake_python)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = dict(l.split(" ", 1) for l in proc.stdout.splitlines() if l.startswith(("RESULT ", "OWN ")))
+    result, own = Path(lines["RESULT"]), Path(lines["OWN"])
+    assert not own.exists()          # uninstalling removed the extension's own folder...
+    assert result.is_file()          # ... and kept the result
+    assert result.with_suffix(".log").is_file()
+
+
 # --- preferences: engine setup and the model check ----------------------------------------------
 def test_setup_engine_makes_the_extensions_own_environment(ext, scene, prefs, fake, fake_python, monkeypatch):
     monkeypatch.setattr(ext.paths, "online_access", lambda: True)  # Blender's "Allow Online Access"
