@@ -284,8 +284,8 @@ def load_model(args):
 
             from engine.model.pymaf import ModelConfig, PyMAF
             if body is None:
-                from engine.body.mannequin import build_mannequin
-                body = build_mannequin()
+                from engine.body.mannequin import default_mannequin
+                body = default_mannequin()
             log("WARNING: no --checkpoint given: using an UNTRAINED network (seeded ResNet-50 on the "
                 f"{'given body model' if args.body else 'mannequin'}); the poses are meaningless. "
                 "A trained default checkpoint arrives with a later release.")
@@ -346,8 +346,8 @@ def load_rig_body(args):
     try:
         if args.body:
             return load_body_model(args.body)
-        from engine.body.mannequin import build_mannequin
-        return build_mannequin()
+        from engine.body.mannequin import default_mannequin
+        return default_mannequin()
     except (BodyModelError, OSError, ValueError) as e:
         raise RunError(EXIT_MODEL, "model", f"{e}".splitlines()[0]) from None
 

@@ -110,6 +110,8 @@ def run(args) -> dict:
 
     prefs = paths.preferences()
     if args.engine_python:
+        if not os.path.isfile(args.engine_python):
+            raise ValueError(f"--engine-python: no such file: {os.path.abspath(args.engine_python)}")
         prefs.engine_python = os.path.abspath(args.engine_python)
     prefs.checkpoint_path = os.path.abspath(args.checkpoint) if args.checkpoint else ""
     prefs.body_path = os.path.abspath(args.body) if args.body else ""
@@ -154,22 +156,18 @@ def _job(args, bpy, tasks, paths, video, out_dir, stem) -> dict:
     result = {"blend": str(blend), "result": imp.outputs.get("result"), "log": imp.outputs.get("log"),
               "estimator": getattr(imp, "estimator_label", ""),
               "rigs": sorted(imp.info.get("armatures", {})), "notes": [imp.message], "pngs": []}
+    # Each output replaces the previous run's only once complete (the exporters and the overlay
+    # write under temporary names); the .blend last, when everything else is there.
+    if not args.no_overlay:
+        if bpy.ops.pymaf.overlay(out_dir=str(out_dir), png_count=args.png_count) != {"FINISHED"}:
+            raise failed()
+        ov = tasks.last("engine")
+        result["overlay"], result["pngs"] = ov.outputs.get("video"), ov.outputs.get("pngs", [])
     fbx = out_dir / f"{stem}.fbx"
-    fbx_new = out_dir / f".{stem}.new-{os.getpid()}.fbx"   # replaces the FBX with the .blend, at the end
-    if bpy.ops.pymaf.export(format="FBX", preset=args.fbx_preset, filepath=str(fbx_new)) != {"FINISHED"}:
+    if bpy.ops.pymaf.export(format="FBX", preset=args.fbx_preset, filepath=str(fbx)) != {"FINISHED"}:
         raise RuntimeError(f"FBX export to {fbx} failed")
     result["fbx"] = str(fbx)
-    try:
-        if not args.no_overlay:
-            if bpy.ops.pymaf.overlay(out_dir=str(out_dir), png_count=args.png_count) != {"FINISHED"}:
-                raise failed()
-            ov = tasks.last("engine")
-            result["overlay"], result["pngs"] = ov.outputs.get("video"), ov.outputs.get("pngs", [])
-        save_blend_complete(blend)
-        os.replace(fbx_new, fbx)
-    finally:
-        if fbx_new.exists():
-            fbx_new.unlink()
+    save_blend_complete(blend)
     return result
 
 

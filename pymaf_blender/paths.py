@@ -17,6 +17,7 @@ from typing import Optional
 import bpy
 
 from . import common
+from .common import jobs as _jobs  # noqa: F401 - common.jobs below
 
 ADDON_DIR = Path(__file__).resolve().parent
 ENGINE_ROOT = Path(common.ENGINE_ROOT)        # the ``engine`` package (bundled or the checkout's)
@@ -24,7 +25,9 @@ ENGINE_PARENT = ENGINE_ROOT.parent            # what goes on the engine's PYTHON
 IN_CHECKOUT = ENGINE_PARENT != ADDON_DIR      # running from a source checkout, not an install
 ENGINE_VENV_NAME = "engine-venv"
 READY_MARKER = ".pymaf-engine-ready"          # written in the venv when set-up finished and its check passed
-SETUP_PYTHON_VERSION = (3, 11)                # the engine's pinned torch 2.13.0 is tested on 3.11
+# Pythons the engine environment may be made with, preferred first: the project tests on 3.11;
+# 3.12 and 3.13 run the engine's tests and give identical results (docs/extension.md).
+SETUP_PYTHON_VERSIONS = ((3, 11), (3, 12), (3, 13))
 RESULTS_FOLDER_NAME = "pymaf"                 # next to the saved .blend: //pymaf/
 _WINDOWS = os.name == "nt"
 
@@ -110,13 +113,36 @@ def landmark_assets():
     return mod
 
 
+ASSETS_ENV = "PYMAF_ASSETS_DIR"   # the engine's variable for where converted models are
+
+
+def models_folder() -> Optional[Path]:
+    """Where the converted models (landmark models, person detector) are kept: an installed
+    extension keeps them in its user folder, which survives updates of the extension (its own
+    folder is replaced by each update); a checkout uses the engine's default (build/assets).
+    ``PYMAF_ASSETS_DIR`` set in Blender's environment wins."""
+    if os.environ.get(ASSETS_ENV, "").strip():
+        return Path(os.environ[ASSETS_ENV].strip()).expanduser()
+    if IN_CHECKOUT:
+        return None
+    return user_dir(create=False) / "models"
+
+
+def engine_env() -> dict:
+    """The environment of every engine child: the bundled engine on PYTHONPATH, and where the
+    converted models are."""
+    folder = models_folder()
+    return common.jobs.engine_env(ENGINE_PARENT, extra={ASSETS_ENV: str(folder)} if folder else None)
+
+
 def landmark_status() -> tuple:
     """-> ({size: installed?}, folder) for the pose landmark models (no hashing: cheap enough to
     call while drawing); ({}, None) when the engine has no landmark support."""
     mod = landmark_assets()
     if mod is None:
         return {}, None
-    return {s: mod.installed(s) for s in mod.MODEL_SIZES}, mod.assets_dir()
+    folder = models_folder()
+    return {s: mod.installed(s, folder) for s in mod.MODEL_SIZES}, folder or mod.assets_dir()
 
 
 def detector_installed():
@@ -125,7 +151,7 @@ def detector_installed():
     mod = landmark_assets()
     if mod is None or not hasattr(mod, "movenet_installed"):
         return None
-    return bool(mod.movenet_installed())
+    return bool(mod.movenet_installed(models_folder()))
 
 
 def abspath(path: str) -> str:
@@ -168,30 +194,43 @@ def python_version(argv: list, timeout: float = 10.0) -> Optional[tuple]:
 
 
 def find_setup_python(prefs=None) -> tuple:
-    """A system Python 3.11 to create the engine environment with -> (argv prefix or None,
-    description). The preferences' choice wins; then the usual places per platform; then
-    Blender's own interpreter when it is 3.11 (the venv is separate either way: nothing is
-    installed into Blender's Python)."""
-    want = SETUP_PYTHON_VERSION
+    """A system Python (``SETUP_PYTHON_VERSIONS``, 3.11 preferred) to create the engine
+    environment with -> (argv prefix or None, description). The preferences' choice wins; then
+    the usual places per platform; then Blender's own interpreter when it is one of them (the
+    venv is separate either way: nothing is installed into Blender's Python)."""
     chosen = abspath(getattr(prefs, "setup_python", "") or "")
     if chosen:
         if not os.path.isfile(chosen):
             return None, f"the Python chosen for setup does not exist: {chosen}"
         return [chosen], f"chosen in the preferences ({chosen})"
-    name = f"python{want[0]}.{want[1]}"
+    seen = set()
+    for want in SETUP_PYTHON_VERSIONS:
+        for argv in _setup_python_candidates(want):
+            key = tuple(argv)
+            if key in seen or (len(argv) == 1 and not os.path.isfile(argv[0])):
+                continue
+            seen.add(key)
+            if python_version(argv) == want:
+                return argv, " ".join(argv)
+    return None, f"no Python 3.11 (or 3.12, 3.13) found: {install_python_hint()}"
+
+
+def _setup_python_candidates(want: tuple) -> list:
+    """Where a Python ``want`` (major, minor) usually is, as argument lists, most specific first."""
+    v = f"{want[0]}.{want[1]}"
+    name = f"python{v}"
     candidates = []
     if _WINDOWS:
         if shutil.which("py"):
-            candidates.append(["py", f"-{want[0]}.{want[1]}"])
+            candidates.append(["py", f"-{v}"])
         local = Path(os.environ.get("LOCALAPPDATA", "")) / "Programs" / "Python" / f"Python{want[0]}{want[1]}" / "python.exe"
         candidates.append([str(local)])
     found = shutil.which(name)
     if found:
         candidates.append([found])
     pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
-    candidates += [[str(p / "bin" / "python3")] for p in sorted(pyenv.glob(f"{want[0]}.{want[1]}.*"), reverse=True)]
-    for base in ("/opt/homebrew/bin", "/usr/local/bin", "/usr/bin",
-                 f"/Library/Frameworks/Python.framework/Versions/{want[0]}.{want[1]}/bin"):
+    candidates += [[str(p / "bin" / "python3")] for p in sorted(pyenv.glob(f"{v}.*"), reverse=True)]
+    for base in ("/opt/homebrew/bin", "/usr/local/bin", "/usr/bin", f"/Library/Frameworks/Python.framework/Versions/{v}/bin"):
         candidates.append([f"{base}/{name}"])
     for generic in ("python3", "python"):
         found = shutil.which(generic)
@@ -200,18 +239,10 @@ def find_setup_python(prefs=None) -> tuple:
     exe = Path(sys.executable)
     if exe.name.lower().startswith("python") and sys.version_info[:2] == want:
         candidates.append([str(exe)])  # Blender's own interpreter (or a bpy venv's)
-    seen = set()
-    for argv in candidates:
-        key = tuple(argv)
-        if key in seen or (len(argv) == 1 and not os.path.isfile(argv[0])):
-            continue
-        seen.add(key)
-        if python_version(argv) == want:
-            return argv, " ".join(argv)
-    return None, f"no Python {want[0]}.{want[1]} found: {install_python_hint(want)}"
+    return candidates
 
 
-def install_python_hint(want=SETUP_PYTHON_VERSION, platform: str = sys.platform) -> str:
+def install_python_hint(want=SETUP_PYTHON_VERSIONS[0], platform: str = sys.platform) -> str:
     """What to install for the engine's Python on this platform, in one sentence."""
     v = f"{want[0]}.{want[1]}"
     if platform.startswith("win"):

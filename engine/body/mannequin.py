@@ -804,6 +804,29 @@ def build_mannequin() -> BodyModelData:
     return with_surface(data)
 
 
+def shipped_mannequin_path():
+    """The mannequin file made at set-up (``python3 build.py mannequin``; bundled in the
+    extension as ``engine/assets/mannequin.npz``, in a checkout ``build/assets/mannequin.npz``),
+    or None."""
+    from pathlib import Path
+
+    engine_dir = Path(__file__).resolve().parents[1]
+    for path in (engine_dir / "assets" / "mannequin.npz", engine_dir.parent / "build" / "assets" / "mannequin.npz"):
+        if path.is_file():
+            return path
+    return None
+
+
+def default_mannequin() -> BodyModelData:
+    """The mannequin at run time: the shipped file (fast, and no mesh tools needed: a user's
+    engine environment has no scikit-image or fast-simplification), else built here."""
+    path = shipped_mannequin_path()
+    if path is not None:
+        from engine.body.loading import load_body_model
+        return load_body_model(path)
+    return build_mannequin()
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:

@@ -553,8 +553,8 @@ def fit_track(world, image, visibility, presence, focal_px, principal_point, bod
     T = world.shape[0]
     valid = np.asarray(presence, np.float64).reshape(T) >= params.presence_threshold
     if body is None:
-        from engine.body.mannequin import build_mannequin
-        body = build_mannequin()
+        from engine.body.mannequin import default_mannequin
+        body = default_mannequin()
     basis = body if isinstance(body, corr.LandmarkBasis) else corr.landmark_basis(body)
     prior = load_pose_prior() if prior is None else prior
     limits = default_joint_limits()

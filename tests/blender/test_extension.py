@@ -713,17 +713,28 @@ def test_uninstalling_keeps_the_results(zip_path, clip, fake_python, tmp_path):
 
 
 # --- preferences: engine setup and the model check ----------------------------------------------
-def test_setup_engine_makes_the_extensions_own_environment(ext, scene, prefs, fake, fake_python, monkeypatch):
+def test_setup_engine_makes_the_extensions_own_environment(ext, scene, prefs, fake, fake_python, monkeypatch,
+                                                           tmp_path):
     monkeypatch.setattr(ext.paths, "online_access", lambda: True)  # Blender's "Allow Online Access"
     monkeypatch.delenv("PYMAF_ENGINE_PYTHON", raising=False)
     prefs.setup_python = str(fake_python)
-    prefs.engine_python = "/chosen/before/python"
+    # an Engine Python of the user's own: set-up installs only the models, for it
+    argv_log = tmp_path / "argv.jsonl"
+    monkeypatch.setenv("PYMAF_FAKE_ARGV_LOG", str(argv_log))
+    assert bpy.ops.pymaf.setup_engine() == {"FINISHED"}
+    runs = [json.loads(l) for l in argv_log.read_text().splitlines()]
+    assert [a[:3] for a in runs] == [["-u", "-m", "engine.landmarks.setup"], ["-c", runs[1][1], *runs[1][2:3]]]
+    assert prefs.engine_python == str(fake_python) and "Installed the models for" in prefs.setup_report
+    prefs.engine_python = str(tmp_path / "gone" / "python")
+    with pytest.raises(RuntimeError, match="Engine Python chosen in the preferences does not exist"):
+        bpy.ops.pymaf.setup_engine()
+    assert prefs.setup_report.startswith("Set up Engine refused: the Engine Python chosen")
+    prefs.engine_python = ""
     venv = ext.paths.own_engine_venv()
     try:
         assert bpy.ops.pymaf.setup_engine() == {"FINISHED"}
         py = ext.paths.venv_python(venv)
         assert py.is_file() and ext.paths.ready_marker(venv).is_file()
-        assert prefs.engine_python == ""  # the new environment is used from now on
         assert ext.paths.find_engine_python(prefs) == (py, "the extension's engine environment")
         log = (ext.paths.user_dir() / "engine-setup.log").read_text()
         assert "-m venv" in log and "-r " + str(ext.paths.engine_requirements()) in log
@@ -733,6 +744,12 @@ def test_setup_engine_makes_the_extensions_own_environment(ext, scene, prefs, fa
         assert log.index("-r " + str(ext.paths.engine_requirements())) < log.index("engine.landmarks.setup")
         assert "Pose landmark models: BlazePose GHUM 3D by Google, Apache License 2.0" in log
         assert "Pose landmark models:" in prefs.setup_report
+        # a set-up refused before it starts leaves a ready environment ready
+        monkeypatch.setattr(ext.paths, "online_access", lambda: False)
+        with pytest.raises(RuntimeError, match="Online access is off"):
+            bpy.ops.pymaf.setup_engine()
+        assert ext.paths.find_engine_python(prefs) == (py, "the extension's engine environment")
+        monkeypatch.setattr(ext.paths, "online_access", lambda: True)
 
         fake("landmarkfail")
         with pytest.raises(RuntimeError, match="Engine setup failed: .*exit code 5.*could not download "
@@ -746,8 +763,9 @@ def test_setup_engine_makes_the_extensions_own_environment(ext, scene, prefs, fa
         with pytest.raises(RuntimeError, match="engine environment is incomplete .*press 'Set up Engine' again"):
             bpy.ops.pymaf.import_video()
 
-        fake("pipfail")
-        with pytest.raises(RuntimeError, match="Engine setup failed: .*exit code 1.*engine-setup.log"):
+        fake("pipfail")   # pip's own reason reaches the report, not only the log
+        with pytest.raises(RuntimeError, match="Engine setup failed: .*exit code 1\\): Could not find a version "
+                                               "that satisfies the requirement torch==2.13.0 .*engine-setup.log"):
             bpy.ops.pymaf.setup_engine()
         assert "Could not find a version" in (ext.paths.user_dir() / "engine-setup.log").read_text()
     finally:
@@ -811,9 +829,17 @@ def test_setup_python_missing_says_what_to_install(ext):
     assert "sudo apt install python3.11 python3.11-venv" in hint(platform="linux")
 
 
-def test_check_button_says_what_is_wrong(ext, scene, prefs, tmp_path):
+def test_check_button_says_what_is_wrong(ext, scene, prefs, tmp_path, monkeypatch):
     engine_python()  # skips without the engine environment
+    # the models an import needs are part of the check: missing, it says so
+    monkeypatch.setenv("PYMAF_ASSETS_DIR", str(tmp_path / "no-models"))
+    with pytest.raises(RuntimeError, match="Model file problem: Pose landmark model 'full': PROBLEM - not installed"):
+        bpy.ops.pymaf.check_models()
+    assert "Person detector (MoveNet): PROBLEM - not installed" in prefs.check_report
+    _install_fake_landmark_models(ext, tmp_path / "no-models", ("full",))
+    monkeypatch.setattr(ext.paths, "detector_installed", lambda: True)
     assert bpy.ops.pymaf.check_models() == {"FINISHED"}
+    assert "Pose landmark models: full installed" in prefs.check_report
     assert "Body model: OK - SMPL body model: 6890 vertices" in prefs.check_report
     assert "untrained" in prefs.check_report
     bad = tmp_path / "resnet.pth"
@@ -827,20 +853,20 @@ def test_check_button_says_what_is_wrong(ext, scene, prefs, tmp_path):
 # --- the real engine ------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def installed_landmarks(ext):
-    """The last step of 'Set up Engine', for real: the installed extension's own engine downloads
-    (or reuses build/cache's copies of) the pinned npm tarballs and converts the 'full' landmark
-    model and the person detector into its bundled engine/assets folder."""
+    """The last step of 'Set up Engine', for real: the installed extension's own engine, in the
+    environment the extension gives every engine child, downloads (or reuses build/cache's copies
+    of) the pinned npm tarballs and converts the 'full' landmark model and the person detector
+    into the extension's models folder (its user folder: kept across updates)."""
     py = engine_python()
     installed = Path(ext.__file__).parent
-    jobs = importlib.import_module(MODULE + ".common.jobs")
-    env = jobs.engine_env(installed)
-    env.pop("PYMAF_ASSETS_DIR", None)
+    folder = ext.paths.models_folder()
+    assert folder is not None and folder.is_relative_to(ext.paths.user_dir()) and not folder.is_relative_to(installed)
     proc = subprocess.run([str(py), "-u", "-m", "engine.landmarks.setup", "--sizes", "full,movenet",
-                           "--cache", str(REPO / "build" / "cache")], cwd=installed, env=env,
-                          capture_output=True, text=True, timeout=600)
+                           "--cache", str(REPO / "build" / "cache")], cwd=ext.paths.user_dir(),
+                          env=ext.paths.engine_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert ext.paths.landmark_status()[0]["full"] and ext.paths.detector_installed() is True
-    return installed / "engine" / "assets" / "blazepose_full.pt"
+    return folder / "blazepose_full.pt"
 
 
 @pytest.mark.skipif(not DANCER.is_file(), reason=f"{DANCER} not present")

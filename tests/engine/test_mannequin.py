@@ -341,3 +341,23 @@ def test_preview_renders(model, tmp_path):
     v = model.v_template.astype(np.float64)
     render_panels([[("front", v, model.faces, "front"), ("side", v, model.faces, "side")]], path, dpi=30)
     assert path.stat().st_size > 1000
+
+
+def test_run_time_mannequin_is_the_shipped_file_and_equals_the_build(model):
+    """``default_mannequin`` (what the engine uses without --body) loads the shipped file, so a
+    user's environment needs no mesh tools; that file is what ``build_mannequin`` makes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = mq.shipped_mannequin_path()
+    if path is None:
+        pytest.skip("no shipped mannequin file (python3 build.py mannequin)")
+    shipped = mq.default_mannequin()
+    for key in ("v_template", "shapedirs", "J_regressor", "weights", "parents", "faces", "J_regressor_extra"):
+        np.testing.assert_array_equal(getattr(shipped, key), getattr(model, key), err_msg=key)
+    repo = Path(__file__).resolve().parents[2]
+    probe = ("import sys; from engine.body.mannequin import default_mannequin; default_mannequin(); "
+             "print(sorted(m for m in ('skimage', 'fast_simplification') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
