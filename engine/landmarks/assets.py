@@ -184,8 +184,8 @@ def fix_command() -> str:
     if in_checkout():
         return f"'python3 build.py setup' (or '{cli}' in the engine environment)"
     if in_extension():
-        return (f"the extension's 'Set up Engine' button (Preferences > Add-ons > PyMAF for Blender), "
-                f"or '{cli}' in the engine environment")
+        return ("the extension's 'Set up Engine' button (Preferences > Add-ons > PyMAF for Blender; with an "
+                "Engine Python of your own chosen there, it installs only these models for it)")
     return f"'{cli}' in the engine environment"
 
 
