@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 
 from engine.model.inference import AUTOCAST_DTYPES, normalize_crops, resolve_device
 from engine.train.configs import EVAL_SEED
+from engine.train.data import collate_tensors, synthetic_dataset
 from engine.train.losses import batch_to_tensors
 from engine.train.metrics import (SegmentationScores, joint_errors, pve, render_labels,
                                   six_part_labels)
@@ -45,15 +46,7 @@ LABELS = {"mpjpe": "MPJPE (mm)", "pa_mpjpe": "PA-MPJPE (mm)", "pve": "PVE (mm)",
 
 def held_out_dataset(count: int, seed: int = EVAL_SEED, body=None, cache_dir=None):
     """The held-out synthetic set (``count`` samples of seed ``seed``)."""
-    from engine.train.trainer import synthetic_dataset
-
     return synthetic_dataset(seed, count, body, cache_dir)
-
-
-def _collate(samples):
-    from engine.train.trainer import collate_tensors
-
-    return collate_tensors(samples)
 
 
 def _forward(model, crops, autocast_dtype):
@@ -87,7 +80,7 @@ def evaluate_model(model, dataset, *, indices=None, batch_size: int = 16, device
     indices = list(range(len(dataset)) if indices is None else indices)
     batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
     kwargs = {"multiprocessing_context": "spawn"} if num_workers > 0 else {}
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=_collate, **kwargs)
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_tensors, **kwargs)
     autocast_dtype = AUTOCAST_DTYPES[autocast]
     errors: dict = {}
     sil: dict = {}
@@ -141,7 +134,7 @@ def render_examples(model, dataset, indices, renderer224, out_dir, device=None) 
     model.eval()
     paths = []
     for i in indices:
-        batch = batch_to_tensors(_collate([dataset[i]]), device)
+        batch = batch_to_tensors(collate_tensors([dataset[i]]), device)
         out = _forward(model, normalize_crops(batch["image"]), None)
         image = batch["image"][0].cpu().numpy()
         panels = [("input", image)]

@@ -39,11 +39,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from engine.data.sample import collate
 from engine.model.checkpoint import read_checkpoint, save_pymaf, state_dict_of
 from engine.model.inference import AUTOCAST_DTYPES, normalize_crops, resolve_device
 from engine.model.pymaf import PyMAF
 from engine.train.configs import EVAL_SEED, TrainConfig, config_names, get_config
+from engine.train.data import collate_tensors, synthetic_dataset
 from engine.train.losses import batch_to_tensors, components_to_floats, total_loss
 
 CHECKPOINT_GLOB = "checkpoint_*.pt"
@@ -126,11 +126,6 @@ class StepBatchSampler:
         return max(0, self.total_steps - self.start_step)
 
 
-def collate_tensors(samples: list) -> dict:
-    """List of contract samples -> dict of CPU tensors (module level: picklable for spawn)."""
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in collate(samples).items()}
-
-
 def make_loader(dataset, sampler: StepBatchSampler, num_workers: int, pin_memory: bool) -> DataLoader:
     """DataLoader over ``sampler``'s batches; workers use the spawn context (the renderer's
     EGL context must not be forked). Its own generator: no draw from the global RNG."""
@@ -140,15 +135,6 @@ def make_loader(dataset, sampler: StepBatchSampler, num_workers: int, pin_memory
         kwargs = {"multiprocessing_context": "spawn", "persistent_workers": True, "prefetch_factor": 4}
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_tensors,
                       pin_memory=pin_memory, generator=torch.Generator().manual_seed(0), **kwargs)
-
-
-def synthetic_dataset(seed: int, size: int, body=None, cache_dir=None):
-    """The synthetic people dataset (``engine.data.synthetic.SyntheticPeople``): ``size``
-    samples of seed ``seed`` rendered with ``body`` (default the mannequin); ``cache_dir``
-    stores generated shards for reuse."""
-    from engine.data.synthetic import SyntheticPeople
-
-    return SyntheticPeople(length=int(size), seed=int(seed), body=body, cache_dir=cache_dir)
 
 
 def dataset_size(dataset, wanted: int) -> int:
