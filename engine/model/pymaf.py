@@ -21,6 +21,7 @@ from torch import nn
 from engine.body.model_data import BodyModelData
 from engine.body.smpl_torch import SMPL, VertexSubset
 from engine.common import smpl_topology as topo
+from engine.model.blaze_trunk import BlazeTrunk, neck_levels, trunk_size
 from engine.model.geometry import project_to_crop, rot6d_to_rotmat, rotmat_to_axis_angle
 from engine.model.resnet import ResNetTrunk
 
@@ -43,6 +44,11 @@ class ModelConfig:
                            iterated once per stage with shared weights (Table 4 "global").
     use_pyramid:  False samples every stage from the same finest (56x56) map (Table 5).
     with_iuv_head: the auxiliary dense-correspondence head (Table 5 "aux").
+    trunk:        'resnet' (the paper: a ResNet of ``backbone_depth`` and the deconvolution
+                  pyramid), or 'blazepose-lite|full|heavy': the frozen BlazePose landmark
+                  network's decoder maps (16/32/64 px, engine/model/blaze_trunk.py) lifted
+                  to 256 channels by one trainable conv each; its weights are attached at
+                  run time (``attach_trunk``), never saved with the heads.
     Only the default layout matches the official checkpoint; the others are for training
     and ablations (their checkpoints carry their config).
     """
@@ -51,19 +57,30 @@ class ModelConfig:
     with_iuv_head: bool = True
     feature_mode: str = "maf"
     use_pyramid: bool = True
+    trunk: str = "resnet"
 
     def __post_init__(self):
         if self.feature_mode not in FEATURE_MODES:
             raise ValueError(f"feature_mode must be one of {FEATURE_MODES}, got {self.feature_mode!r}")
+        if self.trunk != "resnet":
+            trunk_size(self.trunk)   # raises for an unknown trunk
+
+    @property
+    def blaze(self) -> bool:
+        return self.trunk != "resnet"
 
     def to_dict(self) -> dict:
-        return {"backbone_depth": self.backbone_depth, "with_iuv_head": self.with_iuv_head,
-                "feature_mode": self.feature_mode, "use_pyramid": self.use_pyramid}
+        d = {"backbone_depth": self.backbone_depth, "with_iuv_head": self.with_iuv_head,
+             "feature_mode": self.feature_mode, "use_pyramid": self.use_pyramid}
+        if self.blaze:   # the official layout's config keeps its four keys
+            d["trunk"] = self.trunk
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         return cls(int(d.get("backbone_depth", 50)), bool(d.get("with_iuv_head", True)),
-                   str(d.get("feature_mode", "maf")), bool(d.get("use_pyramid", True)))
+                   str(d.get("feature_mode", "maf")), bool(d.get("use_pyramid", True)),
+                   str(d.get("trunk", "resnet")))
 
 
 # --- fixed sampling geometry ---------------------------------------------------------
@@ -247,18 +264,28 @@ class PyMAFOutput:
 class PyMAF(nn.Module):
     """The released network. ``forward(crops (B, 3, 224, 224))`` -> PyMAFOutput."""
 
-    def __init__(self, body: BodyModelData, config: ModelConfig = ModelConfig()):
+    def __init__(self, body: BodyModelData, config: ModelConfig = ModelConfig(), trunk_channels: int = 48):
+        """``trunk_channels``: width of a BlazePose trunk's decoder maps (48 for full and heavy,
+        32 for lite; ``BlazeTrunk.channels``); unused with the ResNet trunk."""
         super().__init__()
         self.config = config
         self.register_buffer("points_grid", grid_points())
-        self.feature_extractor = ResNetTrunk(config.backbone_depth)
         global_mode = config.feature_mode == "global"
-        # The global baseline needs the pyramid only to feed the IUV head.
-        needs_pyramid = not global_mode or config.with_iuv_head
-        self.deconv_layers = deconv_pyramid(self.feature_extractor.out_channels) if needs_pyramid else None
+        self._blaze = None        # the attached frozen BlazePose trunk (not a submodule: never saved)
+        if config.blaze:
+            self.feature_extractor = None
+            self.neck = neck_levels(trunk_channels)
+            self.deconv_layers = None
+            global_dim = 256      # the coarsest level, pooled
+        else:
+            self.feature_extractor = ResNetTrunk(config.backbone_depth)
+            # The global baseline needs the pyramid only to feed the IUV head.
+            needs_pyramid = not global_mode or config.with_iuv_head
+            self.deconv_layers = deconv_pyramid(self.feature_extractor.out_channels) if needs_pyramid else None
+            global_dim = self.feature_extractor.out_channels
         if global_mode:
             self.maf_extractor = nn.ModuleList()
-            self.regressor = nn.ModuleList([Regressor(self.feature_extractor.out_channels, body)])
+            self.regressor = nn.ModuleList([Regressor(global_dim, body)])
         else:
             self.maf_extractor = nn.ModuleList(MAFExtractor(body.num_vertices) for _ in range(NUM_STAGES))
             self.regressor = nn.ModuleList(
@@ -276,7 +303,29 @@ class PyMAF(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         self._forget_subsets()  # moved to another device or dtype
+        if self._blaze is not None:
+            self._blaze._apply(fn, *args, **kwargs)   # the trunk goes where the heads go
         return super()._apply(fn, *args, **kwargs)
+
+    def attach_trunk(self, trunk: BlazeTrunk) -> "PyMAF":
+        """Give a BlazePose-trunk model its frozen trunk (the user's converted landmark network
+        of the configured size); kept out of ``state_dict``."""
+        if not self.config.blaze:
+            raise ValueError("attach_trunk: this model has a ResNet trunk")
+        if trunk.channels != self.neck[0][0].in_channels:
+            raise ValueError(f"the trunk's maps have {trunk.channels} channels, the heads expect "
+                             f"{self.neck[0][0].in_channels} ({self.config.trunk})")
+        object.__setattr__(self, "_blaze", trunk)   # not a submodule: out of state_dict and parameters()
+        return self
+
+    def trunk_maps(self, crops: torch.Tensor, autocast_dtype: Optional[torch.dtype] = None):
+        """What the heads read from an image: the ResNet's (B, C, 7, 7) map, or the BlazePose
+        trunk's three decoder maps (frozen: cacheable per sample)."""
+        if self.config.blaze:
+            if self._blaze is None:
+                raise RuntimeError("this model's BlazePose trunk is not attached (attach_trunk)")
+            return self._blaze(crops)
+        return self._run_cnn(self.feature_extractor, crops, autocast_dtype)
 
     def stage_regressor(self, t: int) -> Regressor:
         return self.regressor[min(t, len(self.regressor) - 1)]
@@ -297,10 +346,12 @@ class PyMAF(nn.Module):
     def pyramid_block(self, t: int) -> nn.Sequential:
         return self.deconv_layers[3 * t: 3 * t + 3]
 
-    def forward(self, crops: torch.Tensor, *, full_mesh_every_stage: bool = False,
+    def forward(self, crops: Optional[torch.Tensor] = None, *, trunk_maps=None, full_mesh_every_stage: bool = False,
                 run_iuv: Optional[bool] = None, autocast_dtype: Optional[torch.dtype] = None,
                 with_initial: bool = False) -> PyMAFOutput:
-        """crops (B, 3, 224, 224), ImageNet-normalized RGB -> PyMAFOutput.
+        """crops (B, 3, 224, 224), ImageNet-normalized RGB (BlazePose trunk: (B, 3, 256, 256)
+        RGB in [0, 1]) -> PyMAFOutput; or ``trunk_maps`` (``trunk_maps(crops)``, e.g. cached)
+        instead of the crops.
 
         Intermediate stages pose only the sampled vertices (and joint sources) unless
         ``full_mesh_every_stage``; the final stage always gives the full mesh.
@@ -308,11 +359,12 @@ class PyMAF(nn.Module):
         trunk and pyramid in reduced precision; everything after them stays float32.
         ``with_initial`` adds ``out.initial``, the mean-parameter starting estimate.
         """
-        batch = crops.shape[0]
+        if trunk_maps is None:
+            trunk_maps = self.trunk_maps(crops, autocast_dtype)
+        batch = (trunk_maps[0] if isinstance(trunk_maps, (list, tuple)) else trunk_maps).shape[0]
         if run_iuv is None:
             run_iuv = self.training and self.dp_head is not None
-        trunk_map = self._run_cnn(self.feature_extractor, crops, autocast_dtype)
-        maps = self._stage_maps(trunk_map, autocast_dtype, run_iuv)
+        maps = self._stage_maps(trunk_maps, autocast_dtype, run_iuv)
 
         pose6d, betas, cam = self.regressor[0].mean_params(batch)
         out = PyMAFOutput()
@@ -339,6 +391,11 @@ class PyMAF(nn.Module):
         """The feature map each stage reads: pyramid level t (the paper), the finest level
         for every stage (no pyramid), or the trunk map (global; pooled later). The last
         entry is always the finest level when the IUV head needs it."""
+        if self.config.blaze:
+            levels = [self._run_cnn(self.neck[t], m, autocast_dtype) for t, m in enumerate(trunk_map)]
+            if self.config.feature_mode == "global":
+                return [levels[0]] * NUM_STAGES + ([levels[-1]] if run_iuv else [])
+            return levels if self.config.use_pyramid else [levels[-1]] * NUM_STAGES
         if self.config.feature_mode == "global":
             maps = [trunk_map] * NUM_STAGES
             if run_iuv:

@@ -1,0 +1,95 @@
+"""PyMAF's heads on the frozen BlazePose trunk (engine/model/blaze_trunk.py): the trunk's
+decoder maps, frozen and never saved; the heads load strictly; cached maps give exactly
+what the crops give; every ablation layout runs."""
+import io
+
+import pytest
+import torch
+
+from engine.landmarks.assets import assets_dir
+from engine.landmarks.network import load_landmark_network
+from engine.model.blaze_trunk import BlazeTrunk, decoder_taps, tap_channels
+from engine.model.pymaf import ModelConfig, PyMAF
+
+
+def _network(size="full"):
+    path = assets_dir() / f"blazepose_{size}.pt"
+    if not path.is_file():
+        pytest.skip(f"{path} missing (python3 build.py setup)")
+    return load_landmark_network(path, size)[0]
+
+
+@pytest.fixture(scope="module")
+def trunk():
+    return BlazeTrunk(_network("full"))
+
+
+@pytest.fixture(scope="module")
+def crops():
+    g = torch.Generator().manual_seed(3)
+    return torch.rand(2, 3, 256, 256, generator=g)
+
+
+def test_taps_are_the_decoders_three_scales(trunk, crops):
+    net = trunk.net
+    shapes = {out: shape for _, _, out, shape in net.step_shapes()}
+    assert [shapes[i] for i in decoder_taps(net)] == [(1, 48, 16, 16), (1, 48, 32, 32), (1, 48, 64, 64)]
+    assert tap_channels(net) == 48 and tap_channels(_network("lite")) == 32
+    # stopping early gives the very tensors the whole graph computes
+    whole = net._execute(crops, set(trunk.taps), stop_early=False)
+    for m, i in zip(trunk(crops), trunk.taps):
+        torch.testing.assert_close(m, whole[i].float(), rtol=0, atol=0)
+    # the 64 px map is what the landmark heatmaps are read from: it must carry the pose
+    heat_step = next(s for s in net.steps if s["out"] == net.output_ids["heatmaps"])
+    assert heat_step["in"] == [trunk.taps[-1]]
+
+
+@pytest.mark.parametrize("config", [
+    ModelConfig(trunk="blazepose-full"),
+    ModelConfig(trunk="blazepose-full", feature_mode="grid"),
+    ModelConfig(trunk="blazepose-full", feature_mode="global"),
+    ModelConfig(trunk="blazepose-full", use_pyramid=False, with_iuv_head=False),
+])
+def test_heads_on_the_trunk(mannequin, trunk, crops, config):
+    torch.manual_seed(0)
+    model = PyMAF(mannequin, config, trunk_channels=trunk.channels).attach_trunk(trunk).eval()
+    with torch.no_grad():
+        out = model(crops)
+        cached = model(trunk_maps=model.trunk_maps(crops))
+    assert out.final.vertices.shape == (2, mannequin.num_vertices, 3) and out.final.cam.shape == (2, 3)
+    torch.testing.assert_close(out.final.vertices, cached.final.vertices, rtol=0, atol=0)
+    sd = model.state_dict()
+    assert not [k for k in sd if k.startswith(("_blaze", "net.", "feature_extractor"))]
+    assert sum(p.numel() for p in model.parameters()) == sum(
+        p.numel() for n, p in model.named_parameters() if not n.startswith("_blaze"))
+    # saved and loaded strictly, weights only
+    buf = io.BytesIO()
+    torch.save({"model": sd, "config": config.to_dict()}, buf)
+    buf.seek(0)
+    obj = torch.load(buf, weights_only=True)
+    again = PyMAF(mannequin, ModelConfig.from_dict(obj["config"]), trunk_channels=48)
+    again.load_state_dict(obj["model"], strict=True)
+    again.attach_trunk(trunk).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(crops).final.vertices, out.final.vertices, rtol=0, atol=0)
+
+
+def test_trunk_is_frozen_and_heads_learn(mannequin, trunk, crops):
+    model = PyMAF(mannequin, ModelConfig(trunk="blazepose-full"), trunk_channels=48).attach_trunk(trunk).train()
+    out = model(crops)
+    (out.final.vertices.square().mean() + sum(v.square().mean() for v in out.iuv.values())).backward()
+    assert all(p.grad is None for p in trunk.parameters()) and not trunk.training
+    assert model.neck[2][0].weight.grad is not None and model.regressor[2].fc1.weight.grad is not None
+    assert out.iuv["predict_u"].shape[-2:] == (64, 64)   # the IUV head reads the finest level
+
+
+def test_wrong_or_missing_trunk_is_refused(mannequin, crops):
+    model = PyMAF(mannequin, ModelConfig(trunk="blazepose-full"), trunk_channels=48)
+    with pytest.raises(RuntimeError, match="not attached"):
+        model(crops)
+    with pytest.raises(ValueError, match="32 channels, the heads expect 48"):
+        model.attach_trunk(BlazeTrunk(_network("lite")))
+    with pytest.raises(ValueError, match="trunk must be"):
+        ModelConfig(trunk="blazepose-huge")
+    assert ModelConfig().to_dict() == {"backbone_depth": 50, "with_iuv_head": True, "feature_mode": "maf",
+                                       "use_pyramid": True}   # the official layout's config unchanged
