@@ -87,3 +87,14 @@ def trunk_size(trunk: str) -> str:
     if not trunk.startswith(prefix) or trunk[len(prefix):] not in TRUNK_SIZES:
         raise ValueError(f"trunk must be 'resnet' or one of {[prefix + s for s in TRUNK_SIZES]}, got {trunk!r}")
     return trunk[len(prefix):]
+
+
+def trunk_input(images: torch.Tensor) -> torch.Tensor:
+    """PyMAF crops (B, 224, 224, 3) uint8 RGB -> the trunk's (B, 3, 256, 256) RGB in [0, 1]: the
+    same square box, so the crop camera (s, tx, ty) means the same; bilinear, half-pixel
+    centres (the resize the landmark graph itself uses)."""
+    x = images.permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[-1] == INPUT_SIZE and x.shape[-2] == INPUT_SIZE:
+        return x.contiguous()
+    return torch.nn.functional.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
+                                           align_corners=False).clamp_(0.0, 1.0)

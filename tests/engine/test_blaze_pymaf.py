@@ -93,3 +93,16 @@ def test_wrong_or_missing_trunk_is_refused(mannequin, crops):
         ModelConfig(trunk="blazepose-huge")
     assert ModelConfig().to_dict() == {"backbone_depth": 50, "with_iuv_head": True, "feature_mode": "maf",
                                        "use_pyramid": True}   # the official layout's config unchanged
+
+
+def test_trunk_input_keeps_the_crop_frame():
+    """A 224 crop becomes the 256 input of the same box: a pixel at normalised crop position
+    (u, v) lands at the same normalised position."""
+    from engine.model.blaze_trunk import trunk_input
+
+    img = torch.zeros(1, 224, 224, 3, dtype=torch.uint8)
+    img[0, 56, 168] = 255                         # u = (168 + 0.5) / 224, v = (56 + 0.5) / 224
+    x = trunk_input(img)
+    assert x.shape == (1, 3, 256, 256) and float(x.max()) <= 1.0
+    y, xx = divmod(int(x[0, 0].argmax()), 256)
+    assert abs((xx + 0.5) / 256 - 168.5 / 224) < 1.5 / 256 and abs((y + 0.5) / 256 - 56.5 / 224) < 1.5 / 256
