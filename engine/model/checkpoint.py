@@ -1,12 +1,25 @@
-"""Reading and writing PyMAF checkpoints (official release layout, and ours).
+"""Reading and writing PyMAF checkpoints (official release layout, ours, and weights only).
 
 Checkpoints are untrusted input: ``torch.load(..., weights_only=True)`` only, on the
 CPU, nothing downloaded. The official file is a dict whose ``'model'`` entry is the
 state dict; ours add ``'config'`` (plain ints/bools) and ``'format'``. Both load with
 ``strict=True``. A mismatch is reported key by key, with a guess of what the file is.
+
+A weights-only file (``WEIGHTS_FORMAT``, for shipping) holds what the network cannot
+rebuild: its parameters and buffers without the three body-model copies
+(``regressor.<t>.smpl.*``), the dense ``Dmap`` selection matrices (their vertex ids are
+stored instead) and the fixed sampling grid; no optimizer, RNG or logs. Floating tensors
+may be float16 (``half``); they load back as float32 into a PyMAF built with a body
+model the caller gives. Written by ``python -m engine.model.checkpoint export IN OUT
+[--half]``.
 """
 from __future__ import annotations
 
+import argparse
+import hashlib
+import os
+import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -16,10 +29,11 @@ import torch
 from engine.body.loading import body_model_from_state_dict
 from engine.body.model_data import BodyModelData
 from engine.common.atomic import atomic_file
-from engine.model.pymaf import ModelConfig, PyMAF
+from engine.model.pymaf import ModelConfig, PyMAF, grid_points, vertex_selection_matrix
 from engine.safe_torch import TorchFileError, read_torch_file
 
 OUR_FORMAT = "pymaf-blender-checkpoint/1"
+WEIGHTS_FORMAT = "pymaf-blender-weights/1"
 BODY_PREFIX = "regressor.0.smpl."
 # what a PyMAF checkpoint holds (the official release's state dict), for messages about files
 # that are something else; tests check these against the network's own state_dict
@@ -149,9 +163,13 @@ def load_pymaf(path, *, body: Optional[BodyModelData] = None) -> tuple[PyMAF, di
 
     The body model embedded in the checkpoint (``regressor.0.smpl.*``) is the one the
     network was trained with and is used as is; ``body`` only matters for checkpoints
-    without it (then it must be given). Returns (model in eval mode, info dict).
+    without it (then it must be given), weights-only files included. Returns (model in
+    eval mode, info dict).
     """
     obj = read_checkpoint(path)
+    if obj.get("format") == WEIGHTS_FORMAT:
+        model, info = load_weights_only(obj, body, Path(path).name)
+        return model, {**info, "path": str(path)}
     sd = state_dict_of(obj)
     kind = guess_kind(sd)
     ours = obj.get("format") == OUR_FORMAT  # carries its config (ablation layouts too)
@@ -187,5 +205,164 @@ def save_pymaf(model: PyMAF, path, *, legacy_format: bool = False, extra: Option
         torch.save(payload, f, _use_new_zipfile_serialization=not legacy_format)
 
 
+# --- weights only (shipping) ---------------------------------------------------------
+_BODY_KEY = re.compile(r"(^|\.)smpl\.")
+FULL_PRECISION = (".init_pose", ".init_shape", ".init_cam")  # float32 even in a half file
+
+
+def rebuilt_key(key: str) -> bool:
+    """True for state-dict entries ``PyMAF(body, config)`` makes itself, left out of a
+    weights-only file: body-model copies, ``Dmap`` (from stored vertex ids), the grid."""
+    return bool(_BODY_KEY.search(key)) or key.endswith(".Dmap") or key == "points_grid"
+
+
+def weights_layout(model: PyMAF) -> dict:
+    """{key: shape} a weights-only file of ``model`` must hold, no more, no less."""
+    return {k: shape for k, shape in expected_layout(model).items() if not rebuilt_key(k)}
+
+
+def body_fingerprint(model: PyMAF) -> dict:
+    """Which body model the network was trained with: vertex count and a digest of its
+    template and shape basis (the caller's body is compared with it at load)."""
+    smpl = model.regressor[0].smpl
+    digest = hashlib.sha256()
+    for t in (smpl.v_template, smpl.shapedirs):
+        digest.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return {"num_vertices": int(smpl.v_template.shape[0]), "sha256": digest.hexdigest()}
+
+
+def _check_rebuildable(model: PyMAF) -> None:
+    """Refuse to drop buffers a fresh build would not reproduce (a ``Dmap`` that is not a
+    0/1 selection, another sampling grid)."""
+    if not torch.equal(model.points_grid.cpu(), grid_points()):
+        raise CheckpointError("points_grid differs from the standard 21x21 grid; it cannot be left out")
+    for t, extractor in enumerate(model.maf_extractor):
+        rebuilt = vertex_selection_matrix(extractor.vertex_ids().cpu().numpy(), extractor.Dmap.shape[1])
+        if not torch.equal(extractor.Dmap.cpu(), rebuilt):
+            raise CheckpointError(f"maf_extractor.{t}.Dmap is not a 0/1 vertex selection; it cannot be rebuilt")
+
+
+def weights_payload(model: PyMAF, *, half: bool = False) -> dict:
+    """The weights-only file's dict: {'format', 'config', 'dtype', 'model': {key: tensor},
+    'maf_vertex_ids' (stages, 431) int64, 'body': fingerprint}. Floating tensors in
+    float16 with ``half`` (but ``FULL_PRECISION``); everything copied to the CPU (no
+    shared storage is saved)."""
+    _check_rebuildable(model)
+    dtype = torch.float16 if half else torch.float32
+
+    def stored(key, value):
+        # The mean-parameter start (157 numbers) stays exact: rounding init_cam's scale
+        # alone would move every estimate's depth.
+        keep = not value.is_floating_point() or key.endswith(FULL_PRECISION)
+        return (value if keep else value.to(dtype)).detach().cpu().clone()
+
+    weights = {k: stored(k, v) for k, v in model.state_dict().items() if not rebuilt_key(k)}
+    ids = [e.vertex_ids().cpu() for e in model.maf_extractor]
+    return {"format": WEIGHTS_FORMAT, "config": model.config.to_dict(), "dtype": str(dtype).split(".")[-1],
+            "model": weights, "maf_vertex_ids": torch.stack(ids) if ids else torch.zeros(0, 0, dtype=torch.long),
+            "body": body_fingerprint(model)}
+
+
+def save_weights(model: PyMAF, path, *, half: bool = False) -> None:
+    """Write ``weights_payload(model, half=half)`` atomically."""
+    payload = weights_payload(model, half=half)
+    with atomic_file(Path(path)) as f:
+        torch.save(payload, f)
+
+
+def _weights_state(obj: dict, model: PyMAF, name: str) -> dict:
+    """The full state dict for ``model``: the file's weights (float16 -> the model's dtype),
+    ``Dmap`` rebuilt from the stored vertex ids, the rest (body, grid) the model's own."""
+    weights = obj.get("model")
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{name}: a weights-only file without its 'model' dict of tensors")
+    report = compare_layout(weights, weights_layout(model))
+    if not report.ok:
+        raise CheckpointError(f"{name}: weights-only file does not fit the PyMAF layout of its config "
+                              f"{model.config.to_dict()}:\n{report.describe()}")
+    state = model.state_dict()
+    for key, value in weights.items():
+        if value.is_floating_point() and state[key].is_floating_point():
+            value = value.to(state[key].dtype)
+        elif value.dtype != state[key].dtype:
+            raise CheckpointError(f"{name}: {key} is {value.dtype}, expected {state[key].dtype}")
+        state[key] = value
+    if len(model.maf_extractor):
+        ids = _vertex_ids(obj.get("maf_vertex_ids"), len(model.maf_extractor), model.maf_extractor[0].Dmap.shape, name)
+        for t, extractor in enumerate(model.maf_extractor):
+            state[f"maf_extractor.{t}.Dmap"] = vertex_selection_matrix(ids[t].numpy(), extractor.Dmap.shape[1])
+    return state
+
+
+def _vertex_ids(ids, stages: int, dmap_shape: tuple, name: str) -> torch.Tensor:
+    """A file's ``maf_vertex_ids``, checked: (stages, n) int64 below V for a ``Dmap`` of (n, V)."""
+    n, num_vertices = dmap_shape
+    if (not isinstance(ids, torch.Tensor) or ids.dtype != torch.long or tuple(ids.shape) != (stages, n)
+            or ids.min() < 0 or ids.max() >= num_vertices):
+        raise CheckpointError(f"{name}: maf_vertex_ids must be ({stages}, {n}) vertex indices below {num_vertices}")
+    return ids
+
+
+def load_weights_only(obj: dict, body: Optional[BodyModelData], name: str) -> tuple[PyMAF, dict]:
+    """Build a PyMAF on ``body`` from a weights-only file's dict and load it strictly."""
+    if body is None:
+        raise CheckpointError(f"{name}: it holds network weights only, no body model; choose the SMPL body "
+                              "model it was trained with.")
+    if not isinstance(obj.get("config"), dict):
+        raise CheckpointError(f"{name}: a weights-only file without its 'config'")
+    config = ModelConfig.from_dict(obj["config"])
+    trained = obj.get("body") if isinstance(obj.get("body"), dict) else {}
+    if trained.get("num_vertices", body.num_vertices) != body.num_vertices:
+        raise CheckpointError(f"{name}: trained with a {trained['num_vertices']}-vertex body model; the chosen one "
+                              f"has {body.num_vertices} vertices")
+    model = PyMAF(body, config)
+    model.load_state_dict(_weights_state(obj, model, name), strict=True)
+    model.eval()
+    dtype = str(obj.get("dtype", "float32"))
+    info = {"config": config.to_dict(), "format": WEIGHTS_FORMAT, "dtype": dtype,
+            "kind": f"PyMAF weights only (ResNet-{config.backbone_depth} trunk, {dtype})",
+            "body_matches": trained.get("sha256") == body_fingerprint(model)["sha256"]}
+    return model, info
+
+
+def export_weights(src, dst, *, half: bool = False, body: Optional[BodyModelData] = None) -> dict:
+    """Read checkpoint ``src`` (any layout ``load_pymaf`` reads) and write its weights only
+    to ``dst``. -> {'source_bytes', 'bytes', 'tensors', 'dtype'}."""
+    model, _ = load_pymaf(src, body=body)
+    save_weights(model, dst, half=half)
+    return {"source_bytes": os.path.getsize(src), "bytes": os.path.getsize(dst),
+            "tensors": len(weights_layout(model)), "dtype": "float16" if half else "float32"}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.model.checkpoint",
+                                     description="PyMAF checkpoint tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    export = sub.add_parser("export", help="write the network weights only (for shipping)")
+    export.add_argument("src", metavar="IN", help="a training checkpoint (or the official release)")
+    export.add_argument("dst", metavar="OUT", help="the weights-only file to write")
+    export.add_argument("--half", action="store_true", help="store floating tensors as float16")
+    export.add_argument("--body", help="SMPL body model, for an IN that embeds none")
+    args = parser.parse_args(argv)
+    try:
+        body = None
+        if args.body:
+            from engine.body.loading import load_body_model
+            body = load_body_model(args.body)
+        done = export_weights(args.src, args.dst, half=args.half, body=body)
+    except (CheckpointError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.dst}: {done['bytes'] / 1e6:.1f} MB ({done['tensors']} tensors, {done['dtype']}) "
+          f"from {done['source_bytes'] / 1e6:.1f} MB")
+    return 0
+
+
 __all__ = ["CheckpointError", "read_checkpoint", "state_dict_of", "infer_config", "compare_layout",
-           "guess_kind", "describe_mismatch", "expected_layout", "load_pymaf", "save_pymaf", "LayoutReport"]
+           "guess_kind", "describe_mismatch", "expected_layout", "load_pymaf", "save_pymaf", "LayoutReport",
+           "WEIGHTS_FORMAT", "FULL_PRECISION", "rebuilt_key", "weights_layout", "weights_payload", "save_weights", "load_weights_only",
+           "export_weights", "main"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

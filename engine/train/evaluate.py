@@ -1,7 +1,7 @@
 """Evaluation of a checkpoint on a fixed held-out synthetic set.
 
     python -m engine.evaluate --checkpoint PATH --report DIR [--count N] [--seed S]
-        [--device auto] [--batch-size B] [--examples K] [--workers W]
+        [--device auto] [--batch-size B] [--examples K] [--workers W] [--body SMPL]
 
 The held-out set is ``SyntheticPeople`` with seed ``EVAL_SEED`` (distinct from every
 training data seed; the trainer refuses it). Metrics (``engine.train.metrics``) for the
@@ -14,6 +14,16 @@ mean-parameter start M0 and every stage M1..M3 (the final stage is the headline)
   rendered with the crop camera at the label resolution (56 px) against the sample's
   silhouette and IUV part labels (only samples with ``has_iuv``); unavailable, and said
   so, when no EGL renderer can be created.
+
+Two checks that a constant predictor cannot pass as learning:
+
+* the mean-pose baseline: MPJPE / PA-MPJPE / PVE of predicting, for every sample, one
+  constant body = the mean over the evaluated set of the ground-truth joints (pelvis
+  aligned, as the metrics) and vertices;
+* the prediction spread: mean over samples of the distance (mm, mean over the LSP joints)
+  of the final stage's pelvis-aligned joints to their mean over the set, next to the same
+  for the ground truth (which equals the baseline's MPJPE). A network that ignores its
+  input has a spread near 0 and errors near the baseline's.
 
 ``DIR`` receives ``report.md`` (tables), ``metrics.json`` (the numbers; null where
 unavailable) and ``example_<i>.png`` (input crop, then the mesh over the crop after
@@ -35,13 +45,15 @@ from engine.model.inference import AUTOCAST_DTYPES, normalize_crops, resolve_dev
 from engine.train.configs import EVAL_SEED
 from engine.train.data import collate_tensors, synthetic_dataset
 from engine.train.losses import batch_to_tensors
-from engine.train.metrics import (SegmentationScores, joint_errors, pve, render_labels,
-                                  six_part_labels)
+from engine.train.metrics import (SegmentationScores, joint_errors, lsp14_pelvis_aligned, mpjpe, pa_mpjpe,
+                                  pve, render_labels, six_part_labels)
 
 STAGE_KEYS = ("mpjpe", "pa_mpjpe", "pve", "silhouette_acc", "silhouette_f1", "parts_acc", "parts_f1")
 LABELS = {"mpjpe": "MPJPE (mm)", "pa_mpjpe": "PA-MPJPE (mm)", "pve": "PVE (mm)",
           "silhouette_acc": "silhouette accuracy", "silhouette_f1": "silhouette F1",
           "parts_acc": "6-part accuracy", "parts_f1": "6-part mean F1"}
+BASELINE_KEYS = ("mpjpe", "pa_mpjpe", "pve")
+BASELINE_NAME = "mean-pose baseline"
 
 
 def held_out_dataset(count: int, seed: int = EVAL_SEED, body=None, cache_dir=None):
@@ -65,6 +77,47 @@ def _stages(model, out) -> list:
     return stages
 
 
+# --- constant-predictor checks ----------------------------------------------------------
+def _cat(chunks: list, *empty_shape) -> torch.Tensor:
+    return torch.cat(chunks) if chunks else torch.zeros(empty_shape)
+
+
+def spread(points: torch.Tensor) -> float:
+    """How much a set of bodies varies: mean over samples of the mean distance of a
+    sample's points to the set's mean points. (N, K, 3) -> float, input unit; 0 for a
+    constant set."""
+    if not len(points):
+        return math.nan
+    centre = points.mean(dim=0, keepdim=True).expand_as(points)
+    return float(mpjpe(points, centre).mean())
+
+
+def mean_pose_baseline(gt14: torch.Tensor, rotmat: torch.Tensor, betas: torch.Tensor, smpl,
+                       batch_size: int = 64) -> dict:
+    """Errors (mm, means over the set) of predicting one constant body for every sample:
+    the mean ground truth.
+
+    gt14 (N, 14, 3) pelvis-aligned evaluation joints (m); rotmat (N, 24, 3, 3) and betas
+    (N, 10) the ground-truth parameters, posed with ``smpl`` (no translation, as ``pve``)
+    -> {'mpjpe', 'pa_mpjpe', 'pve'}. The vertices are posed twice (mean, then errors)
+    rather than kept: 83 KB a sample would grow with the set.
+    """
+    if not len(gt14):
+        return {k: math.nan for k in BASELINE_KEYS}
+    gt14 = gt14.double()
+    mean14 = gt14.mean(dim=0, keepdim=True).expand_as(gt14)
+    device = smpl.v_template.device
+    chunks = [(rotmat[i:i + batch_size].to(device), betas[i:i + batch_size].to(device))
+              for i in range(0, len(rotmat), batch_size)]
+    total = sum(smpl.pose(r, b).vertices.double().sum(dim=0) for r, b in chunks)
+    mean_vertices = (total / len(rotmat)).float()
+    vertex_errors = torch.cat([pve(mean_vertices.expand(len(r), -1, -1), smpl.pose(r, b).vertices)
+                               for r, b in chunks])
+    return {"mpjpe": 1000 * float(mpjpe(mean14, gt14).mean()),
+            "pa_mpjpe": 1000 * float(pa_mpjpe(mean14, gt14).mean()),
+            "pve": 1000 * float(vertex_errors.double().mean())}
+
+
 @torch.no_grad()
 def evaluate_model(model, dataset, *, indices=None, batch_size: int = 16, device=None, renderer=None,
                    label_size: int = 56, autocast: str = "none", num_workers: int = 0) -> dict:
@@ -72,7 +125,8 @@ def evaluate_model(model, dataset, *, indices=None, batch_size: int = 16, device
 
     renderer: an ``engine.render.renderer.Renderer`` of ``label_size`` px for the
     silhouette / part metrics (None: those are NaN). Returns {'count', metric: final-stage
-    value, 'stages': {'M0'..'M3': {metric: value}}}; 3D errors in mm.
+    value, 'stages': {'M0'..'M3': {metric: value}}, 'baseline': {'mpjpe', 'pa_mpjpe',
+    'pve'} of the mean pose, 'prediction_spread', 'gt_spread'}; 3D errors in mm.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
@@ -86,6 +140,7 @@ def evaluate_model(model, dataset, *, indices=None, batch_size: int = 16, device
     sil: dict = {}
     parts: dict = {}
     smpl = model.regressor[0].smpl
+    gt14, pred14, gt_rotmat, gt_betas = [], [], [], []  # for the baseline and the spreads
     for batch in loader:
         batch = batch_to_tensors(batch, device)
         out = _forward(model, normalize_crops(batch["image"]), autocast_dtype)
@@ -94,7 +149,12 @@ def evaluate_model(model, dataset, *, indices=None, batch_size: int = 16, device
         if renderer is not None and with_iuv.any():
             gt_sil = batch["silhouette"].cpu().numpy()[with_iuv] > 0
             gt_parts = six_part_labels(batch["iuv"][:, 0].cpu().numpy()[with_iuv])
-        for name, stage in _stages(model, out):
+        outputs = _stages(model, out)
+        gt14.append(lsp14_pelvis_aligned(batch["joints3d"].float()).cpu())
+        pred14.append(lsp14_pelvis_aligned(outputs[-1][1].joints3d.float()).cpu())
+        gt_rotmat.append(batch["pose_rotmat"].float().cpu())
+        gt_betas.append(batch["betas"].float().cpu())
+        for name, stage in outputs:
             e = errors.setdefault(name, {"mpjpe": [], "pa_mpjpe": [], "pve": []})
             j = joint_errors(stage.joints3d.float(), batch["joints3d"].float())
             e["mpjpe"].append(1000 * j["mpjpe"].cpu().numpy())
@@ -105,6 +165,8 @@ def evaluate_model(model, dataset, *, indices=None, batch_size: int = 16, device
                 mask, part25 = render_labels(renderer, stage.vertices[keep], stage.cam[keep], label_size)
                 sil.setdefault(name, SegmentationScores(2)).update(mask, gt_sil)
                 parts.setdefault(name, SegmentationScores(7)).update(six_part_labels(part25), gt_parts)
+    gt14, pred14 = _cat(gt14, 0, 14, 3), _cat(pred14, 0, 14, 3)
+    baseline = mean_pose_baseline(gt14, _cat(gt_rotmat, 0, 24, 3, 3), _cat(gt_betas, 0, 10), smpl, batch_size)
     if was_training:
         model.train()
 
@@ -116,7 +178,8 @@ def evaluate_model(model, dataset, *, indices=None, batch_size: int = 16, device
                     "parts_acc": p.accuracy if p else math.nan, "parts_f1": p.f1 if p else math.nan})
         stages[name] = row
     final = list(stages)[-1] if stages else None
-    results = {"count": len(indices), "final_stage": final, "stages": stages}
+    results = {"count": len(indices), "final_stage": final, "stages": stages, "baseline": baseline,
+               "prediction_spread": 1000 * spread(pred14.double()), "gt_spread": 1000 * spread(gt14.double())}
     results.update(stages[final] if final else {k: math.nan for k in STAGE_KEYS})
     return results
 
@@ -175,17 +238,46 @@ def _jsonable(x):
     return x
 
 
+def spread_line(results: dict) -> str:
+    """'prediction spread 5.8 mm vs ground truth 236.5 mm' (final stage, pelvis-aligned LSP joints)."""
+    return (f"prediction spread {_fmt('mpjpe', results.get('prediction_spread'))} mm vs ground truth "
+            f"{_fmt('mpjpe', results.get('gt_spread'))} mm")
+
+
+def constant_predictor_warnings(results: dict, min_spread_ratio: float = 0.25) -> list:
+    """Why the final stage may not have learned anything: no better than the mean pose, or
+    nearly the same body for every input. -> list of sentences (empty when neither)."""
+    warnings = []
+    final, base = results.get("mpjpe", math.nan), results.get("baseline", {}).get("mpjpe", math.nan)
+    if final >= base:  # False when either is NaN
+        warnings.append(f"the final stage is no better than the mean-pose baseline (MPJPE {_fmt('mpjpe', final)} "
+                        f"vs {_fmt('mpjpe', base)} mm)")
+    pred, gt = results.get("prediction_spread", math.nan), results.get("gt_spread", math.nan)
+    if pred < min_spread_ratio * gt:
+        warnings.append(f"the predictions barely vary ({spread_line(results)}): the network gives nearly "
+                        f"the same body for every input")
+    return warnings
+
+
 def write_report(results: dict, report_dir, *, header: dict, examples: list = ()) -> Path:
     """report.md + metrics.json in ``report_dir``."""
     report_dir = Path(report_dir)
+    baseline = results.get("baseline", {})
     lines = ["# PyMAF evaluation", ""]
     lines += [f"- **{k}**: {v}" for k, v in header.items()]
-    lines += ["", f"## Final stage ({results.get('final_stage')})", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {LABELS[k]} | {_fmt(k, results.get(k))} |" for k in STAGE_KEYS]
+    lines += ["", f"## Final stage ({results.get('final_stage')})", "",
+              f"| metric | value | {BASELINE_NAME} |", "|---|---|---|"]
+    lines += [f"| {LABELS[k]} | {_fmt(k, results.get(k))} | {_fmt(k, baseline.get(k))} |" for k in STAGE_KEYS]
+    lines += ["", f"The {BASELINE_NAME} predicts one constant body for every sample: the mean ground-truth "
+              "joints (pelvis aligned) and vertices of the evaluated set.", "",
+              f"Final stage {spread_line(results)} (mean distance of each sample's pelvis-aligned LSP joints "
+              "to their mean over the set; a constant prediction has 0)."]
+    for warning in constant_predictor_warnings(results):
+        lines += ["", f"**Warning:** {warning}."]
     lines += ["", "## Per stage (M0 = mean-parameter start)", "",
               "| stage | " + " | ".join(LABELS[k] for k in STAGE_KEYS) + " |",
               "|---|" + "---|" * len(STAGE_KEYS)]
-    for name, row in results["stages"].items():
+    for name, row in list(results["stages"].items()) + [(BASELINE_NAME, baseline)]:
         lines.append(f"| {name} | " + " | ".join(_fmt(k, row.get(k)) for k in STAGE_KEYS) + " |")
     if examples:
         lines += ["", "## Examples (input crop, then the mesh after each stage)", ""]
@@ -224,25 +316,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--autocast", default="none", choices=tuple(AUTOCAST_DTYPES))
     p.add_argument("--cache-dir", default=None, help="synthetic sample cache (see engine.data.synthetic)")
+    p.add_argument("--body", default=None,
+                   help="SMPL body model for a checkpoint that embeds none (a weights-only export)")
     return p
 
 
 def main(argv=None) -> int:
-    from engine.body.loading import body_model_from_state_dict
-    from engine.model.checkpoint import CheckpointError, load_pymaf, read_checkpoint, state_dict_of
+    from engine.body.loading import BodyModelError, body_model_from_state_dict, load_body_model
+    from engine.model.checkpoint import BODY_PREFIX, CheckpointError, load_pymaf, read_checkpoint, state_dict_of
 
     args = build_parser().parse_args(argv)
     try:
-        model, info = load_pymaf(args.checkpoint)
+        given = load_body_model(args.body) if args.body else None
+        model, info = load_pymaf(args.checkpoint, body=given)
         obj = read_checkpoint(args.checkpoint)
-    except CheckpointError as exc:
+    except (CheckpointError, BodyModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     train_config = obj.get("train_config") or {}
     if train_config.get("data_seed") == args.seed:
         print(f"warning: seed {args.seed} is the checkpoint's training data seed; the set is not held out",
               file=sys.stderr)
-    body = body_model_from_state_dict(state_dict_of(obj))
+    sd = state_dict_of(obj)
+    # the body the network runs on: its embedded one when it has one (as load_pymaf)
+    body = body_model_from_state_dict(sd) if any(k.startswith(BODY_PREFIX) for k in sd) else given
     device = resolve_device(args.device)
     model = model.to(device)
     report_dir = Path(args.report)
@@ -266,9 +363,15 @@ def main(argv=None) -> int:
               "held-out seed": args.seed, "device": str(device),
               "segmentation": "rendered at 56 px with the crop camera" if renderer else f"unavailable ({why})"}
     path = write_report(results, report_dir, header=header, examples=examples)
+    base = results["baseline"]
     print(f"MPJPE {_fmt('mpjpe', results['mpjpe'])} mm, PA-MPJPE {_fmt('pa_mpjpe', results['pa_mpjpe'])} mm, "
-          f"PVE {_fmt('pve', results['pve'])} mm; report {path}")
+          f"PVE {_fmt('pve', results['pve'])} mm (mean-pose baseline {_fmt('mpjpe', base['mpjpe'])}, "
+          f"{_fmt('pa_mpjpe', base['pa_mpjpe'])}, {_fmt('pve', base['pve'])} mm); {spread_line(results)}; "
+          f"report {path}")
+    for warning in constant_predictor_warnings(results):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
-__all__ = ["held_out_dataset", "evaluate_model", "render_examples", "write_report", "make_renderer", "main"]
+__all__ = ["held_out_dataset", "evaluate_model", "spread", "mean_pose_baseline", "spread_line",
+           "constant_predictor_warnings", "render_examples", "write_report", "make_renderer", "main"]
