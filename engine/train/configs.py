@@ -61,15 +61,20 @@ class TrainConfig:
     data_size: int = 100_000           # distinct training samples (indices 0..size-1)
     eval_every: int = 5000             # steps between held-out evaluations; 0 = never
     eval_count: int = 256              # held-out samples per evaluation
-    checkpoint_every: int = 5000       # steps between checkpoints (one at the end anyway)
+    checkpoint_every: int = 5000       # steps between checkpoints (one at the end anyway; 0 = none)
+    checkpoint_minutes: float = 30.0   # also one after this much wall time; 0 = off
     log_every: int = 50                # steps between progress lines
     loss: LossWeights = field(default_factory=LossWeights)
+    init: str = ""                     # weights file the run started from ('' = seeded)
+    init_trunk_only: bool = False      # only the trunk (feature_extractor.*) came from it
 
     def __post_init__(self):
         if self.autocast not in AUTOCAST_CHOICES:
             raise ValueError(f"autocast must be one of {AUTOCAST_CHOICES}, got {self.autocast!r}")
         if self.data_seed == EVAL_SEED:
             raise ValueError(f"data_seed {EVAL_SEED} is the held-out evaluation set's seed")
+        if self.checkpoint_minutes < 0:
+            raise ValueError(f"checkpoint_minutes must be >= 0 (0 = off), got {self.checkpoint_minutes}")
 
     @property
     def with_aux(self) -> bool:

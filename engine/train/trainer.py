@@ -2,6 +2,7 @@
 official layout, exact resume, CSV log and PNG curves.
 
     python -m engine.train --config pymaf --out runs/pymaf [--steps N] [--resume]
+        [--init PATH [--init-trunk-only]] [--checkpoint-every N] [--checkpoint-minutes M]
         [--device auto] [--data-seed S] [--depth 18] [--batch-size B] [--autocast bf16]
 
 Run directory ``--out``:
@@ -11,6 +12,11 @@ Run directory ``--out``:
   CUDA / numpy / python generator states as tensors and numbers), ``scaler`` (fp16 loss
   scaler or None), ``elapsed`` (seconds). Everything loads with ``weights_only=True``;
   ``load_pymaf`` loads the network strictly. The last ``keep_checkpoints`` are kept.
+  One is written every ``checkpoint_every`` steps, after ``checkpoint_minutes`` of wall
+  time since the last one (default 30; both may change on ``--resume``), at the end, and
+  when the run is stopped: the first SIGINT/SIGTERM finishes the current step, saves a
+  checkpoint and the logs and exits with code 130 (``--resume`` continues the same
+  curve); a second signal exits at once.
 * ``log.csv``: step, time (s since the run began, across resumes), loss, every
   weighted loss component (``engine.train.losses.total_loss`` names).
 * ``eval.csv`` (when ``eval_every`` > 0): held-out MPJPE / PA-MPJPE / PVE in mm.
@@ -20,16 +26,31 @@ Determinism and resume: everything is seeded from the config (``seed`` for the m
 dropout, ``data_seed`` for the data). Batch k holds the same samples in every run: the
 sample order is a fixed function of (seed, data_seed, position), not of a sampler's
 state, and the DataLoader has its own generator, so building it draws nothing from the
-global RNG. A resumed run restores model, optimizer, scaler, step and all RNG states and
-continues the same loss curve (bit-identical on the CPU).
+global RNG. Held-out evaluation during training restores the global RNG states afterwards,
+so ``eval_every`` does not change the curve. A resumed run restores model, optimizer,
+scaler, step and all RNG states and continues the same loss curve (bit-identical on the CPU).
+
+Starting from other weights: ``--init PATH`` (a checkpoint of another run, a weights-only
+``save_pymaf`` file or an official release file, read with ``weights_only=True``) sets every
+network tensor the file has (a key this network lacks or a shape that differs is refused;
+the keys it does not have keep their seeded values and are listed; the body-model buffers
+``regressor.*.smpl.*`` stay this run's: they belong to the data). ``--init-trunk-only``
+takes only the ResNet trunk (``feature_extractor.*``, or a bare torchvision-style ResNet's
+keys). Step, optimizer and RNG start fresh; ``train_config['init']`` records the file.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import math
+import multiprocessing
+import os
 import random
+import re
+import signal
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -39,7 +60,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from engine.model.checkpoint import read_checkpoint, save_pymaf, state_dict_of
+from engine.model.checkpoint import CheckpointError, guess_kind, read_checkpoint, save_pymaf, state_dict_of
 from engine.model.inference import AUTOCAST_DTYPES, normalize_crops, resolve_device
 from engine.model.pymaf import PyMAF
 from engine.train.configs import EVAL_SEED, TrainConfig, config_names, get_config
@@ -48,7 +69,11 @@ from engine.train.losses import batch_to_tensors, components_to_floats, total_lo
 
 CHECKPOINT_GLOB = "checkpoint_*.pt"
 # Fields that do not change the loss curve: a resumed run may take new values for them.
-RUNTIME_FIELDS = ("num_workers", "eval_every", "eval_count", "checkpoint_every", "log_every")
+RUNTIME_FIELDS = ("num_workers", "eval_every", "eval_count", "checkpoint_every", "checkpoint_minutes",
+                  "log_every")
+EXIT_INTERRUPTED = 130           # the shell's code for a run stopped by a signal
+TRUNK_PREFIX = "feature_extractor."                    # PyMAF's ResNet trunk
+BODY_KEY = re.compile(r"^regressor\.\d+\.smpl\.")      # body-model buffers, not weights
 
 
 # --- seeding and RNG state ---------------------------------------------------------------
@@ -126,13 +151,51 @@ class StepBatchSampler:
         return max(0, self.total_steps - self.start_step)
 
 
+class WorkerSignals:
+    """``worker_init_fn`` of the training DataLoader's workers.
+
+    A SIGINT/SIGTERM sent to the whole process group or cgroup (Ctrl-C, a batch scheduler)
+    must not kill the workers while the main process finishes its step and saves. They
+    ignore SIGINT (nothing stops workers with it), and SIGTERM while ``shield`` is set
+    (``shielded_workers``, around the training loop). Otherwise SIGTERM ends them quietly,
+    as torch's own worker handler (which this replaces) does for its parent's
+    ``terminate()`` at shutdown.
+    """
+
+    def __init__(self, context):
+        self.shield = context.Event()
+
+    def __call__(self, _worker_id: int) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        if not self.shield.is_set():
+            os._exit(0)
+
+
+@contextlib.contextmanager
+def shielded_workers(loader: DataLoader):
+    """While inside: the loader's workers outlive a SIGTERM (see ``WorkerSignals``)."""
+    signals = loader.worker_init_fn if isinstance(loader.worker_init_fn, WorkerSignals) else None
+    if signals is not None:
+        signals.shield.set()
+    try:
+        yield loader
+    finally:
+        if signals is not None:
+            signals.shield.clear()
+
+
 def make_loader(dataset, sampler: StepBatchSampler, num_workers: int, pin_memory: bool) -> DataLoader:
     """DataLoader over ``sampler``'s batches; workers use the spawn context (the renderer's
     EGL context must not be forked). Its own generator: no draw from the global RNG."""
     workers = int(num_workers)
     kwargs = {}
     if workers > 0:
-        kwargs = {"multiprocessing_context": "spawn", "persistent_workers": True, "prefetch_factor": 4}
+        context = multiprocessing.get_context("spawn")
+        kwargs = {"multiprocessing_context": context, "persistent_workers": True, "prefetch_factor": 4,
+                  "worker_init_fn": WorkerSignals(context)}
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_tensors,
                       pin_memory=pin_memory, generator=torch.Generator().manual_seed(0), **kwargs)
 
@@ -155,6 +218,113 @@ def latest_checkpoint(out_dir) -> Optional[Path]:
     return files[-1] if files else None
 
 
+# --- initial weights from a file ---------------------------------------------------------
+def trunk_state(sd: dict) -> dict:
+    """The trunk's tensors of a state dict, under this network's ``feature_extractor.`` names.
+
+    A bare torchvision-style ResNet (``conv1.weight``, ``layer1.*``, ``fc.*``) is renamed,
+    its classifier dropped: that is how ImageNet trunks are published.
+    """
+    trunk = {k: v for k, v in sd.items() if k.startswith(TRUNK_PREFIX)}
+    if not trunk and "conv1.weight" in sd:
+        trunk = {TRUNK_PREFIX + k: v for k, v in sd.items() if not k.startswith("fc.")}
+    if not trunk:
+        raise CheckpointError(f"no trunk ({TRUNK_PREFIX}* or a bare ResNet's conv1/layer*) in this file; "
+                              f"it looks like {guess_kind(sd)}")
+    return trunk
+
+
+def first_misfit(sd: dict, own: dict) -> Optional[str]:
+    """Why ``sd`` cannot be copied into a network whose state dict is ``own`` (first key in
+    the file's order that the network lacks or holds in another shape; then the first trunk
+    key the file lacks, when it has a trunk at all), or None."""
+    for key, value in sd.items():
+        if key not in own:
+            return f"{key} is in the file but not in this run's network"
+        if tuple(value.shape) != tuple(own[key].shape):
+            return f"{key} has shape {list(value.shape)} in the file, {list(own[key].shape)} in this run's network"
+    # A shallower ResNet's trunk fits a deeper one key by key, but half a trunk is no trunk.
+    # (BatchNorm's step counters are not weights; older ImageNet files lack them.)
+    if any(k.startswith(TRUNK_PREFIX) for k in sd):
+        for key in own:
+            if key.startswith(TRUNK_PREFIX) and key not in sd and not key.endswith("num_batches_tracked"):
+                return f"{key} of this run's trunk is not in the file (another depth, or a partial trunk)"
+    return None
+
+
+def init_weights(model: PyMAF, obj: dict, *, trunk_only: bool = False, name: str = "the file") -> dict:
+    """Copy the tensors of checkpoint dict ``obj`` (``read_checkpoint``) into ``model``.
+
+    All of the file's tensors, or with ``trunk_only`` the trunk's; any the network does not
+    have in that shape is refused (CheckpointError naming the first). The body-model buffers
+    stay the model's own (they belong to the training data, not to the learning).
+    -> {'set': keys copied, 'not_set': model keys left as they were, 'body_differs': bool}
+    """
+    sd = state_dict_of(obj)
+    wanted = trunk_state(sd) if trunk_only else sd
+    own = model.state_dict()
+    problem = first_misfit(wanted, own)
+    if problem:
+        raise CheckpointError(f"{name} does not fit this run's network (ResNet-{model.config.backbone_depth}, "
+                              f"IUV head {'on' if model.config.with_iuv_head else 'off'}): {problem}. "
+                              f"The file looks like {guess_kind(sd)}.")
+    weights = {k: v for k, v in wanted.items() if not BODY_KEY.match(k)}
+    body_differs = any(not torch.equal(v.to(own[k].device, own[k].dtype), own[k])
+                       for k, v in wanted.items() if BODY_KEY.match(k))
+    model.load_state_dict(weights, strict=False)
+    not_set = [k for k in own if k not in weights and not BODY_KEY.match(k)]
+    return {"set": list(weights), "not_set": not_set, "body_differs": body_differs}
+
+
+def describe_keys(keys: list, shown: int = 8) -> str:
+    """A short list of state-dict keys: the names when few, else counts per module."""
+    if len(keys) <= shown:
+        return ", ".join(keys) or "none"
+    groups: dict = {}
+    for key in keys:
+        top = key.split(".", 1)[0]
+        groups[top] = groups.get(top, 0) + 1
+    return ", ".join(f"{top}.* ({n})" for top, n in groups.items())
+
+
+# --- stopping on a signal ----------------------------------------------------------------
+class StopRequest:
+    """While active: the first SIGINT/SIGTERM only records itself (the loop then finishes
+    the step, saves and stops); a second one exits at once with code 130.
+
+    Handlers can be installed only in the main thread; elsewhere this records nothing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signal_name: Optional[str] = None
+        self._previous: dict = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def __exit__(self, *exc_info) -> bool:
+        for sig, handler in self._previous.items():
+            # None: the previous handler was not set from Python; the default is the nearest
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
+        return False
+
+    def handle(self, signum, frame) -> None:
+        # No printing here: the handler may interrupt a write to the same stream.
+        if self.requested:
+            raise SystemExit(EXIT_INTERRUPTED)
+        self.signal_name = signal.Signals(signum).name
+
+
 # --- the trainer -------------------------------------------------------------------------
 class Trainer:
     """One training run in ``out_dir``.
@@ -165,13 +335,21 @@ class Trainer:
     (default the mannequin). resume: continue from the latest checkpoint in ``out_dir``
     (its saved configuration wins, except ``steps`` when ``steps_override`` is given and
     the ``RUNTIME_FIELDS`` in ``runtime_overrides``, which do not change the curve).
+    init: a new run's initial weights from this checkpoint file (``init_weights``; only the
+    trunk with ``init_trunk_only``); not with ``resume``. ``init_report`` says what was set.
     cache_dir: shard cache of the synthetic datasets (``SyntheticPeople(cache_dir=...)``).
+    After ``train()``, ``interrupted`` is the name of the signal that stopped it, or None.
     """
 
     def __init__(self, config: TrainConfig, out_dir, *, device: str = "auto", dataset=None,
                  eval_dataset=None, body=None, resume: bool = False, steps_override: Optional[int] = None,
                  runtime_overrides: Optional[dict] = None, keep_checkpoints: int = 3, cache_dir=None,
-                 log: Callable[[str], None] = print):
+                 init=None, init_trunk_only: bool = False, log: Callable[[str], None] = print):
+        if resume and init is not None:
+            raise ValueError("resume continues this run's own weights, init starts a new run from another "
+                             "file's: give one of them")
+        if init_trunk_only and init is None:
+            raise ValueError("init_trunk_only needs an init file")
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.log = log
@@ -193,6 +371,10 @@ class Trainer:
             raise ValueError(f"runtime_overrides may only set {RUNTIME_FIELDS}")
         if runtime:
             config = replace(config, **runtime)
+        init_obj = None
+        if init is not None:
+            init_obj = read_checkpoint(init)       # before the slow part: a bad path fails fast
+            config = replace(config, init=str(Path(init).resolve()), init_trunk_only=bool(init_trunk_only))
         self.config = config
         self.autocast_dtype = AUTOCAST_DTYPES[config.autocast]
         if self.autocast_dtype is torch.float16 and self.device.type != "cuda":
@@ -217,14 +399,31 @@ class Trainer:
                        if self.autocast_dtype is torch.float16 else None)
         self.step = 0
         self.elapsed = 0.0
+        self.interrupted: Optional[str] = None
+        self._last_save = time.monotonic()
         self.history: list = []        # dict rows of log.csv
         self.eval_history: list = []   # dict rows of eval.csv
+        self.init_report: Optional[dict] = None
+        if init_obj is not None:
+            self._initialise(init_obj)
         if resume_obj is not None:
             self._restore(resume_obj)
         else:
             self._reset_logs()
 
     # -- state ------------------------------------------------------------------------------
+    def _initialise(self, obj: dict) -> None:
+        cfg = self.config
+        name = Path(cfg.init).name
+        self.init_report = init_weights(self.model, obj, trunk_only=cfg.init_trunk_only, name=name)
+        source = obj.get("train_config") or {}
+        origin = f" (step {int(obj['step'])} of run '{source.get('name', '?')}')" if "step" in obj else ""
+        what = "trunk" if cfg.init_trunk_only else "network"
+        self.log(f"[{cfg.name}] {what} initialised from {cfg.init}{origin}: {len(self.init_report['set'])} "
+                 f"tensors set; not set (seeded values): {describe_keys(self.init_report['not_set'])}")
+        if self.init_report["body_differs"]:
+            self.log(f"[{cfg.name}] note: {name} was trained with another body model; this run keeps its own")
+
     def _restore(self, obj: dict) -> None:
         self.model.load_state_dict(state_dict_of(obj), strict=True)
         self.optimizer.load_state_dict(obj["optimizer"])
@@ -253,6 +452,7 @@ class Trainer:
             "elapsed": float(self.elapsed),
         }
         save_pymaf(self.model, path, extra=extra)
+        self._last_save = time.monotonic()
         old = sorted(self.out_dir.glob(CHECKPOINT_GLOB))
         for stale in old[:-self.keep_checkpoints] if self.keep_checkpoints > 0 else []:
             stale.unlink(missing_ok=True)
@@ -289,8 +489,10 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
     def train(self) -> list:
-        """Train until ``config.steps``; returns the log rows (also in log.csv)."""
+        """Train until ``config.steps`` or a SIGINT/SIGTERM (then ``interrupted`` names it);
+        returns the log rows (also in log.csv)."""
         cfg = self.config
+        self.interrupted = None
         if self.step >= cfg.steps:
             self.log(f"[{cfg.name}] already at step {self.step} of {cfg.steps}")
             return self.history
@@ -303,29 +505,44 @@ class Trainer:
                  f"{self.num_samples} samples (data seed {cfg.data_seed})")
         window_start, window_steps = time.perf_counter(), 0
         last = time.perf_counter()
-        for batch in loader:
-            loss, components = self.train_step(batch)
-            now = time.perf_counter()
-            self.elapsed += now - last
-            last = now
-            self.step += 1
-            window_steps += 1
-            row = {"step": self.step, "time": round(self.elapsed, 3), "loss": loss, **components}
-            self.history.append(row)
-            self._append_csv("log.csv", row)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                rate = (now - window_start) / max(window_steps, 1)
-                self.log(self._progress_line(row, rate))
-                window_start, window_steps = now, 0
-            if cfg.eval_every > 0 and self.step % cfg.eval_every == 0:
-                self._evaluate()
-                last = time.perf_counter()
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                path = self.save_checkpoint()
-                self.plot()
-                self.log(f"[{cfg.name}] saved {path.name}")
-                last = time.perf_counter()
+        self._last_save = time.monotonic()
+        with StopRequest() as stop, shielded_workers(loader):
+            for batch in loader:
+                loss, components = self.train_step(batch)
+                now = time.perf_counter()
+                self.elapsed += now - last
+                last = now
+                self.step += 1
+                window_steps += 1
+                row = {"step": self.step, "time": round(self.elapsed, 3), "loss": loss, **components}
+                self.history.append(row)
+                self._append_csv("log.csv", row)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    rate = (now - window_start) / max(window_steps, 1)
+                    self.log(self._progress_line(row, rate))
+                    window_start, window_steps = now, 0
+                # Stopping: the checkpoint first; an evaluation could outlast the grace period.
+                if cfg.eval_every > 0 and self.step % cfg.eval_every == 0 and not stop.requested:
+                    self._evaluate()
+                    last = time.perf_counter()
+                if stop.requested or self._checkpoint_due():
+                    path = self.save_checkpoint()
+                    self.plot()
+                    self.log(f"[{cfg.name}] saved {path.name}")
+                    last = time.perf_counter()
+                if stop.requested:
+                    self.interrupted = stop.signal_name
+                    self.log(f"[{cfg.name}] {stop.signal_name}: stopped at step {self.step}; "
+                             f"continue with --resume")
+                    break
         return self.history
+
+    def _checkpoint_due(self) -> bool:
+        cfg = self.config
+        if self.step == cfg.steps or (cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0):
+            return True
+        # Wall time as well: slow steps would otherwise leave hours of work unsaved.
+        return cfg.checkpoint_minutes > 0 and time.monotonic() - self._last_save >= 60.0 * cfg.checkpoint_minutes
 
     def _progress_line(self, row: dict, seconds_per_step: float) -> str:
         groups: dict = {}
@@ -345,10 +562,16 @@ class Trainer:
         if self._eval_dataset is None:
             self._eval_dataset = held_out_dataset(self.config.eval_count, body=self.body, cache_dir=self.cache_dir)
         count = dataset_size(self._eval_dataset, self.config.eval_count)
-        results = evaluate_model(self.model, self._eval_dataset, indices=range(count),
-                                 batch_size=min(self.config.batch_size, 32), device=self.device,
-                                 autocast=self.config.autocast)
-        self.model.train()
+        # The evaluation (its DataLoader, a lazily built dataset) draws from the global RNGs;
+        # restoring them keeps the training curve the same with or without evaluations.
+        rng, was_training = rng_state(), self.model.training
+        try:
+            results = evaluate_model(self.model, self._eval_dataset, indices=range(count),
+                                     batch_size=min(self.config.batch_size, 32), device=self.device,
+                                     autocast=self.config.autocast)
+        finally:
+            set_rng_state(rng)
+            self.model.train(was_training)
         row = {"step": self.step, "mpjpe": results["mpjpe"], "pa_mpjpe": results["pa_mpjpe"],
                "pve": results["pve"]}
         self.eval_history.append(row)
@@ -434,6 +657,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=float, default=None,
                    help="train until this many passes over the data (instead of --steps)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--init", default=None, metavar="PATH",
+                   help="start a new run from this file's weights (another run's checkpoint or a "
+                        "weights-only file); step, optimizer and RNG start fresh")
+    p.add_argument("--init-trunk-only", action="store_true",
+                   help="with --init: take only the ResNet trunk (feature_extractor.*), heads stay seeded")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
     p.add_argument("--data-seed", type=int, default=None)
     p.add_argument("--data-size", type=int, default=None)
@@ -445,7 +673,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--eval-every", type=int, default=None)
-    p.add_argument("--checkpoint-every", type=int, default=None)
+    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (0 = none)")
+    p.add_argument("--checkpoint-minutes", type=float, default=None, metavar="M",
+                   help="also save after M minutes of wall time since the last checkpoint (default 30, 0 = off)")
     p.add_argument("--cache-dir", default=None, help="store generated synthetic samples here for reuse")
     return p
 
@@ -455,8 +685,15 @@ def main(argv=None) -> int:
     if args.data_seed is not None and args.data_seed == EVAL_SEED:
         print(f"--data-seed {EVAL_SEED} is the held-out evaluation set's seed; choose another", file=sys.stderr)
         return 2
+    if args.resume and args.init:
+        print("--resume continues this run's own weights, --init starts a new run from another file's: "
+              "give one of them", file=sys.stderr)
+        return 2
+    if args.init_trunk_only and not args.init:
+        print("--init-trunk-only needs --init PATH", file=sys.stderr)
+        return 2
     runtime = {"num_workers": args.workers, "eval_every": args.eval_every,
-               "checkpoint_every": args.checkpoint_every}
+               "checkpoint_every": args.checkpoint_every, "checkpoint_minutes": args.checkpoint_minutes}
     config = get_config(args.config, depth=args.depth, data_seed=args.data_seed, data_size=args.data_size,
                         batch_size=args.batch_size, lr=args.lr, autocast=args.autocast,
                         grad_clip=args.grad_clip, seed=args.seed)
@@ -472,13 +709,23 @@ def main(argv=None) -> int:
             print("give --steps or --epochs, not both", file=sys.stderr)
             return 2
         steps = config.steps_for_epochs(args.epochs)
-    trainer = Trainer(config, args.out, device=args.device, resume=args.resume, steps_override=steps,
-                      runtime_overrides=runtime, cache_dir=args.cache_dir)
+    try:
+        trainer = Trainer(config, args.out, device=args.device, resume=args.resume, steps_override=steps,
+                          runtime_overrides=runtime, cache_dir=args.cache_dir, init=args.init,
+                          init_trunk_only=args.init_trunk_only)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     trainer.train()
     trainer.plot()
+    if trainer.interrupted:
+        print(f"[{trainer.config.name}] stopped by {trainer.interrupted} at step {trainer.step} (checkpoint "
+              f"saved); continue with --resume --out {trainer.out_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(f"[{trainer.config.name}] done at step {trainer.step}; run directory {trainer.out_dir}")
     return 0
 
 
-__all__ = ["Trainer", "StepBatchSampler", "seed_everything", "rng_state", "set_rng_state", "collate_tensors",
-           "make_loader", "synthetic_dataset", "latest_checkpoint", "checkpoint_path", "plot_curves", "main"]
+__all__ = ["Trainer", "StepBatchSampler", "StopRequest", "seed_everything", "rng_state", "set_rng_state",
+           "collate_tensors", "make_loader", "synthetic_dataset", "latest_checkpoint", "checkpoint_path",
+           "init_weights", "trunk_state", "plot_curves", "main", "EXIT_INTERRUPTED"]
