@@ -73,7 +73,7 @@ class Predictor:
             crops = torch.from_numpy(crops)
         crops = crops.to(self.device, non_blocking=True)
         if crops.dtype == torch.uint8:
-            crops = normalize_crops(crops)
+            crops = self.model.prepare_crops(crops)
         with torch.inference_mode():
             return self.model(crops, full_mesh_every_stage=full_mesh_every_stage,
                               run_iuv=False, autocast_dtype=self.autocast_dtype)

@@ -21,7 +21,7 @@ from torch import nn
 from engine.body.model_data import BodyModelData
 from engine.body.smpl_torch import SMPL, VertexSubset
 from engine.common import smpl_topology as topo
-from engine.model.blaze_trunk import BlazeTrunk, neck_levels, trunk_size
+from engine.model.blaze_trunk import BlazeTrunk, neck_levels, trunk_input, trunk_size
 from engine.model.geometry import project_to_crop, rot6d_to_rotmat, rotmat_to_axis_angle
 from engine.model.resnet import ResNetTrunk
 
@@ -317,6 +317,14 @@ class PyMAF(nn.Module):
                              f"{self.neck[0][0].in_channels} ({self.config.trunk})")
         object.__setattr__(self, "_blaze", trunk)   # not a submodule: out of state_dict and parameters()
         return self
+
+    def prepare_crops(self, crops: torch.Tensor) -> torch.Tensor:
+        """(B, 224, 224, 3) uint8 RGB crops -> this model's input: ImageNet-normalised 224
+        (ResNet trunk) or 256 in [0, 1] (BlazePose trunk; the same box)."""
+        if self.config.blaze:
+            return trunk_input(crops)
+        from engine.model.inference import normalize_crops   # (inference imports this module)
+        return normalize_crops(crops)
 
     def trunk_maps(self, crops: torch.Tensor, autocast_dtype: Optional[torch.dtype] = None):
         """What the heads read from an image: the ResNet's (B, C, 7, 7) map, or the BlazePose

@@ -114,6 +114,17 @@ def _tiny() -> TrainConfig:
         checkpoint_every=20, log_every=5, grad_clip=0.0)
 
 
+def _blaze(name: str, **model) -> TrainConfig:
+    """PyMAF's heads on the frozen BlazePose GHUM full trunk, sized for these 2 CPU cores: the
+    trunk is not trained, so a step costs the heads (~65 ms a sample) and the data; the same
+    budget for every ablation (docs/training.md)."""
+    with_iuv = model.pop("with_iuv_head", True)
+    loss = LossWeights() if with_iuv else LossWeights().without_aux()
+    return TrainConfig(name=name, model=ModelConfig(trunk="blazepose-full", with_iuv_head=with_iuv, **model),
+                       loss=loss, batch_size=16, lr=1e-4, steps=4000, num_workers=1, data_size=4000,
+                       eval_every=500, eval_count=200, checkpoint_every=500, log_every=50)
+
+
 CONFIGS = {
     "pymaf": lambda: _paper("pymaf", feature_mode="maf", use_pyramid=True),
     "ief_global": lambda: _paper("ief_global", feature_mode="global", with_iuv_head=False),
@@ -122,6 +133,10 @@ CONFIGS = {
     "maf_no_pyramid": lambda: _paper("maf_no_pyramid", feature_mode="maf", use_pyramid=False),
     "pymaf_no_aux": lambda: _paper("pymaf_no_aux", feature_mode="maf", with_iuv_head=False),
     "tiny": _tiny,
+    "blaze": lambda: _blaze("blaze", feature_mode="maf", use_pyramid=True),
+    "blaze_grid": lambda: _blaze("blaze_grid", feature_mode="grid", use_pyramid=True),
+    "blaze_global": lambda: _blaze("blaze_global", feature_mode="global", with_iuv_head=False),
+    "blaze_no_pyramid": lambda: _blaze("blaze_no_pyramid", feature_mode="maf", use_pyramid=False),
 }
 
 

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from engine.model.inference import AUTOCAST_DTYPES, normalize_crops, resolve_device
+from engine.model.inference import AUTOCAST_DTYPES, resolve_device
 from engine.train.configs import EVAL_SEED
 from engine.train.data import collate_tensors, synthetic_dataset
 from engine.train.losses import batch_to_tensors
@@ -143,7 +143,7 @@ def evaluate_model(model, dataset, *, indices=None, batch_size: int = 16, device
     gt14, pred14, gt_rotmat, gt_betas = [], [], [], []  # for the baseline and the spreads
     for batch in loader:
         batch = batch_to_tensors(batch, device)
-        out = _forward(model, normalize_crops(batch["image"]), autocast_dtype)
+        out = _forward(model, model.prepare_crops(batch["image"]), autocast_dtype)
         gt_vertices = smpl.pose(batch["pose_rotmat"].float(), batch["betas"].float()).vertices
         with_iuv = (batch["has_iuv"] > 0.5).cpu().numpy()
         if renderer is not None and with_iuv.any():
@@ -198,7 +198,7 @@ def render_examples(model, dataset, indices, renderer224, out_dir, device=None) 
     paths = []
     for i in indices:
         batch = batch_to_tensors(collate_tensors([dataset[i]]), device)
-        out = _forward(model, normalize_crops(batch["image"]), None)
+        out = _forward(model, model.prepare_crops(batch["image"]), None)
         image = batch["image"][0].cpu().numpy()
         panels = [("input", image)]
         if renderer224 is not None:

@@ -61,7 +61,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from engine.model.checkpoint import CheckpointError, guess_kind, read_checkpoint, save_pymaf, state_dict_of
-from engine.model.inference import AUTOCAST_DTYPES, normalize_crops, resolve_device
+from engine.model.inference import AUTOCAST_DTYPES, resolve_device
 from engine.model.pymaf import PyMAF
 from engine.train.configs import EVAL_SEED, TrainConfig, config_names, get_config
 from engine.train.data import collate_tensors, synthetic_dataset
@@ -326,6 +326,20 @@ class StopRequest:
 
 
 # --- the trainer -------------------------------------------------------------------------
+def build_model(body, config) -> PyMAF:
+    """The network a configuration trains; a BlazePose trunk comes from the converted landmark
+    model of its size (set-up), frozen and attached (its weights are never trained or saved)."""
+    if not config.blaze:
+        return PyMAF(body, config)
+    from engine.landmarks.assets import assets_dir
+    from engine.landmarks.network import load_landmark_network
+    from engine.model.blaze_trunk import BlazeTrunk, trunk_size
+
+    size = trunk_size(config.trunk)
+    trunk = BlazeTrunk(load_landmark_network(assets_dir() / f"blazepose_{size}.pt", size)[0])
+    return PyMAF(body, config, trunk_channels=trunk.channels).attach_trunk(trunk)
+
+
 class Trainer:
     """One training run in ``out_dir``.
 
@@ -391,7 +405,7 @@ class Trainer:
         self.num_samples = dataset_size(self.dataset, config.data_size)
 
         seed_everything(config.seed)
-        self.model = PyMAF(body, config.model).to(self.device)
+        self.model = build_model(body, config.model).to(self.device)
         self.run_iuv = config.with_aux
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,
                                           weight_decay=config.weight_decay)
@@ -463,7 +477,7 @@ class Trainer:
         """One optimizer step on a batch of CPU tensors -> (loss float, {component: float})."""
         self.model.train()
         batch = batch_to_tensors(batch, self.device, non_blocking=self.device.type == "cuda")
-        crops = normalize_crops(batch["image"])
+        crops = self.model.prepare_crops(batch["image"])
         out = self.model(crops, run_iuv=self.run_iuv, autocast_dtype=self.autocast_dtype)
         loss, components = total_loss(out, batch, self.config.loss)
         self.optimizer.zero_grad(set_to_none=True)

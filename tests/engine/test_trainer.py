@@ -293,3 +293,27 @@ def test_checkpoints_by_wall_time(mannequin, samples16, run_dir):
     assert sorted(run_dir.glob("checkpoint_*.pt")) == [checkpoint_path(run_dir, s) for s in (1, 2)]
     args = build_parser().parse_args(["--out", "x", "--checkpoint-minutes", "0.5"])
     assert args.checkpoint_minutes == 0.5
+
+
+def test_blaze_configurations_train_the_heads_only(mannequin, samples16, run_dir):
+    """The BlazePose-trunk configurations: one budget for the ablation, the trunk frozen and out
+    of the checkpoint, the loss falls on a small fixed set."""
+    from engine.landmarks.assets import assets_dir
+
+    if not (assets_dir() / "blazepose_full.pt").is_file():
+        pytest.skip("the converted landmark model is missing (python3 build.py setup)")
+    names = ("blaze", "blaze_grid", "blaze_global", "blaze_no_pyramid")
+    budgets = {(c.batch_size, c.lr, c.steps, c.data_size, c.eval_count) for c in map(get_config, names)}
+    assert len(budgets) == 1 and all(get_config(n).model.trunk == "blazepose-full" for n in names)
+    assert TrainConfig.from_dict(get_config("blaze").to_dict()) == get_config("blaze")
+    cfg = get_config("blaze", steps=12, batch_size=8, num_workers=0, eval_every=0, checkpoint_every=12, log_every=4)
+    trainer = Trainer(cfg, run_dir, device="cpu", dataset=samples16, body=mannequin, log=quiet)
+    trunk_before = {k: v.clone() for k, v in trainer.model._blaze.state_dict().items()}
+    losses = np.array([r["loss"] for r in trainer.train()])
+    assert np.isfinite(losses).all() and losses[-4:].mean() < losses[:4].mean(), losses
+    after = trainer.model._blaze.state_dict()
+    assert all(torch.equal(trunk_before[k], after[k]) for k in after)
+    saved = read_checkpoint(checkpoint_path(run_dir, 12))
+    assert saved["config"]["trunk"] == "blazepose-full"
+    assert not [k for k in saved["model"] if k.startswith(("_blaze", "feature_extractor", "deconv_layers"))]
+    assert any(k.startswith("neck.2.") for k in saved["model"])
