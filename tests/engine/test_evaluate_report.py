@@ -47,6 +47,11 @@ class StandIn(nn.Module):
         self.anchor = nn.Parameter(torch.zeros(1))  # gives the evaluator a device
         self.pick = pick
 
+    @staticmethod
+    def prepare_crops(crops):
+        from engine.model.inference import normalize_crops
+        return normalize_crops(crops)
+
     def forward(self, crops, **_):
         joints, vertices = self.pick(crops)
         b = len(crops)
