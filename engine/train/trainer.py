@@ -265,7 +265,7 @@ def init_weights(model: PyMAF, obj: dict, *, trunk_only: bool = False, name: str
     own = model.state_dict()
     problem = first_misfit(wanted, own)
     if problem:
-        raise CheckpointError(f"{name} does not fit this run's network (ResNet-{model.config.backbone_depth}, "
+        raise CheckpointError(f"{name} does not fit this run's network ({trunk_label(model.config)}, "
                               f"IUV head {'on' if model.config.with_iuv_head else 'off'}): {problem}. "
                               f"The file looks like {guess_kind(sd)}.")
     weights = {k: v for k, v in wanted.items() if not BODY_KEY.match(k)}
@@ -326,6 +326,11 @@ class StopRequest:
 
 
 # --- the trainer -------------------------------------------------------------------------
+def trunk_label(config) -> str:
+    """"ResNet-50", or "BlazePose full (frozen)": what a run's network reads images with."""
+    return f"BlazePose {config.trunk.split('-', 1)[1]} (frozen)" if config.blaze else f"ResNet-{config.backbone_depth}"
+
+
 def build_model(body, config) -> PyMAF:
     """The network a configuration trains; a BlazePose trunk comes from the converted landmark
     model of its size (set-up), frozen and attached (its weights are never trained or saved)."""
@@ -515,7 +520,7 @@ class Trainer:
         loader = make_loader(self.dataset, sampler, cfg.num_workers, pin_memory=self.device.type == "cuda")
         self.log(f"[{cfg.name}] training on {self.device} from step {self.step} to {cfg.steps}: "
                  f"batch {cfg.batch_size}, lr {cfg.lr:g}, autocast {cfg.autocast}, "
-                 f"ResNet-{cfg.model.backbone_depth}, aux {'on' if self.run_iuv else 'off'}, "
+                 f"{trunk_label(cfg.model)}, aux {'on' if self.run_iuv else 'off'}, "
                  f"{self.num_samples} samples (data seed {cfg.data_seed})")
         window_start, window_steps = time.perf_counter(), 0
         last = time.perf_counter()
