@@ -29,7 +29,7 @@ import torch
 from engine.body.loading import body_model_from_state_dict
 from engine.body.model_data import BodyModelData
 from engine.common.atomic import atomic_file
-from engine.model.pymaf import ModelConfig, PyMAF, grid_points, vertex_selection_matrix
+from engine.model.pymaf import ModelConfig, PyMAF, build_pymaf, grid_points, vertex_selection_matrix
 from engine.safe_torch import TorchFileError, read_torch_file
 
 OUR_FORMAT = "pymaf-blender-checkpoint/1"
@@ -180,7 +180,7 @@ def load_pymaf(path, *, body: Optional[BodyModelData] = None) -> tuple[PyMAF, di
         if not any(k.startswith(BODY_PREFIX) for k in sd):
             raise CheckpointError(f"{Path(path).name}: it embeds no body model; choose an SMPL file.")
         body = body_model_from_state_dict(sd, prefix=BODY_PREFIX)
-    model = PyMAF(body, config)
+    model = build_pymaf(body, config)
     report = compare_layout(sd, expected_layout(model))
     if not report.ok:
         raise CheckpointError(
@@ -315,7 +315,7 @@ def load_weights_only(obj: dict, body: Optional[BodyModelData], name: str) -> tu
     if trained.get("num_vertices", body.num_vertices) != body.num_vertices:
         raise CheckpointError(f"{name}: trained with a {trained['num_vertices']}-vertex body model; the chosen one "
                               f"has {body.num_vertices} vertices")
-    model = PyMAF(body, config)
+    model = build_pymaf(body, config)
     model.load_state_dict(_weights_state(obj, model, name), strict=True)
     model.eval()
     dtype = str(obj.get("dtype", "float32"))

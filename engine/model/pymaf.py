@@ -453,3 +453,17 @@ class PyMAF(nn.Module):
             joints3d=body.joints49, joints2d=project_to_crop(body.joints49, cam),
             sampled_vertices=sampled, vertices=vertices,
         )
+
+
+def build_pymaf(body: BodyModelData, config: ModelConfig = ModelConfig()) -> PyMAF:
+    """A PyMAF of ``config``; with a BlazePose trunk, the converted landmark model of its size
+    (set-up's, ``engine.landmarks.assets``) frozen and attached (raises
+    ``LandmarkModelFileError`` / ``OSError`` when it is missing or damaged)."""
+    if not config.blaze:
+        return PyMAF(body, config)
+    from engine.landmarks.assets import assets_dir
+    from engine.landmarks.network import load_landmark_network
+
+    size = trunk_size(config.trunk)
+    trunk = BlazeTrunk(load_landmark_network(assets_dir() / f"blazepose_{size}.pt", size)[0])
+    return PyMAF(body, config, trunk_channels=trunk.channels).attach_trunk(trunk)

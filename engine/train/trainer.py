@@ -62,7 +62,7 @@ from torch.utils.data import DataLoader
 
 from engine.model.checkpoint import CheckpointError, guess_kind, read_checkpoint, save_pymaf, state_dict_of
 from engine.model.inference import AUTOCAST_DTYPES, resolve_device
-from engine.model.pymaf import PyMAF
+from engine.model.pymaf import PyMAF, build_pymaf
 from engine.train.configs import EVAL_SEED, TrainConfig, config_names, get_config
 from engine.train.data import collate_tensors, synthetic_dataset
 from engine.train.losses import batch_to_tensors, components_to_floats, total_loss
@@ -331,20 +331,6 @@ def trunk_label(config) -> str:
     return f"BlazePose {config.trunk.split('-', 1)[1]} (frozen)" if config.blaze else f"ResNet-{config.backbone_depth}"
 
 
-def build_model(body, config) -> PyMAF:
-    """The network a configuration trains; a BlazePose trunk comes from the converted landmark
-    model of its size (set-up), frozen and attached (its weights are never trained or saved)."""
-    if not config.blaze:
-        return PyMAF(body, config)
-    from engine.landmarks.assets import assets_dir
-    from engine.landmarks.network import load_landmark_network
-    from engine.model.blaze_trunk import BlazeTrunk, trunk_size
-
-    size = trunk_size(config.trunk)
-    trunk = BlazeTrunk(load_landmark_network(assets_dir() / f"blazepose_{size}.pt", size)[0])
-    return PyMAF(body, config, trunk_channels=trunk.channels).attach_trunk(trunk)
-
-
 class Trainer:
     """One training run in ``out_dir``.
 
@@ -410,7 +396,7 @@ class Trainer:
         self.num_samples = dataset_size(self.dataset, config.data_size)
 
         seed_everything(config.seed)
-        self.model = build_model(body, config.model).to(self.device)
+        self.model = build_pymaf(body, config.model).to(self.device)
         self.run_iuv = config.with_aux
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,
                                           weight_decay=config.weight_decay)

@@ -317,3 +317,8 @@ def test_blaze_configurations_train_the_heads_only(mannequin, samples16, run_dir
     assert saved["config"]["trunk"] == "blazepose-full"
     assert not [k for k in saved["model"] if k.startswith(("_blaze", "feature_extractor", "deconv_layers"))]
     assert any(k.startswith("neck.2.") for k in saved["model"])
+    # loaded back (evaluation, the engine): the converted trunk is attached again
+    loaded, _info = load_pymaf(checkpoint_path(run_dir, 12))
+    crops = loaded.prepare_crops(torch.from_numpy(np.stack([samples16[i]["image"] for i in range(2)])))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(crops).final.vertices, trainer.model.eval()(crops).final.vertices)
