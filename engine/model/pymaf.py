@@ -49,6 +49,8 @@ class ModelConfig:
                   network's decoder maps (16/32/64 px, engine/model/blaze_trunk.py) lifted
                   to 256 channels by one trainable conv each; its weights are attached at
                   run time (``attach_trunk``), never saved with the heads.
+    regressor_width: the regressors' hidden width (the release: 1024); narrower heads fit the
+                  shipped-weights budget.
     Only the default layout matches the official checkpoint; the others are for training
     and ablations (their checkpoints carry their config).
     """
@@ -58,6 +60,7 @@ class ModelConfig:
     feature_mode: str = "maf"
     use_pyramid: bool = True
     trunk: str = "resnet"
+    regressor_width: int = 1024
 
     def __post_init__(self):
         if self.feature_mode not in FEATURE_MODES:
@@ -74,13 +77,15 @@ class ModelConfig:
              "feature_mode": self.feature_mode, "use_pyramid": self.use_pyramid}
         if self.blaze:   # the official layout's config keeps its four keys
             d["trunk"] = self.trunk
+        if self.regressor_width != 1024:
+            d["regressor_width"] = self.regressor_width
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         return cls(int(d.get("backbone_depth", 50)), bool(d.get("with_iuv_head", True)),
                    str(d.get("feature_mode", "maf")), bool(d.get("use_pyramid", True)),
-                   str(d.get("trunk", "resnet")))
+                   str(d.get("trunk", "resnet")), int(d.get("regressor_width", 1024)))
 
 
 # --- fixed sampling geometry ---------------------------------------------------------
@@ -167,19 +172,19 @@ class Regressor(nn.Module):
     Each stage owns its SMPL copy, as in the release's state dict.
     """
 
-    def __init__(self, feature_dim: int, body: BodyModelData):
+    def __init__(self, feature_dim: int, body: BodyModelData, width: int = 1024):
         super().__init__()
         init_pose, init_shape, init_cam = default_mean_params()
         self.register_buffer("init_pose", init_pose)
         self.register_buffer("init_shape", init_shape)
         self.register_buffer("init_cam", init_cam)
-        self.fc1 = nn.Linear(feature_dim + POSE6D_DIM + topo.NUM_BETAS + 3, 1024)
+        self.fc1 = nn.Linear(feature_dim + POSE6D_DIM + topo.NUM_BETAS + 3, width)
         self.drop1 = nn.Dropout(0.5)
-        self.fc2 = nn.Linear(1024, 1024)
+        self.fc2 = nn.Linear(width, width)
         self.drop2 = nn.Dropout(0.5)
-        self.decpose = nn.Linear(1024, POSE6D_DIM)
-        self.decshape = nn.Linear(1024, topo.NUM_BETAS)
-        self.deccam = nn.Linear(1024, 3)
+        self.decpose = nn.Linear(width, POSE6D_DIM)
+        self.decshape = nn.Linear(width, topo.NUM_BETAS)
+        self.deccam = nn.Linear(width, 3)
         # Small initial updates (as SPIN's xavier gain 0.01) keep an untrained model near
         # the mean body.
         for head in (self.decpose, self.decshape, self.deccam):
@@ -285,11 +290,11 @@ class PyMAF(nn.Module):
             global_dim = self.feature_extractor.out_channels
         if global_mode:
             self.maf_extractor = nn.ModuleList()
-            self.regressor = nn.ModuleList([Regressor(global_dim, body)])
+            self.regressor = nn.ModuleList([Regressor(global_dim, body, config.regressor_width)])
         else:
             self.maf_extractor = nn.ModuleList(MAFExtractor(body.num_vertices) for _ in range(NUM_STAGES))
             self.regressor = nn.ModuleList(
-                Regressor(self._feature_dim(t), body) for t in range(NUM_STAGES))
+                Regressor(self._feature_dim(t), body, config.regressor_width) for t in range(NUM_STAGES))
         self.dp_head = IUVHead(256) if config.with_iuv_head else None
         self._subsets: Optional[list] = None
         self.register_load_state_dict_post_hook(lambda module, keys: module._forget_subsets())

@@ -106,3 +106,15 @@ def test_trunk_input_keeps_the_crop_frame():
     assert x.shape == (1, 3, 256, 256) and float(x.max()) <= 1.0
     y, xx = divmod(int(x[0, 0].argmax()), 256)
     assert abs((xx + 0.5) / 256 - 168.5 / 224) < 1.5 / 256 and abs((y + 0.5) / 256 - 56.5 / 224) < 1.5 / 256
+
+
+def test_narrower_regressors_fit_the_weights_budget(mannequin, trunk, crops):
+    """The regressors' width is a config field (the release's 1024 by default, its config
+    unchanged); at 512 the heads without the training-only IUV head fit 20 MB in fp16."""
+    narrow = ModelConfig(trunk="blazepose-full", regressor_width=512)
+    assert ModelConfig.from_dict(narrow.to_dict()) == narrow and "regressor_width" not in ModelConfig().to_dict()
+    model = PyMAF(mannequin, narrow, trunk_channels=48).attach_trunk(trunk).eval()
+    heads = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("dp_head."))
+    assert heads * 2 < 20e6, heads
+    with torch.no_grad():
+        assert model(crops).final.vertices.shape == (2, mannequin.num_vertices, 3)
