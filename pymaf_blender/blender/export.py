@@ -166,9 +166,9 @@ def _check_path(filepath, ext):
 
 
 @contextmanager
-def _complete_only(filepath):
-    """Yield a temporary name next to ``filepath`` (same extension) for an exporter to write;
-    it replaces ``filepath`` only when the exporter finished: a failed or interrupted export
+def complete_only(filepath):
+    """Yield a temporary name next to ``filepath`` (same extension) for an exporter (or a
+    .blend save) to write; it replaces ``filepath`` only when the writer finished: a failed or interrupted export
     never leaves a half-written file under the final name, nor removes the previous one."""
     folder, name = os.path.split(filepath)
     stem, ext = os.path.splitext(name)
@@ -197,7 +197,7 @@ def export_fbx(context, filepath, objects, preset="BLENDER") -> str:
         raise ValueError(f"unknown FBX preset {preset!r}; expected one of {', '.join(FBX_PRESETS)}")
     objs = _with_children(_objects(objects))
     filepath = _check_path(filepath, ".fbx")
-    with _shown(context, objs), _selection(context, objs), _complete_only(filepath) as tmp:
+    with _shown(context, objs), _selection(context, objs), complete_only(filepath) as tmp:
         bpy.ops.export_scene.fbx(filepath=tmp, check_existing=False, **FBX_PRESETS[preset])
     return filepath
 
@@ -209,7 +209,7 @@ def export_gltf(context, filepath, objects) -> str:
     filepath = _check_path(filepath, ".glb")
     scene = context.scene
     with _shown(context, objs), _selection(context, objs), _true_rate_for_gltf(scene), \
-            _complete_only(filepath) as tmp:
+            complete_only(filepath) as tmp:
         bpy.ops.export_scene.gltf(
             filepath=tmp, check_existing=False, export_format="GLB", use_selection=True,
             export_animations=True, export_animation_mode="SCENE", export_anim_scene_split_object=True,
@@ -227,7 +227,7 @@ def export_bvh(context, filepath, armature_obj) -> str:
         raise ValueError("BVH export needs an armature object")
     filepath = _check_path(filepath, ".bvh")
     scene = context.scene
-    with _selection(context, [armature_obj], armature_obj), _complete_only(filepath) as tmp:
+    with _selection(context, [armature_obj], armature_obj), complete_only(filepath) as tmp:
         bpy.ops.export_anim.bvh(filepath=tmp, check_existing=False, global_scale=1.0,
                                 frame_start=scene.frame_start, frame_end=scene.frame_end,
                                 rotate_mode="NATIVE", root_transform_only=False)
