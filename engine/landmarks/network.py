@@ -122,13 +122,9 @@ class LandmarkNetwork(nn.Module):
     def step_shapes(self, size: int = INPUT_SIZE) -> list:
         """[(step index, op, output tensor id, output shape)] of every step on one (1, 3, size,
         size) input: where the feature maps are."""
-        shapes, env = [], {self.input_id: torch.zeros(1, 3, size, size)}
         with torch.no_grad():
-            ids = [s["out"] for s in self.steps]
-            out = self._execute(env[self.input_id], set(ids), stop_early=False)
-        for k, s in enumerate(self.steps):
-            shapes.append((k, s["op"], s["out"], tuple(out[s["out"]].shape)))
-        return shapes
+            out = self._execute(torch.zeros(1, 3, size, size), {s["out"] for s in self.steps}, stop_early=False)
+        return [(k, s["op"], s["out"], tuple(out[s["out"]].shape)) for k, s in enumerate(self.steps)]
 
     def _execute(self, images: torch.Tensor, wanted: set, stop_early: bool) -> dict:
         """Run the steps; -> {id: tensor} of the ``wanted`` ones (others are freed as soon as

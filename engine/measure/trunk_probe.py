@@ -73,7 +73,7 @@ def features(dataset, indices, net, taps: dict, batch: int = 16) -> dict:
         images = torch.from_numpy(np.stack([s["image"] for s in samples]))
         x = trunk_input(images)
         with torch.no_grad():
-            maps = net._execute(x, set(taps.values()), stop_early=True)
+            maps = net.features(x, taps.values())
         rows["pixels"].append(pooled(x))
         for name, i in taps.items():
             rows[name].append(pooled(maps[i]))
@@ -87,10 +87,10 @@ def features(dataset, indices, net, taps: dict, batch: int = 16) -> dict:
 
 def candidate_taps(net) -> dict:
     """name -> tensor id: the encoder's last 8x8 map, the decoder's three maps, the heatmaps."""
-    from engine.model.blaze_trunk import decoder_taps
+    from engine.model.blaze_trunk import decoder_taps, tensor_shapes
 
-    shapes = {out: shape for _, _, out, shape in net.step_shapes()}
-    d16, d32, d64 = decoder_taps(net)
+    shapes = tensor_shapes(net)
+    d16, d32, d64 = decoder_taps(net, shapes)
     made_by = {s["out"]: s for s in net.steps}
     encoder8 = made_by[made_by[d16]["in"][0]]["in"][0]      # resize <- the decoder's 8x8 start
     while shapes[encoder8][1] < 100:                        # back to the wide encoder map

@@ -22,11 +22,17 @@ LEVEL_SIZES = (16, 32, 64)        # coarse -> fine, one per PyMAF stage
 TRUNK_SIZES = ("lite", "full", "heavy")
 
 
-def decoder_taps(net: LandmarkNetwork) -> list:
+def tensor_shapes(net: LandmarkNetwork) -> dict:
+    """{tensor id: shape} of every step's output on one 256 input (one run of the graph)."""
+    return {out: shape for _, _, out, shape in net.step_shapes()}
+
+
+def decoder_taps(net: LandmarkNetwork, shapes: dict = None) -> list:
     """The tensor ids of the decoder's merged maps at 16, 32 and 64 pixels: the outputs of the
-    ``add`` steps that join an upsampled coarser map with the encoder's skip connection."""
+    ``add`` steps that join an upsampled coarser map with the encoder's skip connection.
+    ``shapes``: ``tensor_shapes(net)`` when the caller has it."""
     made_by = {s["out"]: s for s in net.steps}
-    shapes = {out: shape for _, _, out, shape in net.step_shapes()}
+    shapes = shapes or tensor_shapes(net)
     taps = {}
     for s in net.steps:
         if s["op"] != "add" or made_by.get(s["in"][0], {}).get("op") != "resize":
@@ -40,10 +46,10 @@ def decoder_taps(net: LandmarkNetwork) -> list:
     return [taps[size] for size in LEVEL_SIZES]
 
 
-def tap_channels(net: LandmarkNetwork) -> int:
+def tap_channels(net: LandmarkNetwork, shapes: dict = None) -> int:
     """Channels of the decoder maps (48 for ``full``; the three levels share it)."""
-    shapes = {out: shape for _, _, out, shape in net.step_shapes()}
-    channels = {shapes[i][1] for i in decoder_taps(net)}
+    shapes = shapes or tensor_shapes(net)
+    channels = {shapes[i][1] for i in decoder_taps(net, shapes)}
     if len(channels) != 1:
         raise ValueError(f"decoder maps of different widths: {sorted(channels)}")
     return channels.pop()
@@ -57,8 +63,9 @@ class BlazeTrunk(nn.Module):
         self.net = net.eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
-        self.taps = decoder_taps(net)
-        self.channels = tap_channels(net)
+        shapes = tensor_shapes(net)
+        self.taps = decoder_taps(net, shapes)
+        self.channels = tap_channels(net, shapes)
         self.train(False)
 
     def train(self, mode: bool = True):

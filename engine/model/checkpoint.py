@@ -210,10 +210,16 @@ _BODY_KEY = re.compile(r"(^|\.)smpl\.")
 FULL_PRECISION = (".init_pose", ".init_shape", ".init_cam")  # float32 even in a half file
 
 
+def is_body_key(key: str) -> bool:
+    """A state-dict entry of a body-model copy (``regressor.<t>.smpl.*``): data the network
+    was trained with, not weights it learned."""
+    return bool(_BODY_KEY.search(key))
+
+
 def rebuilt_key(key: str) -> bool:
     """True for state-dict entries ``PyMAF(body, config)`` makes itself, left out of a
     weights-only file: body-model copies, ``Dmap`` (from stored vertex ids), the grid."""
-    return bool(_BODY_KEY.search(key)) or key.endswith(".Dmap") or key == "points_grid"
+    return is_body_key(key) or key.endswith(".Dmap") or key == "points_grid"
 
 
 def weights_layout(model: PyMAF) -> dict:
@@ -320,7 +326,7 @@ def load_weights_only(obj: dict, body: Optional[BodyModelData], name: str) -> tu
     model.eval()
     dtype = str(obj.get("dtype", "float32"))
     info = {"config": config.to_dict(), "format": WEIGHTS_FORMAT, "dtype": dtype,
-            "kind": f"PyMAF weights only (ResNet-{config.backbone_depth} trunk, {dtype})",
+            "kind": f"PyMAF weights only ({config.trunk_label} trunk, {dtype})",
             "body_matches": trained.get("sha256") == body_fingerprint(model)["sha256"]}
     return model, info
 

@@ -72,6 +72,11 @@ class ModelConfig:
     def blaze(self) -> bool:
         return self.trunk != "resnet"
 
+    @property
+    def trunk_label(self) -> str:
+        """What the network reads images with: "ResNet-50", "BlazePose full (frozen)"."""
+        return f"BlazePose {trunk_size(self.trunk)} (frozen)" if self.blaze else f"ResNet-{self.backbone_depth}"
+
     def to_dict(self) -> dict:
         d = {"backbone_depth": self.backbone_depth, "with_iuv_head": self.with_iuv_head,
              "feature_mode": self.feature_mode, "use_pyramid": self.use_pyramid}

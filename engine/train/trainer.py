@@ -47,7 +47,6 @@ import math
 import multiprocessing
 import os
 import random
-import re
 import signal
 import sys
 import threading
@@ -60,7 +59,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from engine.model.checkpoint import CheckpointError, guess_kind, read_checkpoint, save_pymaf, state_dict_of
+from engine.model.checkpoint import (CheckpointError, guess_kind, is_body_key, read_checkpoint, save_pymaf,
+                                     state_dict_of)
 from engine.model.inference import AUTOCAST_DTYPES, resolve_device
 from engine.model.pymaf import PyMAF, build_pymaf
 from engine.train.configs import EVAL_SEED, TrainConfig, config_names, get_config
@@ -73,7 +73,6 @@ RUNTIME_FIELDS = ("num_workers", "eval_every", "eval_count", "checkpoint_every",
                   "log_every")
 EXIT_INTERRUPTED = 130           # the shell's code for a run stopped by a signal
 TRUNK_PREFIX = "feature_extractor."                    # PyMAF's ResNet trunk
-BODY_KEY = re.compile(r"^regressor\.\d+\.smpl\.")      # body-model buffers, not weights
 
 
 # --- seeding and RNG state ---------------------------------------------------------------
@@ -265,14 +264,14 @@ def init_weights(model: PyMAF, obj: dict, *, trunk_only: bool = False, name: str
     own = model.state_dict()
     problem = first_misfit(wanted, own)
     if problem:
-        raise CheckpointError(f"{name} does not fit this run's network ({trunk_label(model.config)}, "
+        raise CheckpointError(f"{name} does not fit this run's network ({model.config.trunk_label}, "
                               f"IUV head {'on' if model.config.with_iuv_head else 'off'}): {problem}. "
                               f"The file looks like {guess_kind(sd)}.")
-    weights = {k: v for k, v in wanted.items() if not BODY_KEY.match(k)}
+    weights = {k: v for k, v in wanted.items() if not is_body_key(k)}
     body_differs = any(not torch.equal(v.to(own[k].device, own[k].dtype), own[k])
-                       for k, v in wanted.items() if BODY_KEY.match(k))
+                       for k, v in wanted.items() if is_body_key(k))
     model.load_state_dict(weights, strict=False)
-    not_set = [k for k in own if k not in weights and not BODY_KEY.match(k)]
+    not_set = [k for k in own if k not in weights and not is_body_key(k)]
     return {"set": list(weights), "not_set": not_set, "body_differs": body_differs}
 
 
@@ -326,11 +325,6 @@ class StopRequest:
 
 
 # --- the trainer -------------------------------------------------------------------------
-def trunk_label(config) -> str:
-    """"ResNet-50", or "BlazePose full (frozen)": what a run's network reads images with."""
-    return f"BlazePose {config.trunk.split('-', 1)[1]} (frozen)" if config.blaze else f"ResNet-{config.backbone_depth}"
-
-
 class Trainer:
     """One training run in ``out_dir``.
 
@@ -506,7 +500,7 @@ class Trainer:
         loader = make_loader(self.dataset, sampler, cfg.num_workers, pin_memory=self.device.type == "cuda")
         self.log(f"[{cfg.name}] training on {self.device} from step {self.step} to {cfg.steps}: "
                  f"batch {cfg.batch_size}, lr {cfg.lr:g}, autocast {cfg.autocast}, "
-                 f"{trunk_label(cfg.model)}, aux {'on' if self.run_iuv else 'off'}, "
+                 f"{cfg.model.trunk_label}, aux {'on' if self.run_iuv else 'off'}, "
                  f"{self.num_samples} samples (data seed {cfg.data_seed})")
         window_start, window_steps = time.perf_counter(), 0
         last = time.perf_counter()

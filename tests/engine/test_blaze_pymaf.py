@@ -8,7 +8,7 @@ import torch
 
 from engine.landmarks.assets import assets_dir
 from engine.landmarks.network import load_landmark_network
-from engine.model.blaze_trunk import BlazeTrunk, decoder_taps, tap_channels
+from engine.model.blaze_trunk import BlazeTrunk, decoder_taps, tap_channels, tensor_shapes
 from engine.model.pymaf import ModelConfig, PyMAF
 
 
@@ -32,7 +32,7 @@ def crops():
 
 def test_taps_are_the_decoders_three_scales(trunk, crops):
     net = trunk.net
-    shapes = {out: shape for _, _, out, shape in net.step_shapes()}
+    shapes = tensor_shapes(net)
     assert [shapes[i] for i in decoder_taps(net)] == [(1, 48, 16, 16), (1, 48, 32, 32), (1, 48, 64, 64)]
     assert tap_channels(net) == 48 and tap_channels(_network("lite")) == 32
     # stopping early gives the very tensors the whole graph computes
