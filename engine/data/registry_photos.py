@@ -1,7 +1,7 @@
 """Real photos that ship inside registry packages: Debian's ``opencv-doc`` samples and
 scikit-image's data. Measurement (the labelled people, engine/measure/label_people.py) and
-training (real negatives for the learned detector, engine/people/train_detector.py) read
-them from here; nothing at run time does, and none is committed.
+training (real negatives for the learned detector, engine/people/train_detector.py; real
+people with pseudo-labels for the PyMAF heads, engine/data/pseudo.py) read them from here; nothing at run time does, and none is committed.
 
 ``NEGATIVE_PHOTOS``: the ones with no person in them (each looked at), streets and a
 building with posts, bollards, doors and windows among them: real scenes a detector must
@@ -34,6 +34,11 @@ NEGATIVE_PHOTOS = (
     ("skimage", "grass"), ("skimage", "gravel"),
 )
 
+# photos of people used for training (pseudo-labels, engine/data/pseudo.py): none of the
+# photos the accuracy report measures (scikit-image's astronaut and camera)
+TRAINING_PHOTOS = (("opencv-doc", "messi5.jpg"), ("opencv-doc", "basketball1.png"),
+                   ("opencv-doc", "basketball2.png"))
+
 
 def opencv_doc_image(name: str, cache: Path = Path(tempfile.gettempdir()) / "opencv-doc") -> np.ndarray:
     """An RGB image from Debian's opencv-doc package (the .deb downloaded once with apt-get
@@ -59,6 +64,11 @@ def skimage_image(name: str) -> np.ndarray:
     return np.dstack([im] * 3) if im.ndim == 2 else im[..., :3]
 
 
+def registry_photo(source: str, name: str) -> np.ndarray:
+    """One photo as RGB uint8: ``source`` "opencv-doc" (file name) or "skimage" (data name)."""
+    return opencv_doc_image(name) if source == "opencv-doc" else skimage_image(name)
+
+
 def negative_photos() -> list:
     """The ``NEGATIVE_PHOTOS`` as RGB uint8 arrays."""
-    return [opencv_doc_image(n) if src == "opencv-doc" else skimage_image(n) for src, n in NEGATIVE_PHOTOS]
+    return [registry_photo(src, n) for src, n in NEGATIVE_PHOTOS]

@@ -187,6 +187,21 @@ def _body_fingerprint(body) -> str:
 # ----------------------------------------------------------------------------------
 # The dataset
 # ----------------------------------------------------------------------------------
+def detector_like_box(rng, box_xyxy, scale_jitter: float, aspect_jitter: float, shift_jitter: float) -> np.ndarray:
+    """Box (x0, y0, x1, y1) -> a jittered square box (cx, cy, side): size x U(1 -+ scale),
+    aspect x exp(U(-+ aspect)), centre +- shift x the larger side (a detector's variation)."""
+    x0, y0, x1, y1 = box_xyxy
+    w, h = x1 - x0, y1 - y0
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    s = rng.uniform(1 - scale_jitter, 1 + scale_jitter)
+    a = np.exp(rng.uniform(-aspect_jitter, aspect_jitter))
+    w2, h2 = w * s * a, h * s / a
+    size = max(w, h)
+    cx += rng.uniform(-shift_jitter, shift_jitter) * size
+    cy += rng.uniform(-shift_jitter, shift_jitter) * size
+    return square_box(np.array([cx - w2 / 2, cy - h2 / 2, w2, h2]))
+
+
 class SyntheticPeople:
     """Map-style dataset of synthetic labelled people (see the module notes).
 
@@ -333,16 +348,7 @@ class SyntheticPeople:
     def jitter_box(self, rng, box_xyxy) -> np.ndarray:
         """Tight box -> detector-like square box (cx, cy, side)."""
         cfg = self.config
-        x0, y0, x1, y1 = box_xyxy
-        w, h = x1 - x0, y1 - y0
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        s = rng.uniform(1 - cfg.box_scale_jitter, 1 + cfg.box_scale_jitter)
-        a = np.exp(rng.uniform(-cfg.box_aspect_jitter, cfg.box_aspect_jitter))
-        w2, h2 = w * s * a, h * s / a
-        size = max(w, h)
-        cx += rng.uniform(-cfg.box_shift_jitter, cfg.box_shift_jitter) * size
-        cy += rng.uniform(-cfg.box_shift_jitter, cfg.box_shift_jitter) * size
-        return square_box(np.array([cx - w2 / 2, cy - h2 / 2, w2, h2]))
+        return detector_like_box(rng, box_xyxy, cfg.box_scale_jitter, cfg.box_aspect_jitter, cfg.box_shift_jitter)
 
     def generate(self, index: int) -> dict:
         """Sample ``index`` (no cache)."""

@@ -16,6 +16,13 @@ pymaf_no_aux       maf             yes       no       R50   Table 5: PyMAF witho
                                                             IUV supervision
 tiny               maf             yes       yes      R18   CPU tests only (batch 8, 40 steps,
                                                             16 samples, lr 1e-4)
+blaze              maf             yes       yes      BP    the full model's heads on the frozen
+                                                            BlazePose GHUM full trunk ("BP")
+blaze_grid         grid            yes       yes      BP    Table 4's grid row on that trunk
+blaze_global       global          --        no       BP    Table 4's IEF baseline on that trunk
+blaze_no_pyramid   maf             no        yes      BP    Table 5's no-pyramid row on that trunk
+blaze_default      maf             yes       yes      BP    ``blaze`` with 512-wide regressors:
+                                                            the shipped heads (default_recipe.py)
 =================  ==============  ========  =======  ====  =====================================
 
 The row labels are as the ablations are described (feature type, pyramid, auxiliary
@@ -67,12 +74,16 @@ class TrainConfig:
     loss: LossWeights = field(default_factory=LossWeights)
     init: str = ""                     # weights file the run started from ('' = seeded)
     init_trunk_only: bool = False      # only the trunk (feature_extractor.*) came from it
+    pseudo_labels: str = ""            # real photos' pseudo-labels (engine/data/pseudo.py); '' = none
+    pseudo_size: int = 0               # augmented real samples drawn next to the data_size renders
 
     def __post_init__(self):
         if self.autocast not in AUTOCAST_CHOICES:
             raise ValueError(f"autocast must be one of {AUTOCAST_CHOICES}, got {self.autocast!r}")
         if self.data_seed == EVAL_SEED:
             raise ValueError(f"data_seed {EVAL_SEED} is the held-out evaluation set's seed")
+        if self.pseudo_size < 0 or (self.pseudo_size > 0) != bool(self.pseudo_labels):
+            raise ValueError("pseudo_size > 0 goes with a pseudo_labels file (and only with one)")
         if self.checkpoint_minutes < 0:
             raise ValueError(f"checkpoint_minutes must be >= 0 (0 = off), got {self.checkpoint_minutes}")
 
@@ -137,6 +148,9 @@ CONFIGS = {
     "blaze_grid": lambda: _blaze("blaze_grid", feature_mode="grid", use_pyramid=True),
     "blaze_global": lambda: _blaze("blaze_global", feature_mode="global", with_iuv_head=False),
     "blaze_no_pyramid": lambda: _blaze("blaze_no_pyramid", feature_mode="maf", use_pyramid=False),
+    # the shipped heads (build.py train-default): regressors 512 wide so that the weights
+    # without the training-only IUV head fit 20 MB in float16
+    "blaze_default": lambda: _blaze("blaze_default", feature_mode="maf", use_pyramid=True, regressor_width=512),
 }
 
 

@@ -37,6 +37,10 @@ the keys it does not have keep their seeded values and are listed; the body-mode
 ``regressor.*.smpl.*`` stay this run's: they belong to the data). ``--init-trunk-only``
 takes only the ResNet trunk (``feature_extractor.*``, or a bare torchvision-style ResNet's
 keys). Step, optimizer and RNG start fresh; ``train_config['init']`` records the file.
+
+Real photos: ``--pseudo-labels FILE [--pseudo-size N]`` (``python -m engine.data.pseudo FILE``)
+adds N augmented samples of the registry photos' people, labelled by the landmark fit,
+after the ``data_size`` renders: batches draw from both (N / (data_size + N) of them real).
 """
 from __future__ import annotations
 
@@ -57,7 +61,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from engine.model.checkpoint import (CheckpointError, guess_kind, is_body_key, read_checkpoint, save_pymaf,
                                      state_dict_of)
@@ -388,6 +392,13 @@ class Trainer:
                         else synthetic_dataset(config.data_seed, config.data_size, body, cache_dir))
         self._eval_dataset = eval_dataset
         self.num_samples = dataset_size(self.dataset, config.data_size)
+        if config.pseudo_size:
+            # indices past the renders draw the real photos' pseudo-labelled people
+            from engine.data.pseudo import PseudoLabelledPeople
+            self.dataset = ConcatDataset([Subset(self.dataset, range(self.num_samples)),
+                                          PseudoLabelledPeople(config.pseudo_labels, config.pseudo_size,
+                                                               seed=config.data_seed, body=body)])
+            self.num_samples += config.pseudo_size
 
         seed_everything(config.seed)
         self.model = build_pymaf(body, config.model).to(self.device)
@@ -501,7 +512,9 @@ class Trainer:
         self.log(f"[{cfg.name}] training on {self.device} from step {self.step} to {cfg.steps}: "
                  f"batch {cfg.batch_size}, lr {cfg.lr:g}, autocast {cfg.autocast}, "
                  f"{cfg.model.trunk_label}, aux {'on' if self.run_iuv else 'off'}, "
-                 f"{self.num_samples} samples (data seed {cfg.data_seed})")
+                 f"{self.num_samples} samples (data seed {cfg.data_seed}"
+                 + (f"; {cfg.pseudo_size} of them real photos' pseudo-labelled people" if cfg.pseudo_size else "")
+                 + ")")
         window_start, window_steps = time.perf_counter(), 0
         last = time.perf_counter()
         self._last_save = time.monotonic()
@@ -649,7 +662,7 @@ def plot_curves(history: list, eval_history: list, path, title: str = "") -> Pat
 
 # --- command line ------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m engine.train", description="Train PyMAF on synthetic people.")
+    p = argparse.ArgumentParser(prog="python -m engine.train", description="Train PyMAF on synthetic people (and pseudo-labelled real photos).")
     p.add_argument("--config", default="pymaf", choices=config_names())
     p.add_argument("--out", required=True, help="run directory (checkpoints, log.csv, curves.png)")
     p.add_argument("--steps", type=int, default=None, help="train until this step")
@@ -676,6 +689,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-minutes", type=float, default=None, metavar="M",
                    help="also save after M minutes of wall time since the last checkpoint (default 30, 0 = off)")
     p.add_argument("--cache-dir", default=None, help="store generated synthetic samples here for reuse")
+    p.add_argument("--pseudo-labels", default=None, metavar="FILE",
+                   help="real photos' pseudo-labels (python -m engine.data.pseudo FILE) to train on too")
+    p.add_argument("--pseudo-size", type=int, default=None, metavar="N",
+                   help="with --pseudo-labels: N augmented real samples next to the renders (default 400)")
     return p
 
 
@@ -693,12 +710,20 @@ def main(argv=None) -> int:
         return 2
     runtime = {"num_workers": args.workers, "eval_every": args.eval_every,
                "checkpoint_every": args.checkpoint_every, "checkpoint_minutes": args.checkpoint_minutes}
+    if args.pseudo_size is not None and not args.pseudo_labels:
+        print("--pseudo-size goes with --pseudo-labels FILE", file=sys.stderr)
+        return 2
+    pseudo = {}
+    if args.pseudo_labels:
+        pseudo = {"pseudo_labels": str(Path(args.pseudo_labels).resolve()),
+                  "pseudo_size": 400 if args.pseudo_size is None else args.pseudo_size}
     config = get_config(args.config, depth=args.depth, data_seed=args.data_seed, data_size=args.data_size,
                         batch_size=args.batch_size, lr=args.lr, autocast=args.autocast,
-                        grad_clip=args.grad_clip, seed=args.seed)
+                        grad_clip=args.grad_clip, seed=args.seed, **pseudo)
     if args.resume:
         ignored = [name for name in ("depth", "data_seed", "data_size", "batch_size", "lr", "autocast",
-                                     "grad_clip", "seed") if getattr(args, name) is not None]
+                                     "grad_clip", "seed", "pseudo_labels", "pseudo_size")
+                   if getattr(args, name) is not None]
         if ignored:
             print(f"note: --resume keeps the run's saved settings; ignoring {', '.join(ignored)}",
                   file=sys.stderr)
