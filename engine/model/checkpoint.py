@@ -20,7 +20,7 @@ import hashlib
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -248,12 +248,16 @@ def _check_rebuildable(model: PyMAF) -> None:
             raise CheckpointError(f"maf_extractor.{t}.Dmap is not a 0/1 vertex selection; it cannot be rebuilt")
 
 
-def weights_payload(model: PyMAF, *, half: bool = False) -> dict:
+def weights_payload(model: PyMAF, *, half: bool = False, inference_only: bool = False) -> dict:
     """The weights-only file's dict: {'format', 'config', 'dtype', 'model': {key: tensor},
     'maf_vertex_ids' (stages, 431) int64, 'body': fingerprint}. Floating tensors in
     float16 with ``half`` (but ``FULL_PRECISION``); everything copied to the CPU (no
-    shared storage is saved)."""
+    shared storage is saved). ``inference_only`` leaves out the auxiliary IUV head
+    (``dp_head.*``, used only by the training loss) and says so in the config."""
     _check_rebuildable(model)
+    config = model.config
+    if inference_only:
+        config = replace(config, with_iuv_head=False)
     dtype = torch.float16 if half else torch.float32
 
     def stored(key, value):
@@ -262,16 +266,17 @@ def weights_payload(model: PyMAF, *, half: bool = False) -> dict:
         keep = not value.is_floating_point() or key.endswith(FULL_PRECISION)
         return (value if keep else value.to(dtype)).detach().cpu().clone()
 
-    weights = {k: stored(k, v) for k, v in model.state_dict().items() if not rebuilt_key(k)}
+    weights = {k: stored(k, v) for k, v in model.state_dict().items()
+               if not rebuilt_key(k) and not (inference_only and k.startswith("dp_head."))}
     ids = [e.vertex_ids().cpu() for e in model.maf_extractor]
-    return {"format": WEIGHTS_FORMAT, "config": model.config.to_dict(), "dtype": str(dtype).split(".")[-1],
+    return {"format": WEIGHTS_FORMAT, "config": config.to_dict(), "dtype": str(dtype).split(".")[-1],
             "model": weights, "maf_vertex_ids": torch.stack(ids) if ids else torch.zeros(0, 0, dtype=torch.long),
             "body": body_fingerprint(model)}
 
 
-def save_weights(model: PyMAF, path, *, half: bool = False) -> None:
-    """Write ``weights_payload(model, half=half)`` atomically."""
-    payload = weights_payload(model, half=half)
+def save_weights(model: PyMAF, path, *, half: bool = False, inference_only: bool = False) -> None:
+    """Write ``weights_payload(model, half=half, inference_only=inference_only)`` atomically."""
+    payload = weights_payload(model, half=half, inference_only=inference_only)
     with atomic_file(Path(path)) as f:
         torch.save(payload, f)
 
@@ -331,13 +336,15 @@ def load_weights_only(obj: dict, body: Optional[BodyModelData], name: str) -> tu
     return model, info
 
 
-def export_weights(src, dst, *, half: bool = False, body: Optional[BodyModelData] = None) -> dict:
+def export_weights(src, dst, *, half: bool = False, inference_only: bool = False,
+                   body: Optional[BodyModelData] = None) -> dict:
     """Read checkpoint ``src`` (any layout ``load_pymaf`` reads) and write its weights only
     to ``dst``. -> {'source_bytes', 'bytes', 'tensors', 'dtype'}."""
     model, _ = load_pymaf(src, body=body)
-    save_weights(model, dst, half=half)
+    save_weights(model, dst, half=half, inference_only=inference_only)
+    kept = [k for k in weights_layout(model) if not (inference_only and k.startswith("dp_head."))]
     return {"source_bytes": os.path.getsize(src), "bytes": os.path.getsize(dst),
-            "tensors": len(weights_layout(model)), "dtype": "float16" if half else "float32"}
+            "tensors": len(kept), "dtype": "float16" if half else "float32"}
 
 
 def main(argv=None) -> int:
@@ -348,6 +355,8 @@ def main(argv=None) -> int:
     export.add_argument("src", metavar="IN", help="a training checkpoint (or the official release)")
     export.add_argument("dst", metavar="OUT", help="the weights-only file to write")
     export.add_argument("--half", action="store_true", help="store floating tensors as float16")
+    export.add_argument("--inference-only", action="store_true",
+                        help="leave out the auxiliary IUV head (used only by the training loss)")
     export.add_argument("--body", help="SMPL body model, for an IN that embeds none")
     args = parser.parse_args(argv)
     try:
@@ -355,7 +364,7 @@ def main(argv=None) -> int:
         if args.body:
             from engine.body.loading import load_body_model
             body = load_body_model(args.body)
-        done = export_weights(args.src, args.dst, half=args.half, body=body)
+        done = export_weights(args.src, args.dst, half=args.half, inference_only=args.inference_only, body=body)
     except (CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
