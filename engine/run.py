@@ -81,6 +81,7 @@ import errno
 import json
 import math
 import os
+from pathlib import Path
 import signal
 import sys
 import threading
@@ -94,7 +95,9 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_VIDEO, EXIT_NO_PERSON, EXIT_MODEL, EXIT
 EXIT_CANCELLED = 130
 DEFAULT_FOV_DEG = 55.0
 SMOOTHING_CHOICES = ("none", "light", "default", "strong")
-ESTIMATORS = ("landmarks", "pymaf")
+ESTIMATORS = ("landmarks", "pymaf", "pymaf-blazepose")
+# PyMAF's heads on the BlazePose GHUM full trunk, trained by this project (build.py train-default)
+BLAZE_HEADS = Path(__file__).resolve().parent / "model" / "weights" / "pymaf_blazepose_full.pt"
 LANDMARK_MODELS = ("lite", "full", "heavy")
 UNTRAINED_SEED = 0
 MIN_TRACK_FRAMES = 10   # shorter tracks are dropped (fewer when the whole range is shorter)
@@ -229,12 +232,15 @@ def build_parser(command: str = "run") -> _Parser:
     if not analyze:
         p.add_argument("--estimator", choices=ESTIMATORS, default=None,
                        help="'landmarks': BlazePose GHUM 3D landmarks + our fit onto the SMPL-format rig; "
-                            "'pymaf': the PyMAF network (needs --checkpoint for real results). Default: "
-                            "pymaf when --checkpoint is given, else landmarks")
+                            "'pymaf': the PyMAF network (needs --checkpoint for real results); "
+                            "'pymaf-blazepose': PyMAF's heads on the BlazePose GHUM trunk, trained by this project "
+                            "on synthetic renders (docs/accuracy.md says where it stands). Default: pymaf when "
+                            "--checkpoint is given, else landmarks")
         p.add_argument("--landmark-model", choices=LANDMARK_MODELS, default="full",
                        help="BlazePose landmark model size for --estimator landmarks (default full)")
         p.add_argument("--checkpoint", help="PyMAF checkpoint, for --estimator pymaf (without one: an UNTRAINED "
-                                            "network, with a warning)")
+                                            "network, with a warning) or pymaf-blazepose (default: the shipped "
+                                            "weights)")
         p.add_argument("--body", help="SMPL body model (.pkl/.npz/checkpoint); for the untrained network or "
                                       "checkpoints that embed none (default: the mannequin)")
         p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
@@ -275,9 +281,20 @@ def load_model(args):
 
     try:
         body = load_body_model(args.body) if args.body else None
-        if args.checkpoint:
-            model, info = load_pymaf(args.checkpoint, body=body)
-            prov = {"checkpoint": os.path.abspath(args.checkpoint), "untrained": False,
+        checkpoint = args.checkpoint
+        if args.estimator == "pymaf-blazepose":
+            checkpoint = checkpoint or str(BLAZE_HEADS)
+            if body is None:       # the shipped heads are weights only, trained on the mannequin
+                from engine.body.mannequin import default_mannequin
+                body = default_mannequin()
+        if checkpoint:
+            model, info = load_pymaf(checkpoint, body=body)
+            if (args.estimator == "pymaf-blazepose") != model.config.blaze:
+                want = "a BlazePose-trunk" if args.estimator == "pymaf-blazepose" else "a ResNet"
+                raise RunError(EXIT_USAGE, "usage", f"{os.path.basename(checkpoint)} is not {want} PyMAF "
+                               f"({model.config.trunk_label} trunk): use --estimator "
+                               f"{'pymaf-blazepose' if model.config.blaze else 'pymaf'}")
+            prov = {"checkpoint": os.path.abspath(checkpoint), "untrained": False,
                     "config": info.get("config"), "checkpoint_kind": info.get("kind")}
         else:
             import torch
@@ -292,7 +309,8 @@ def load_model(args):
             torch.manual_seed(UNTRAINED_SEED)
             model = PyMAF(body, ModelConfig()).eval()
             prov = {"checkpoint": None, "untrained": True, "seed": UNTRAINED_SEED}
-        prov["body"] = os.path.abspath(args.body) if args.body else ("embedded" if args.checkpoint else "mannequin")
+        prov["body"] = os.path.abspath(args.body) if args.body else (
+            "mannequin" if args.estimator == "pymaf-blazepose" or not checkpoint else "embedded")
         return model, prov
     except (CheckpointError, BodyModelError) as e:
         raise RunError(EXIT_MODEL, "model", f"{e}".splitlines()[0]) from None
@@ -312,6 +330,11 @@ def resolve_estimator(args) -> None:
     if args.estimator == "landmarks":
         args._estimator_meta = {"name": "landmarks", "model": args.landmark_model,
                                 "label": f"BlazePose GHUM {args.landmark_model} + landmark fit"}
+    elif args.estimator == "pymaf-blazepose":
+        args._estimator_meta = {"name": "pymaf-blazepose", "model": "full",
+                                "label": "PyMAF heads on BlazePose GHUM full (" + (
+                                    "checkpoint " + os.path.basename(args.checkpoint) if args.checkpoint
+                                    else "trained by this project") + ")"}
     else:
         args._estimator_meta = {"name": "pymaf", "label": "PyMAF (official checkpoint)" if args.checkpoint
                                 else "PyMAF (untrained network)"}
@@ -561,6 +584,8 @@ def check_models_installed(args) -> None:
         missing.append((assets.movenet_what(), assets.movenet_path()))
     if getattr(args, "estimator", None) == "landmarks" and not assets.converted_path(args.landmark_model).is_file():
         missing.append((assets._what(args.landmark_model), assets.converted_path(args.landmark_model)))
+    if getattr(args, "estimator", None) == "pymaf-blazepose" and not assets.converted_path("full").is_file():
+        missing.append((assets._what("full"), assets.converted_path("full")))   # the heads' trunk
     if missing:
         what = " and ".join(w for w, _ in missing)
         where = ", ".join(str(p) for _, p in missing)
@@ -808,7 +833,7 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
         predictor, prov = loaded["predictor"]
         body = body_of(predictor.model)
     prov.update(source_desc)
-    if args.estimator == "pymaf" and wrap_predictor is not None:
+    if args.estimator != "landmarks" and wrap_predictor is not None:
         predictor = wrap_predictor(predictor)
 
     if cancel["flag"]:
@@ -903,7 +928,7 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
     done = {"event": "done", "result": os.path.abspath(args.output), "tracks": sorted(track_results, key=int),
             "frames": n, "seconds": round(seconds, 3), "fps": round(n / max(seconds, 1e-9), 3),
             "stages": times.rounded(), "estimator": args._estimator_meta}
-    if args.estimator == "pymaf":
+    if args.estimator != "landmarks":
         done["batch_size"] = batcher.batch_size
     progress.emit(done)
     log(f"wrote {args.output}: {len(track_results)} track(s), {n} frames")

@@ -6,7 +6,7 @@ It presses the same buttons as a user (``bpy.ops.pymaf.import_video``, ``pymaf.e
 With the bpy module (a source checkout, from the repository root)::
 
     .venvs/blender-5.0/bin/python -m pymaf_blender.cli VIDEO --out DIR [--frames N] [--start N]
-        [--estimator auto|landmarks|pymaf] [--landmark-model lite|full|heavy]
+        [--estimator auto|landmarks|pymaf|pymaf-blazepose] [--landmark-model lite|full|heavy]
         [--checkpoint FILE] [--body FILE] [--device auto|cuda|cpu|mps] [--smoothing 0.67]
         [--people 1,3] [--engine-python PY] [--fbx-preset BLENDER|UNITY|UNREAL] [--no-overlay]
 
@@ -38,7 +38,7 @@ def _parser():
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--start", type=int, default=0, help="first video frame (0-based)")
     p.add_argument("--frames", type=int, default=0, help="number of frames (0: to the end)")
-    p.add_argument("--estimator", default="auto", choices=("auto", "landmarks", "pymaf"),
+    p.add_argument("--estimator", default="auto", choices=("auto", "landmarks", "pymaf", "pymaf-blazepose"),
                    help="auto (default): pymaf when --checkpoint is given, else landmarks (BlazePose GHUM)")
     p.add_argument("--landmark-model", default="full", choices=("lite", "full", "heavy"),
                    help="the landmark model of the landmarks estimator (default full)")
@@ -134,7 +134,7 @@ def _job(args, bpy, tasks, paths, video, out_dir, stem) -> dict:
     s.range_start, s.range_count = max(0, args.start), max(0, args.frames)
     if args.smoothing is not None:
         s.smoothing = min(1.0, max(0.0, args.smoothing))
-    s.estimator = args.estimator.upper()
+    s.estimator = args.estimator.upper().replace("-", "_")
     s.landmark_model = args.landmark_model.upper()
 
     def failed(kind="engine"):

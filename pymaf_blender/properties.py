@@ -12,6 +12,10 @@ ESTIMATOR_ITEMS = (
     ("LANDMARKS", "Landmarks", "BlazePose GHUM 3D pose landmarks (Google, Apache-2.0) and a body fit to them; "
                                "needs the landmark models that 'Set up Engine' installs"),
     ("PYMAF", "PyMAF", "The PyMAF network with the checkpoint chosen in the preferences (required)"),
+    ("PYMAF_BLAZEPOSE", "PyMAF on BlazePose",
+     "PyMAF's mesh-alignment heads on the BlazePose GHUM network, trained by this project on synthetic "
+     "people (no checkpoint needed; needs the landmark models). Less accurate than Landmarks so far: "
+     "see the accuracy notes"),
 )
 LANDMARK_MODEL_ITEMS = (
     ("LITE", "Lite", "The smallest, fastest landmark model"),

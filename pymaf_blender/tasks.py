@@ -329,17 +329,20 @@ def model_args(prefs) -> list:
     return args
 
 
-ESTIMATOR_LABELS = {"landmarks": "Landmarks (BlazePose GHUM)", "pymaf": "PyMAF"}
+ESTIMATOR_LABELS = {"landmarks": "Landmarks (BlazePose GHUM)", "pymaf": "PyMAF",
+                    "pymaf-blazepose": "PyMAF heads on BlazePose GHUM"}
+# the scene's choice -> the engine's --estimator (Automatic is decided by resolve_estimator)
+ENGINE_ESTIMATORS = {"LANDMARKS": "landmarks", "PYMAF": "pymaf", "PYMAF_BLAZEPOSE": "pymaf-blazepose"}
 UNKNOWN_ESTIMATOR = "unknown"
 
 
 def resolve_estimator(settings, prefs) -> str:
-    """"landmarks" or "pymaf" for the scene's choice; Automatic: PyMAF when a checkpoint is
-    chosen in the preferences, else Landmarks."""
+    """The engine's estimator name for the scene's choice; Automatic: PyMAF when a checkpoint
+    is chosen in the preferences, else Landmarks."""
     choice = getattr(settings, "estimator", "AUTO")
     if choice == "AUTO":
         return "pymaf" if (getattr(prefs, "checkpoint_path", "") or "").strip() else "landmarks"
-    return "pymaf" if choice == "PYMAF" else "landmarks"
+    return ENGINE_ESTIMATORS.get(choice, "landmarks")
 
 
 def estimator_args(settings, prefs) -> list:
@@ -351,8 +354,11 @@ def estimator_args(settings, prefs) -> list:
             raise TaskError("the PyMAF estimator needs a checkpoint: choose one in Preferences > Add-ons > "
                             "PyMAF for Blender > Checkpoint, or set the estimator to Landmarks or Automatic")
         return ["--estimator", "pymaf", *model_args(prefs)]
-    size = str(getattr(settings, "landmark_model", "FULL")).lower()
-    args = ["--estimator", "landmarks", "--landmark-model", size]
+    if name == "pymaf-blazepose":     # the engine's shipped heads; the rig's body as for Landmarks
+        args = ["--estimator", "pymaf-blazepose"]
+    else:
+        size = str(getattr(settings, "landmark_model", "FULL")).lower()
+        args = ["--estimator", "landmarks", "--landmark-model", size]
     body = paths.abspath(getattr(prefs, "body_path", "") or "")
     if body and not os.path.isfile(body):
         raise TaskError(f"the body model file does not exist: {body} (Preferences > PyMAF for Blender)")

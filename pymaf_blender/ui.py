@@ -67,10 +67,13 @@ class PYMAF_PT_main(_Panel, bpy.types.Panel):
         col.enabled = running is None
         col.prop(s, "estimator")
         name = tasks.resolve_estimator(s, prefs)
-        if name == "landmarks":
-            col.prop(s, "landmark_model")
+        if name in ("landmarks", "pymaf-blazepose"):
+            if name == "landmarks":
+                col.prop(s, "landmark_model")
+            else:   # the heads read the full landmark network's features
+                col.label(text="Heads trained by this project (see accuracy notes)", icon="INFO")
             status, _ = paths.landmark_status()
-            size = s.landmark_model.lower()
+            size = s.landmark_model.lower() if name == "landmarks" else "full"
             if status and not status.get(size, False):
                 box = layout.box()
                 box.label(text=f"The '{size}' landmark model is not installed", icon="ERROR")

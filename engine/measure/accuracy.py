@@ -10,6 +10,7 @@ Writes ``docs/accuracy.md`` (``--out``). Two parts:
    * the fitted body (BlazePose GHUM landmarks -> our fit, engine/fit),
    * BlazePose's raw world landmarks (its 12 corresponding points; no mesh, so no PVE),
    * the untrained PyMAF network (what ``--estimator pymaf`` gives without a checkpoint),
+   * PyMAF's heads on the BlazePose trunk (``--estimator pymaf-blazepose``; ``--heads``),
 
    plus how often the landmark model found the person and how often its left and right were
    swapped before and after the fit's repair.
@@ -18,10 +19,13 @@ Writes ``docs/accuracy.md`` (``--out``). Two parts:
    landmarks (10 joints with the same meaning: shoulders, elbows, wrists, knees, ankles), as
    mean distance in % of the person's height and PCK@0.05 (share within 5 % of the height);
    jitter (mean second difference of those projected joints, % of height per frame^2) without
-   and with the default smoothing.
+   and with the default smoothing; then the same for ``--estimator pymaf-blazepose``, scored on
+   the person-frames both have against the landmark run's 2D landmarks.
+
+   Sections of the file after ``KEEP_BELOW`` (made by other commands) are kept.
 
     python -m engine.measure.accuracy [--out docs/accuracy.md] [--sizes lite,full,heavy]
-        [--clips-per-motion 3] [--frames 30] [--vtest-frames 300] [--quick]
+        [--clips-per-motion 3] [--frames 30] [--vtest-frames 300] [--heads PATH | --no-heads]
 """
 from __future__ import annotations
 
@@ -44,6 +48,8 @@ HIPS_IN_12 = [6, 7]
 SMPL_10 = [16, 17, 18, 19, 20, 21, 4, 5, 7, 8]
 BLAZEPOSE_10 = [11, 12, 13, 14, 15, 16, 25, 26, 27, 28]
 SEED0 = 1000
+# in docs/accuracy.md, everything from this line on is kept when the report is rewritten
+KEEP_BELOW = "<!-- sections below: other commands (each names its own) -->"
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -143,8 +149,39 @@ def _swapped_fraction(world: np.ndarray, gt12: np.ndarray) -> float:
     return float((e1 < e0 - 0.02).mean())
 
 
-def measure_synthetic(sizes, clips_per_motion: int, frames: int, log) -> dict:
-    """-> {size: {...metrics...}, "pymaf": {...}} on the same rendered clips."""
+def network_on_clips(clips, predictor, body) -> dict:
+    """A PyMAF ``Predictor`` on official crops from the clips' true boxes -> {frames, mpjpe,
+    pa_mpjpe, pve, frames_per_s} (the network alone, 2 threads)."""
+    from engine.common.kinematics import forward_kinematics
+    from engine.people.tracking import xyxy_to_square
+    from engine.preprocess import crop_person
+
+    pj, gj, pv, gv, ph, gh, seconds = [], [], [], [], [], [], 0.0
+    for clip in clips:
+        sq = xyxy_to_square(clip.boxes)
+        crops = np.stack([crop_person(f, s[:2], s[2]) for f, s in zip(clip.frames, sq)])
+        t0 = time.perf_counter()
+        fin = predictor.predict(crops).final
+        seconds += time.perf_counter() - t0
+        R = fin.rotmat.numpy().astype(np.float64)
+        betas = fin.betas.numpy().astype(np.float64)
+        joints = np.stack([forward_kinematics(R[i], body.rest_shape(betas[i])[1], body.parents)[0]
+                           for i in range(len(R))])
+        pj.append(joints[:, SMPL_12])
+        gj.append(clip.joints[:, SMPL_12])
+        pv.append(fin.vertices.numpy().astype(np.float64))
+        ph.append(joints[:, [1, 2]].mean(1))
+        gv.append(clip.vertices)
+        gh.append(clip.joints[:, [1, 2]].mean(1))
+    pj, gj = np.concatenate(pj), np.concatenate(gj)
+    return {"frames": len(pj), "mpjpe": mpjpe_mm(pj, gj), "pa_mpjpe": pa_mpjpe_mm(pj, gj),
+            "pve": pve_mm(np.concatenate(pv), np.concatenate(gv), np.concatenate(ph), np.concatenate(gh)),
+            "frames_per_s": len(pj) / max(seconds, 1e-9)}
+
+
+def measure_synthetic(sizes, clips_per_motion: int, frames: int, log, heads=None) -> dict:
+    """-> {size: {...metrics...}, "pymaf": {...}, "heads": {...} (with ``heads``, a weights
+    file of PyMAF's heads on the BlazePose trunk)} on the same rendered clips."""
     import torch
 
     from engine.body.mannequin import build_mannequin
@@ -156,8 +193,6 @@ def measure_synthetic(sizes, clips_per_motion: int, frames: int, log) -> dict:
     from engine.data.clips import MOTIONS, render_person_clip
     from engine.model.inference import Predictor
     from engine.model.pymaf import ModelConfig, PyMAF
-    from engine.people.tracking import xyxy_to_square
-    from engine.preprocess import crop_person
     from engine.render.renderer import Renderer
 
     body = build_mannequin()
@@ -215,29 +250,15 @@ def measure_synthetic(sizes, clips_per_motion: int, frames: int, log) -> dict:
             "fit_frames_per_s": n_fit / max(t_fit, 1e-9),
         }
         log(f"{size}: {out[size]}")
-    # the untrained PyMAF network on the same clips (official crops from the true boxes)
+    # networks on the same clips (official crops from the true boxes): the untrained PyMAF,
+    # and PyMAF's heads on the BlazePose trunk when their weights are given
     torch.manual_seed(0)
-    predictor = Predictor(PyMAF(body, ModelConfig()).eval(), device="cpu")
-    pj, gj, pv, gv, ph, gh = [], [], [], [], [], []
-    for clip in clips:
-        sq = xyxy_to_square(clip.boxes)
-        crops = np.stack([crop_person(f, s[:2], s[2]) for f, s in zip(clip.frames, sq)])
-        fin = predictor.predict(crops).final
-        R = fin.rotmat.numpy().astype(np.float64)
-        betas = fin.betas.numpy().astype(np.float64)
-        from engine.common.kinematics import forward_kinematics
-        joints = np.stack([forward_kinematics(R[i], body.rest_shape(betas[i])[1], body.parents)[0]
-                           for i in range(len(R))])
-        pj.append(joints[:, SMPL_12])
-        gj.append(clip.joints[:, SMPL_12])
-        pv.append(fin.vertices.numpy().astype(np.float64))
-        ph.append(joints[:, [1, 2]].mean(1))
-        gv.append(clip.vertices)
-        gh.append(clip.joints[:, [1, 2]].mean(1))
-    pj, gj = np.concatenate(pj), np.concatenate(gj)
-    out["pymaf"] = {"frames": len(pj), "mpjpe": mpjpe_mm(pj, gj), "pa_mpjpe": pa_mpjpe_mm(pj, gj),
-                    "pve": pve_mm(np.concatenate(pv), np.concatenate(gv), np.concatenate(ph), np.concatenate(gh))}
+    out["pymaf"] = network_on_clips(clips, Predictor(PyMAF(body, ModelConfig()).eval(), device="cpu"), body)
     log(f"pymaf (untrained): {out['pymaf']}")
+    if heads is not None:
+        from engine.model.checkpoint import load_pymaf
+        out["heads"] = network_on_clips(clips, Predictor(load_pymaf(heads, body=body)[0], device="cpu"), body)
+        log(f"pymaf-blazepose: {out['heads']}")
     out["clips"] = len(clips)
     out["clip_frames"] = frames
     return out
@@ -292,7 +313,49 @@ def footage_scores(raw, smooth) -> dict:
             "jitter_raw": wavg(jit_raw), "jitter_smooth": wavg(jit_smooth)}
 
 
-def measure_footage(vtest_frames: int, log) -> dict:
+def _matched(a, b) -> tuple:
+    """Indices of the frames two tracks share -> (ia, ib, frames)."""
+    frames, ia, ib = np.intersect1d(a.frames, b.frames, return_indices=True)
+    return ia, ib, frames
+
+
+def heads_footage_scores(lm_raw, lm_smooth, raw, smooth) -> dict:
+    """PyMAF's heads (results ``raw`` / ``smooth``) and the landmark fit (``lm_raw`` /
+    ``lm_smooth``) of one video, on the person-frames both have (same detector and tracker,
+    so the same track ids): projected joints against BlazePose's 2D landmarks of the landmark
+    run, in units of the person's size there; jitter on those frames.
+    -> {"person_frames", "fit": {...}, "heads": {...}} with mean_rel, pck05, jitter_raw,
+    jitter_smooth."""
+    acc = {k: {"rel": [], "jit_raw": [], "jit_smooth": []} for k in ("fit", "heads")}
+    person_frames = 0
+    for tid, ref in lm_raw.tracks.items():
+        if tid not in raw.tracks:
+            continue
+        ia, ib, frames = _matched(ref, raw.tracks[tid])
+        if len(frames) == 0:
+            continue
+        person_frames += len(frames)
+        h = person_height_px(ref)[ia]
+        lm = ref.landmarks2d[ia][:, BLAZEPOSE_10]
+        seen = lm[..., 2] >= 0.5
+        for key, r_raw, r_smooth, idx in (("fit", lm_raw, lm_smooth, ia), ("heads", raw, smooth, ib)):
+            uv = projected_10(r_raw, tid)[idx]
+            acc[key]["rel"].append((np.linalg.norm(uv - lm[..., :2], axis=-1) / h[:, None])[seen])
+            acc[key]["jit_raw"].append((jitter_rel(uv, h, frames), len(frames)))
+            keep = np.isin(r_smooth.tracks[tid].frames, frames) if tid in r_smooth.tracks else np.zeros(0, bool)
+            if keep.sum() == len(frames):      # the smoothed run kept the same frames
+                uv_s = projected_10(r_smooth, tid)[keep]
+                acc[key]["jit_smooth"].append((jitter_rel(uv_s, h, frames), len(frames)))
+    wavg = lambda pairs: float(np.nansum([j * n for j, n in pairs]) / max(sum(n for j, n in pairs if j == j), 1))  # noqa: E731
+    out = {"person_frames": person_frames}
+    for key, a in acc.items():
+        r = np.concatenate(a["rel"]) if a["rel"] else np.zeros(0)
+        out[key] = {"mean_rel": float(r.mean()) if r.size else float("nan"), "pck05": float((r < 0.05).mean()) if r.size
+                    else float("nan"), "jitter_raw": wavg(a["jit_raw"]), "jitter_smooth": wavg(a["jit_smooth"])}
+    return out
+
+
+def measure_footage(vtest_frames: int, log, heads=None) -> dict:
     from engine.common.result_schema import read_result
 
     videos = {}
@@ -306,11 +369,18 @@ def measure_footage(vtest_frames: int, log) -> dict:
             a, b = Path(tmp) / "raw.npz", Path(tmp) / "smooth.npz"
             done = _engine_run(video, a, "--smoothing", "none", *extra)
             _engine_run(video, b, *extra)
-            out[name] = {**footage_scores(read_result(a), read_result(b)), "frames": done["frames"]}
+            out[name] = {**footage_scores(read_result(a), read_result(b)), "frames": done["frames"], "fps": done["fps"]}
+            if heads is not None:
+                c, d = Path(tmp) / "heads_raw.npz", Path(tmp) / "heads_smooth.npz"
+                net = ("--estimator", "pymaf-blazepose", "--checkpoint", heads)
+                done_h = _engine_run(video, c, "--smoothing", "none", *net, *extra)
+                _engine_run(video, d, *net, *extra)
+                out[name]["heads"] = {**heads_footage_scores(read_result(a), read_result(b), read_result(c),
+                                                             read_result(d)), "fps": done_h["fps"]}
             log(f"{name}: {out[name]}")
         photos = _photos(Path(tmp))
         if photos:
-            raw = []
+            raw, raw_heads = [], []
             for p, boxes in photos:
                 try:
                     _engine_run(p, Path(tmp) / "photo.npz", "--smoothing", "none", "--boxes", boxes)
@@ -318,11 +388,21 @@ def measure_footage(vtest_frames: int, log) -> dict:
                     log(f"{p.name}: {e}")
                     continue
                 raw.append(read_result(Path(tmp) / "photo.npz"))
+                if heads is not None:
+                    _engine_run(p, Path(tmp) / "photo_heads.npz", "--smoothing", "none", "--boxes", boxes,
+                                "--estimator", "pymaf-blazepose", "--checkpoint", heads)
+                    raw_heads.append(read_result(Path(tmp) / "photo_heads.npz"))
             rel = [landmark_distances(res, tid) for res in raw for tid in res.tracks]
             if rel:
                 r = np.concatenate(rel)
                 out["photos"] = {"names": [p.name for p, _ in photos], "people": len(rel), "mean_rel": float(r.mean()),
                                  "pck05": float((r < 0.05).mean())}
+                if raw_heads:
+                    scores = [heads_footage_scores(a, a, b, b) for a, b in zip(raw, raw_heads)]
+                    out["photos"]["heads"] = {
+                        k: {m: float(np.mean([sc[k][m] for sc in scores])) for m in ("mean_rel", "pck05")}
+                        for k in ("fit", "heads")}
+                    out["photos"]["heads"]["person_frames"] = sum(sc["person_frames"] for sc in scores)
                 log(f"photos: {out['photos']}")
     return out
 
@@ -376,7 +456,12 @@ def report(syn: dict, real: dict, command: str) -> str:
                          f"{r['raw']['pa_mpjpe']:.0f} | - | {r['swapped_raw']:.1%} |")
         p = syn["pymaf"]
         lines += [f"| PyMAF, untrained network | - | {p['frames']}/{p['frames']} (true boxes) | {p['mpjpe']:.0f} | "
-                  f"{p['pa_mpjpe']:.0f} | {p['pve']:.0f} | - |", "",
+                  f"{p['pa_mpjpe']:.0f} | {p['pve']:.0f} | - |"]
+        if "heads" in syn:
+            h = syn["heads"]
+            lines += [f"| PyMAF heads on BlazePose (ours, `--estimator pymaf-blazepose`) | full | {h['frames']}/{h['frames']} "
+                      f"(true boxes) | {h['mpjpe']:.0f} | {h['pa_mpjpe']:.0f} | {h['pve']:.0f} | - |"]
+        lines += ["",
                   "The raw landmarks' hip points follow BlazePose's convention, not SMPL's hip joints; that difference "
                   "is part of what the fit removes. \"left/right swapped\": share of fitted frames whose left and right "
                   "limbs match the truth better exchanged. Fit speed (the fit alone, 2 threads): "
@@ -409,6 +494,30 @@ def report(syn: dict, real: dict, command: str) -> str:
                   "people are 60-120 px tall; the run leaves out tracks the landmark model sees a person in under "
                   "a quarter of their boxes, the others stay in these figures. Jitter includes the "
                   "people's real accelerations (vtest.avi runs at 10 frames/s).", ""]
+        heads = {k: r["heads"] for k, r in real.items() if "heads" in r}
+        if heads:
+            lines += ["### PyMAF heads on BlazePose against the landmark fit", "",
+                      "The same runs with `--estimator pymaf-blazepose` (same detector and tracker, so the same "
+                      "people), scored on the person-frames both estimators have, against the same reference: the "
+                      "landmark model's own 2D landmarks of the landmark run. That reference favours the landmark "
+                      "fit, which is fitted to those very points; the heads never see them. Jitter as above, on "
+                      "those frames. fps: whole `engine run` (decode, detection, tracking, estimator, write) on "
+                      "these 2 cores.", "",
+                      "| footage | person-frames | mean distance (fit / heads) | PCK@0.05 (fit / heads) | "
+                      "jitter raw (fit / heads) | jitter smoothed (fit / heads) | fps (landmarks / heads) |",
+                      "|---|---|---|---|---|---|---|"]
+            for name, h in heads.items():
+                f, n = h["fit"], h["heads"]
+                if name == "photos":
+                    lines.append(f"| photos (mean over {', '.join(real['photos']['names'])}) | {h['person_frames']} | "
+                                 f"{f['mean_rel']:.1%} / {n['mean_rel']:.1%} | {f['pck05']:.1%} / {n['pck05']:.1%} "
+                                 "| - | - | - |")
+                    continue
+                lines.append(f"| {name} | {h['person_frames']} | {f['mean_rel']:.1%} / {n['mean_rel']:.1%} | "
+                             f"{f['pck05']:.1%} / {n['pck05']:.1%} | {f['jitter_raw']:.2f} / {n['jitter_raw']:.2f} % | "
+                             f"{f['jitter_smooth']:.2f} / {n['jitter_smooth']:.2f} % | {real[name]['fps']:.1f} / "
+                             f"{h['fps']:.1f} |")
+            lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -421,17 +530,27 @@ def main(argv=None) -> int:
     p.add_argument("--vtest-frames", type=int, default=300)
     p.add_argument("--skip-synthetic", action="store_true")
     p.add_argument("--skip-footage", action="store_true")
+    p.add_argument("--heads", default=None,
+                   help="weights of PyMAF's heads on the BlazePose trunk to measure next to the landmark fit "
+                        "(default: the shipped ones, engine/model/weights/pymaf_blazepose_full.pt, when present)")
+    p.add_argument("--no-heads", action="store_true", help="measure the landmark fit only")
     args = p.parse_args(argv)
+    from engine.run import BLAZE_HEADS
+
+    heads = None if args.no_heads else (args.heads or (str(BLAZE_HEADS) if BLAZE_HEADS.is_file() else None))
     import torch
 
     torch.set_num_threads(2)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     syn = {} if args.skip_synthetic else measure_synthetic(args.sizes.split(","), args.clips_per_motion,
-                                                           args.frames, log)
-    real = {} if args.skip_footage else measure_footage(args.vtest_frames, log)
+                                                           args.frames, log, heads)
+    real = {} if args.skip_footage else measure_footage(args.vtest_frames, log, heads)
     command = "python -m engine.measure.accuracy " + " ".join(argv if argv is not None else sys.argv[1:])
     text = report(syn, real, command.strip())
-    Path(args.out).write_text(text)
+    out = Path(args.out)
+    if out.is_file() and KEEP_BELOW in out.read_text():   # sections other commands made stay
+        text += "\n" + out.read_text()[out.read_text().index(KEEP_BELOW):]
+    out.write_text(text)
     print(text)
     return 0
 

@@ -132,6 +132,8 @@ def estimator_meta(argv):
     if name == "landmarks":
         size = option(argv, "--landmark-model", "full")
         return {"name": "landmarks", "model": size, "label": f"BlazePose GHUM {size} + landmark fit"}
+    if name == "pymaf-blazepose":
+        return {"name": name, "model": "full", "label": "PyMAF heads on BlazePose GHUM full (trained by this project)"}
     return {"name": "pymaf", "label": "PyMAF (official checkpoint)" if option(argv, "--checkpoint")
             else "PyMAF (untrained network)"}
 

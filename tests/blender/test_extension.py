@@ -233,7 +233,7 @@ def test_installed_extension_registers_everything(ext, prefs):
     assert ext.paths.user_dir().is_relative_to(Path(os.environ["BLENDER_USER_RESOURCES"]))
     # the estimator choice of the import settings
     settings = bpy.context.scene.pymaf.bl_rna.properties
-    assert [i.identifier for i in settings["estimator"].enum_items] == ["AUTO", "LANDMARKS", "PYMAF"]
+    assert [i.identifier for i in settings["estimator"].enum_items] == ["AUTO", "LANDMARKS", "PYMAF", "PYMAF_BLAZEPOSE"]
     assert settings["estimator"].default == "AUTO"
     assert [i.identifier for i in settings["landmark_model"].enum_items] == ["LITE", "FULL", "HEAVY"]
     assert settings["landmark_model"].default == "FULL"
@@ -326,6 +326,8 @@ def test_import_with_progress_keys_and_kept_result(ext, scene, fake):
      "BlazePose GHUM lite + landmark fit"),
     ("PYMAF", "FULL", True, ["--estimator", "pymaf"], "PyMAF (official checkpoint)"),
     ("AUTO", "LITE", True, ["--estimator", "pymaf"], "PyMAF (official checkpoint)"),
+    ("PYMAF_BLAZEPOSE", "LITE", True, ["--estimator", "pymaf-blazepose"],
+     "PyMAF heads on BlazePose GHUM full (trained by this project)"),
 ])
 def test_estimator_choice_reaches_the_engine_and_the_rig(ext, scene, prefs, fake, tmp_path, monkeypatch,
                                                         choice, size, checkpoint, flags, label):
