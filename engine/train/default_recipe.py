@@ -42,10 +42,12 @@ def stage_args(out: Path, args) -> dict:
     common = ["--config", CONFIG, "--workers", "0", "--cache-dir", str(args.cache_dir)]
     if args.data_size is not None:
         common += ["--data-size", str(args.data_size)]
-    if args.eval_every is not None:
-        common += ["--eval-every", str(args.eval_every)]
-    synthetic = ["--out", str(out / "synthetic"), "--steps", str(args.synthetic_steps), "--resume", *common]
-    mixed = ["--out", str(out / "mixed"), "--steps", str(args.mixed_steps), *common]
+    evals = lambda every: [] if every is None else ["--eval-every", str(every)]  # noqa: E731
+    synthetic = ["--out", str(out / "synthetic"), "--steps", str(args.synthetic_steps), "--resume", *common,
+                 *evals(args.eval_every)]
+    # the mixed stage is evaluated at its end (the configuration's interval is longer than it)
+    mixed = ["--out", str(out / "mixed"), "--steps", str(args.mixed_steps), *common,
+             *evals(args.mixed_steps if args.eval_every is None else args.eval_every)]
     if latest_checkpoint(out / "mixed") is not None:
         mixed.append("--resume")
     else:
