@@ -466,7 +466,11 @@ def report(syn: dict, real: dict, command: str) -> str:
                   "is part of what the fit removes. \"left/right swapped\": share of fitted frames whose left and right "
                   "limbs match the truth better exchanged. Fit speed (the fit alone, 2 threads): "
                   + ", ".join(f"{s} {syn[s]['fit_frames_per_s']:.0f} person-frames/s"
-                              for s in ("lite", "full", "heavy") if s in syn) + ".", ""]
+                              for s in ("lite", "full", "heavy") if s in syn) + ". Network speed on the "
+                  "224 crops (the network alone, one clip's 30 crops a batch, 2 threads): untrained PyMAF "
+                  f"(ResNet-50) {syn['pymaf']['frames_per_s']:.1f} person-frames/s"
+                  + (f", PyMAF heads on BlazePose {syn['heads']['frames_per_s']:.1f}" if "heads" in syn else "")
+                  + ".", ""]
     if real:
         lines += ["## Real footage", "",
                   "`python -m engine run` with the defaults (`full` model, the MoveNet person detector and our tracker), once with "
@@ -500,7 +504,7 @@ def report(syn: dict, real: dict, command: str) -> str:
                       "The same runs with `--estimator pymaf-blazepose` (same detector and tracker, so the same "
                       "people), scored on the person-frames both estimators have, against the same reference: the "
                       "landmark model's own 2D landmarks of the landmark run. That reference favours the landmark "
-                      "fit, which is fitted to those very points; the heads never see them. Jitter as above, on "
+                      "fit, which is fitted to those very points (the heads are not). Jitter as above, on "
                       "those frames. fps: whole `engine run` (decode, detection, tracking, estimator, write) on "
                       "these 2 cores.", "",
                       "| footage | person-frames | mean distance (fit / heads) | PCK@0.05 (fit / heads) | "
