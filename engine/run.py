@@ -95,7 +95,10 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_VIDEO, EXIT_NO_PERSON, EXIT_MODEL, EXIT
 EXIT_CANCELLED = 130
 DEFAULT_FOV_DEG = 55.0
 SMOOTHING_CHOICES = ("none", "light", "default", "strong")
-ESTIMATORS = ("landmarks", "pymaf", "pymaf-blazepose")
+ESTIMATORS = ("default", "landmarks", "pymaf", "pymaf-blazepose")
+# what "default" (and no --estimator without --checkpoint) means: the estimator that measures best
+# on both the synthetic and the real-footage measures of docs/accuracy.md
+DEFAULT_ESTIMATOR = "landmarks"
 # PyMAF's heads on the BlazePose GHUM full trunk, trained by this project (build.py train-default)
 BLAZE_HEADS = Path(__file__).resolve().parent / "model" / "weights" / "pymaf_blazepose_full.pt"
 LANDMARK_MODELS = ("lite", "full", "heavy")
@@ -234,8 +237,9 @@ def build_parser(command: str = "run") -> _Parser:
                        help="'landmarks': BlazePose GHUM 3D landmarks + our fit onto the SMPL-format rig; "
                             "'pymaf': the PyMAF network (needs --checkpoint for real results); "
                             "'pymaf-blazepose': PyMAF's heads on the BlazePose GHUM trunk, trained by this project "
-                            "on synthetic renders (docs/accuracy.md says where it stands). Default: pymaf when "
-                            "--checkpoint is given, else landmarks")
+                            "on synthetic renders (docs/accuracy.md says where it stands); 'default': "
+                            f"{DEFAULT_ESTIMATOR}, the one that measures best. Without --estimator: pymaf when "
+                            f"--checkpoint is given, else {DEFAULT_ESTIMATOR}")
         p.add_argument("--landmark-model", choices=LANDMARK_MODELS, default="full",
                        help="BlazePose landmark model size for --estimator landmarks (default full)")
         p.add_argument("--checkpoint", help="PyMAF checkpoint, for --estimator pymaf (without one: an UNTRAINED "
@@ -323,7 +327,9 @@ def resolve_estimator(args) -> None:
     """Settle ``args.estimator`` (pymaf with a checkpoint, else landmarks) and the description
     the result file carries (``meta["estimator"]``). Raises RunError(2) on contradictions."""
     if args.estimator is None:
-        args.estimator = "pymaf" if args.checkpoint else "landmarks"
+        args.estimator = "pymaf" if args.checkpoint else DEFAULT_ESTIMATOR
+    elif args.estimator == "default":
+        args.estimator = DEFAULT_ESTIMATOR
     if args.estimator == "landmarks" and args.checkpoint:
         raise RunError(EXIT_USAGE, "usage", "--checkpoint is a PyMAF checkpoint: use it with --estimator pymaf "
                                             "(or leave --estimator out)")
