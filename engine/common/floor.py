@@ -1,0 +1,184 @@
+"""The floor of a shot from the people's feet: one plane for all tracks, and the world it defines.
+
+Pure numpy (both the engine and Blender's side use it). Conventions, stated once:
+
+- Points are in the engine's camera frame (OpenCV: x right, y down, z forward), metres.
+- A plane is ``(normal, offset)``: unit ``normal`` pointing up (from the floor towards the
+  people), ``normal . p + offset = 0`` on the plane. The height of a point above the floor is
+  ``normal . p + offset``; the camera (the origin) stands ``offset`` above it.
+- The floor world: Z up (the normal), the floor at Z = 0, the camera above the world origin at
+  (0, 0, camera height), its viewing direction projected onto the floor along +Y (Blender's
+  convention: a camera looking along +Y with +Z up). ``world = R @ camera_point + t``.
+
+How the plane is found (``estimate_floor``): a first "up" from the bodies themselves (mean
+pelvis -> neck direction; people mostly stand), then each foot joint moved down along it by its
+height above the sole (``sole_offsets``: joints are inside the foot, the floor is under the
+sole), then per track and frame the lowest foot when it moves slower than ``max_speed`` (a
+planted foot), then RANSAC over those contact points (normals within ``max_tilt_deg`` of the
+first up) refined by least squares on the inliers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# SMPL joints (engine/common/smpl_topology.py order)
+PELVIS, NECK = 0, 12
+L_ANKLE, R_ANKLE, L_FOOT, R_FOOT = 7, 8, 10, 11
+FOOT_JOINTS = (L_ANKLE, R_ANKLE, L_FOOT, R_FOOT)
+CAMERA_UP = np.array([0.0, -1.0, 0.0])     # a level camera's up, in its own frame
+
+
+@dataclass
+class Floor:
+    """normal (3,) up, camera frame; offset (camera height, m); contacts: the points it was
+    fitted to (N, 3) and ``inliers`` (N,) bool; pitch / roll of the camera against the floor
+    (degrees; pitch > 0: looking down; roll: see ``camera_roll_deg``)."""
+
+    normal: np.ndarray
+    offset: float
+    contacts: np.ndarray
+    inliers: np.ndarray
+
+    @property
+    def camera_height(self) -> float:
+        return float(self.offset)
+
+    @property
+    def camera_pitch_deg(self) -> float:
+        # the optical axis (0, 0, 1) against the floor: looking down when it points against the normal
+        return float(np.degrees(np.arcsin(np.clip(-self.normal[2], -1.0, 1.0))))
+
+    @property
+    def camera_roll_deg(self) -> float:
+        # > 0: the camera turned about its optical axis from the image's x towards its y axis
+        return float(np.degrees(np.arcsin(np.clip(-self.normal[0], -1.0, 1.0))))
+
+
+def heights(points: np.ndarray, normal: np.ndarray, offset: float) -> np.ndarray:
+    """(..., 3) points -> (...) heights above the plane (metres)."""
+    return np.asarray(points, np.float64) @ np.asarray(normal, np.float64) + float(offset)
+
+
+def up_from_bodies(joints: np.ndarray) -> np.ndarray:
+    """(N, 24, 3) posed joints, camera frame -> (3,) unit up: the mean pelvis -> neck direction
+    (a level camera's up when there is none)."""
+    j = np.asarray(joints, np.float64).reshape(-1, 24, 3)
+    v = j[:, NECK] - j[:, PELVIS]
+    v = v[np.all(np.isfinite(v), axis=1)]
+    if len(v) == 0:
+        return CAMERA_UP.copy()
+    m = (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)).mean(0)
+    n = np.linalg.norm(m)
+    return m / n if n > 1e-6 else CAMERA_UP.copy()
+
+
+def foot_speeds(feet: np.ndarray, fps: float) -> np.ndarray:
+    """(T, F, 3) foot positions of one track on consecutive frames -> (T, F) speeds (m/s),
+    central differences (one-sided at the ends; 0 for a single frame)."""
+    p = np.asarray(feet, np.float64)
+    if len(p) < 2:
+        return np.zeros(p.shape[:2])
+    v = np.gradient(p, axis=0) * float(fps)
+    return np.linalg.norm(v, axis=-1)
+
+
+def sole_offsets(rest_joints: np.ndarray, rest_vertices: np.ndarray) -> np.ndarray:
+    """Heights of ``FOOT_JOINTS`` above the sole in the rest pose: (24, 3) joints and (V, 3)
+    vertices in the SMPL body frame (y up) -> (4,) metres."""
+    j = np.asarray(rest_joints, np.float64)
+    return j[list(FOOT_JOINTS), 1] - float(np.asarray(rest_vertices, np.float64)[:, 1].min())
+
+
+def contact_points(feet: np.ndarray, fps: float, up: np.ndarray, max_speed: float = 0.3,
+                   tolerance: float = 0.03, offsets=None) -> np.ndarray:
+    """(T, F, 3) one track's foot joints -> (N, 3) likely contacts on the floor: each joint
+    lowered along ``up`` by its ``offsets`` (F,) above the sole, then per frame the points within
+    ``tolerance`` of that frame's lowest that move slower than ``max_speed``."""
+    up = np.asarray(up, np.float64)
+    p = np.asarray(feet, np.float64)
+    if offsets is not None:
+        p = p - np.asarray(offsets, np.float64)[None, :, None] * up
+    h = p @ np.asarray(up, np.float64)
+    low = h <= h.min(axis=1, keepdims=True) + tolerance
+    slow = foot_speeds(p, fps) < max_speed
+    return p[low & slow]
+
+
+def plane_through(points: np.ndarray) -> tuple:
+    """(N >= 3, 3) -> least-squares plane (unit normal (3,), offset); normal sign arbitrary."""
+    c = points.mean(0)
+    n = np.linalg.svd(points - c, full_matrices=False)[2][-1]
+    return n, -float(n @ c)
+
+
+def fit_plane(points: np.ndarray, up: np.ndarray, inlier_m: float = 0.04, max_tilt_deg: float = 35.0,
+              iterations: int = 300, seed: int = 0) -> tuple:
+    """RANSAC plane through (N, 3) points whose normal lies within ``max_tilt_deg`` of ``up``,
+    refined by least squares on its inliers. -> (normal towards ``up``, offset, inliers (N,))."""
+    pts = np.asarray(points, np.float64)
+    up = np.asarray(up, np.float64) / np.linalg.norm(up)
+    if len(pts) < 3:
+        raise ValueError(f"a floor needs at least 3 foot contacts, got {len(pts)}")
+    rng = np.random.default_rng(seed)
+    cos_max = np.cos(np.radians(max_tilt_deg))
+    best = np.zeros(len(pts), bool)
+    for _ in range(iterations):
+        a, b, c = pts[rng.choice(len(pts), 3, replace=False)]
+        n = np.cross(b - a, c - a)
+        norm = np.linalg.norm(n)
+        if norm < 1e-9:
+            continue
+        n /= norm
+        if n @ up < 0:
+            n = -n
+        if n @ up < cos_max:
+            continue
+        inl = np.abs(pts @ n - n @ a) < inlier_m
+        if inl.sum() > best.sum():
+            best = inl
+    if best.sum() < 3:
+        best = np.ones(len(pts), bool)
+    for _ in range(3):     # refit, re-select at the refined plane
+        n, d = plane_through(pts[best])
+        if n @ up < 0:
+            n, d = -n, -d
+        again = np.abs(pts @ n + d) < inlier_m
+        if again.sum() < 3 or np.array_equal(again, best):
+            break
+        best = again
+    return n, d, best
+
+
+def estimate_floor(tracks: list, fps: float, offsets, max_speed: float = 0.3, inlier_m: float = 0.04) -> Floor:
+    """One floor for a shot. ``tracks``: per person (T, 24, 3) posed joints in the camera
+    frame on consecutive frames (split a track at its gaps); ``offsets`` (4,): the foot joints'
+    heights above the sole (``sole_offsets``). Raises ValueError when too few feet stand still
+    to define one."""
+    tracks = [np.asarray(t, np.float64) for t in tracks if len(t)]
+    if not tracks:
+        raise ValueError("no people to find the floor from")
+    up = up_from_bodies(np.concatenate(tracks))
+    contacts = [contact_points(t[:, list(FOOT_JOINTS)], fps, up, max_speed, offsets=offsets) for t in tracks]
+    pts = np.concatenate(contacts) if contacts else np.zeros((0, 3))
+    n, d, inliers = fit_plane(pts, up, inlier_m=inlier_m)
+    return Floor(normal=n, offset=d, contacts=pts, inliers=inliers)
+
+
+def world_from_camera(normal: np.ndarray, offset: float) -> tuple:
+    """The floor world of a plane -> (R (3, 3), t (3,)) with ``world = R @ p_camera + t``:
+    Z = the normal, the floor at Z = 0, the camera at (0, 0, offset), its optical axis
+    projected onto the floor along +Y (straight down or up: the image's down is -Y)."""
+    z = np.asarray(normal, np.float64) / np.linalg.norm(normal)
+    forward = np.array([0.0, 0.0, 1.0]) - z[2] * z        # optical axis on the floor
+    if np.linalg.norm(forward) < 1e-6:
+        forward = -(np.array([0.0, 1.0, 0.0]) - z[1] * z)
+    y = forward / np.linalg.norm(forward)
+    x = np.cross(y, z)
+    R = np.stack([x, y, z])                                # rows: the world axes in camera coordinates
+    return R, np.array([0.0, 0.0, float(offset)])
+
+
+__all__ = ["Floor", "heights", "up_from_bodies", "foot_speeds", "sole_offsets", "contact_points", "plane_through", "fit_plane",
+           "estimate_floor", "world_from_camera", "FOOT_JOINTS"]

@@ -1,0 +1,120 @@
+"""The shot's floor from the people's feet (engine/common/floor.py): on walking and standing
+bodies over a known floor seen by a tilted camera, the plane and camera height come back;
+the floor world puts the floor at Z = 0, the camera above the origin looking along +Y."""
+import numpy as np
+import pytest
+
+from engine.common import floor as F
+from engine.common.blender_space import CAMERA_TO_WORLD
+
+
+SOLE = np.array([0.08, 0.08, 0.03, 0.03])   # walking_person's ankles and toes above the sole
+
+
+def test_sole_offsets_of_the_mannequin():
+    from engine.body.mannequin import SOLE_Y, default_mannequin
+
+    body = default_mannequin()
+    joints, vertices = body.rest_shape(np.zeros(10))[1], body.rest_shape(np.zeros(10))[0]
+    off = F.sole_offsets(joints, vertices)
+    np.testing.assert_allclose(off, joints[list(F.FOOT_JOINTS), 1] - SOLE_Y, atol=0.01)
+    assert np.all((off > 0.0) & (off < 0.15)) and off[0] > off[2]     # ankles above the toes
+
+
+def rot_x(a):
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def rot_z(a):
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def walking_person(rng, T, fps, start, heading, speed=1.2, stride_hz=1.0):
+    """(T, 24, 3) joints in a Z-up world on the floor Z = 0: pelvis at 0.95 m, neck 1.45 m,
+    feet alternating stance (still on the floor) and swing (up to 12 cm, moving at twice the
+    body speed). Other joints sit on the pelvis-neck line (only pelvis, neck and feet matter)."""
+    t = np.arange(T) / fps
+    d = np.array([np.cos(heading), np.sin(heading), 0.0])
+    side = np.array([-d[1], d[0], 0.0])
+    J = np.zeros((T, 24, 3))
+    body = start + speed * t[:, None] * d
+    J[:] = (body + [0, 0, 1.2])[:, None]
+    J[:, F.PELVIS] = body + [0, 0, 0.95]
+    J[:, F.NECK] = body + [0, 0, 1.45]
+    for k, (ankle, foot, sgn, phase) in enumerate(((F.L_ANKLE, F.L_FOOT, 1, 0.0), (F.R_ANKLE, F.R_FOOT, -1, 0.5))):
+        cyc = (t * stride_hz + phase) % 1.0
+        swing = cyc >= 0.5
+        # the foot's position along the walk: still during stance, catching up during swing
+        stance_pos = np.floor(t * stride_hz + phase) / stride_hz * speed
+        along = np.where(swing, stance_pos + (cyc - 0.5) * 2 * speed / stride_hz, stance_pos)
+        lift = np.where(swing, 0.12 * np.sin((cyc - 0.5) * 2 * np.pi), 0.0)
+        base = start + along[:, None] * d + sgn * 0.1 * side
+        J[:, ankle] = base + np.c_[np.zeros((T, 2)), 0.08 + lift]
+        J[:, foot] = base + 0.12 * d + np.c_[np.zeros((T, 2)), 0.03 + lift]
+    return J
+
+
+def shot(pitch_deg, roll_deg, height, people=3, T=60, fps=30.0, noise=0.01, seed=0):
+    """People on the floor Z = 0 of a world; a camera at (0, 0, height) looking along +Y,
+    pitched down and rolled. -> (tracks in the camera frame, true normal and offset)."""
+    rng = np.random.default_rng(seed)
+    # camera -> world for a level camera is CAMERA_TO_WORLD; tilt it about its own axes
+    R_cw = CAMERA_TO_WORLD @ rot_x(-np.radians(pitch_deg)) @ rot_z(np.radians(roll_deg))
+    cam = np.array([0.0, 0.0, height])
+    tracks = []
+    for i in range(people):
+        start = np.array([rng.uniform(-2, 2), rng.uniform(4, 9), 0.0])
+        J = walking_person(rng, T, fps, start, rng.uniform(0, 2 * np.pi))
+        if i == people - 1:                               # someone standing still
+            J[:] = J[:1]
+        Jc = (J - cam) @ R_cw                             # world -> camera (R_cw^T (p - cam))
+        tracks.append(Jc + rng.normal(scale=noise, size=Jc.shape))
+    normal = R_cw.T @ np.array([0.0, 0.0, 1.0])
+    return tracks, normal, height
+
+
+@pytest.mark.parametrize("pitch, roll, height", [(0, 0, 1.5), (12, 0, 1.7), (25, 4, 3.0), (-5, -3, 0.9)])
+def test_the_floor_and_camera_come_back(pitch, roll, height):
+    tracks, normal, offset = shot(pitch, roll, height)
+    fl = F.estimate_floor(tracks, fps=30.0, offsets=SOLE)
+    angle = np.degrees(np.arccos(np.clip(fl.normal @ normal, -1, 1)))
+    assert angle < 1.0, angle
+    assert abs(fl.camera_height - offset) < 0.03, (fl.camera_height, offset)
+    assert abs(fl.camera_pitch_deg - pitch) < 1.0 and abs(fl.camera_roll_deg - roll) < 1.0, \
+        (fl.camera_pitch_deg, fl.camera_roll_deg)
+    assert fl.inliers.mean() > 0.8
+
+
+def test_lifted_and_moving_feet_are_not_contacts():
+    rng = np.random.default_rng(1)
+    J = walking_person(rng, 90, 30.0, np.zeros(3), 0.0)
+    pts = F.contact_points(J[:, list(F.FOOT_JOINTS)], 30.0, np.array([0, 0, 1.0]), offsets=SOLE)
+    assert len(pts) > 50
+    np.testing.assert_allclose(pts[:, 2], 0.0, atol=1e-9)   # planted feet only, at the sole
+
+
+def test_floor_world_axes():
+    tracks, normal, offset = shot(15, 3, 2.0, noise=0.0)
+    R, t = F.world_from_camera(normal, offset)
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(R) == pytest.approx(1.0)
+    w = tracks[-1] @ R.T + t                               # the standing person
+    np.testing.assert_allclose(w[:, F.R_FOOT, 2], 0.03, atol=1e-9)
+    np.testing.assert_allclose(w[:, F.NECK, 2], 1.45, atol=1e-9)
+    fwd = R @ np.array([0.0, 0.0, 1.0])                   # the optical axis: along +Y, pitched down
+    assert abs(fwd[0]) < 1e-12 and fwd[1] > 0 and fwd[2] < 0
+    # a level camera's floor world is the scene's camera-space mapping, lifted by the height
+    R0, t0 = F.world_from_camera(np.array([0.0, -1.0, 0.0]), 1.6)
+    np.testing.assert_allclose(R0, CAMERA_TO_WORLD, atol=1e-12)
+    np.testing.assert_allclose(t0, [0, 0, 1.6])
+
+
+def test_too_few_contacts_are_refused():
+    with pytest.raises(ValueError, match="no people"):
+        F.estimate_floor([], fps=30.0, offsets=SOLE)
+    flying = np.zeros((5, 24, 3))
+    flying[:, :, 1] = -np.linspace(0, 10, 5)[:, None]     # everything moving fast
+    with pytest.raises(ValueError, match="at least 3 foot contacts"):
+        F.estimate_floor([flying], fps=30.0, offsets=SOLE)
