@@ -166,6 +166,31 @@ def estimate_floor(tracks: list, fps: float, offsets, max_speed: float = 0.3, in
     return Floor(normal=n, offset=d, contacts=pts, inliers=inliers)
 
 
+def consecutive_runs(frames: np.ndarray) -> list:
+    """(T,) increasing frame indices -> index arrays of the runs without gaps."""
+    frames = np.asarray(frames)
+    if len(frames) == 0:
+        return []
+    cuts = np.flatnonzero(np.diff(frames) != 1) + 1
+    return np.split(np.arange(len(frames)), cuts)
+
+
+def floor_of_result(result, **kw) -> Floor:
+    """``estimate_floor`` over every track of a result file (``result_schema.MotionResult``
+    with rig data): posed joints by FK, tracks split at their gaps, each track's sole offsets
+    from its own rest mesh (averaged over the tracks)."""
+    from .kinematics import posed_joints
+
+    pieces, offsets = [], []
+    for tr in result.tracks.values():
+        R = np.concatenate([tr.global_orient_rotmat[:, None], tr.body_pose_rotmat], 1)
+        joints = posed_joints(R, tr.rest_joints, result.body.parents, tr.transl)
+        pieces += [joints[run] for run in consecutive_runs(tr.frames)]
+        offsets.append(sole_offsets(tr.rest_joints, tr.rest_vertices))
+    fps = float(result.meta.get("video", {}).get("fps") or 30.0)
+    return estimate_floor(pieces, fps, np.mean(offsets, axis=0) if offsets else None, **kw)
+
+
 def world_from_camera(normal: np.ndarray, offset: float) -> tuple:
     """The floor world of a plane -> (R (3, 3), t (3,)) with ``world = R @ p_camera + t``:
     Z = the normal, the floor at Z = 0, the camera at (0, 0, offset), its optical axis
@@ -181,4 +206,4 @@ def world_from_camera(normal: np.ndarray, offset: float) -> tuple:
 
 
 __all__ = ["Floor", "heights", "up_from_bodies", "foot_speeds", "sole_offsets", "contact_points", "plane_through", "fit_plane",
-           "estimate_floor", "world_from_camera", "FOOT_JOINTS"]
+           "estimate_floor", "consecutive_runs", "floor_of_result", "world_from_camera", "FOOT_JOINTS"]

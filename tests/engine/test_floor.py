@@ -118,3 +118,35 @@ def test_too_few_contacts_are_refused():
     flying[:, :, 1] = -np.linspace(0, 10, 5)[:, None]     # everything moving fast
     with pytest.raises(ValueError, match="at least 3 foot contacts"):
         F.estimate_floor([flying], fps=30.0, offsets=SOLE)
+
+
+def test_floor_of_a_result_puts_standing_soles_at_zero():
+    """Result-file tracks (FK of rotations + rest joints + translation, gaps split): two
+    mannequins standing upright 3 and 5 m in front of a level camera 1.6 m above their soles."""
+    from types import SimpleNamespace
+
+    from engine.body.mannequin import default_mannequin
+    from engine.common.kinematics import posed_joints
+
+    body = default_mannequin()
+    vertices, joints = body.rest_shape(np.zeros(10))[:2]
+    upright = np.diag([1.0, -1.0, -1.0])                      # body y up -> camera y down
+    # where the posed sole lands for transl 0: the lowest rest vertex, rotated about the root
+    sole_y = (upright @ (vertices - joints[0]).T).T[:, 1].max() + joints[0, 1]
+    tracks = {}
+    for k, (x, z) in enumerate(((-0.5, 3.0), (0.8, 5.0))):
+        T = 20
+        frames = np.r_[0:8, 11:23]                            # a gap: two runs
+        transl = np.tile([x, 1.6 - sole_y, z], (T, 1))
+        tracks[str(k)] = SimpleNamespace(global_orient_rotmat=np.tile(upright, (T, 1, 1)),
+                                         body_pose_rotmat=np.tile(np.eye(3), (T, 23, 1, 1)), rest_joints=joints,
+                                         rest_vertices=vertices, transl=transl, frames=frames)
+    result = SimpleNamespace(tracks=tracks, body=SimpleNamespace(parents=body.parents), meta={"video": {"fps": 25.0}})
+    fl = F.floor_of_result(result)
+    np.testing.assert_allclose(fl.normal, [0, -1, 0], atol=1e-3)
+    assert fl.camera_height == pytest.approx(1.6, abs=0.01)
+    J = posed_joints(np.concatenate([tracks["0"].global_orient_rotmat[:, None], tracks["0"].body_pose_rotmat], 1),
+                     joints, body.parents, tracks["0"].transl)
+    np.testing.assert_allclose(F.heights(J[:, list(F.FOOT_JOINTS)], fl.normal, fl.offset).min(1)
+                               - F.sole_offsets(joints, vertices).min(), 0.0, atol=0.02)
+    assert [len(r) for r in F.consecutive_runs(np.r_[0:8, 11:23])] == [8, 12]
