@@ -553,7 +553,7 @@ def main(argv=None) -> int:
     text = report(syn, real, command.strip())
     out = Path(args.out)
     if out.is_file() and KEEP_BELOW in out.read_text():   # sections other commands made stay
-        text += "\n" + out.read_text()[out.read_text().index(KEEP_BELOW):]
+        text = text.rstrip("\n") + "\n\n" + out.read_text()[out.read_text().index(KEEP_BELOW):]
     out.write_text(text)
     print(text)
     return 0
