@@ -202,8 +202,10 @@ def test_zip_layout(zip_path):
     # the landmark code is bundled; the models (and anything of the npm package) never are
     for required in ("engine/landmarks/__init__.py", "engine/landmarks/assets.py", "engine/landmarks/setup.py"):
         assert required in names, required
-    assert not [n for n in names if "blazepose_" in n or n.endswith((".tflite", ".tgz", ".wasm", ".binarypb"))
-                or n.endswith("package.json")], names
+    assert not [n for n in names if os.path.basename(n).startswith("blazepose_")
+                or n.endswith((".tflite", ".tgz", ".wasm", ".binarypb")) or n.endswith("package.json")], names
+    # our own trained heads are (PyMAF on BlazePose), without any of BlazePose's weights
+    assert "engine/model/weights/pymaf_blazepose_full.pt" in names
     req = zipfile.ZipFile(zip_path).read("engine/requirements.txt").decode()
     assert "torch==2.13.0" in req
 

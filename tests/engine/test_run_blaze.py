@@ -65,11 +65,10 @@ def test_blaze_heads_run_like_pymaf_and_say_so(data, mannequin):
     assert float(np.ptp(tr.body_pose_rotmat[:, :, 0, 0], axis=0).max()) > 1e-3   # not a constant
 
 
-def test_a_file_of_the_other_trunk_is_refused(data):
-    from engine.body.mannequin import shipped_mannequin_path
-
+def test_a_file_of_the_other_trunk_is_refused(data, mannequin):
+    mannequin.save_npz(data / "body.npz")
     p = _run(data / "clip.avi", "-o", data / "x.npz", "--estimator", "pymaf", "--checkpoint", data / "heads.pt",
-             "--body", shipped_mannequin_path(), "--boxes", data / "boxes.json", "--progress", "jsonl")
+             "--body", data / "body.npz", "--boxes", data / "boxes.json", "--progress", "jsonl")
     assert p.returncode == 2
     err = json.loads(p.stdout.splitlines()[-1])
     assert err["code"] == "usage" and "--estimator pymaf-blazepose" in err["message"]
