@@ -150,3 +150,21 @@ def test_floor_of_a_result_puts_standing_soles_at_zero():
     np.testing.assert_allclose(F.heights(J[:, list(F.FOOT_JOINTS)], fl.normal, fl.offset).min(1)
                                - F.sole_offsets(joints, vertices).min(), 0.0, atol=0.02)
     assert [len(r) for r in F.consecutive_runs(np.r_[0:8, 11:23])] == [8, 12]
+
+
+@pytest.mark.parametrize("pitch, roll, height", [(12, 0, 1.7), (30, -3, 4.0)])
+def test_tracks_with_wrong_depths_share_one_floor(pitch, roll, height):
+    """Each walking person's depth off by its own factor (0.7-1.4, as monocular estimates
+    are): the scaled fit finds the floor and the factors (up to their common scale)."""
+    tracks, normal, offset = shot(pitch, roll, height, people=4, T=90, noise=0.005, seed=3)
+    rng = np.random.default_rng(7)
+    wrong = rng.uniform(0.7, 1.4, len(tracks))
+    wrong /= np.exp(np.log(wrong).mean())                    # geometric mean 1: the gauge
+    fl, scales = F.estimate_floor_scaled([t * w for t, w in zip(tracks, wrong)], 30.0, offsets=SOLE)
+    angle = np.degrees(np.arccos(np.clip(fl.normal @ normal, -1, 1)))
+    assert angle < 1.0, angle
+    np.testing.assert_allclose(scales * wrong, 1.0, atol=0.03)
+    assert abs(fl.camera_height - offset) < 0.05 and fl.inliers.mean() > 0.8
+    # the plain fit cannot: one plane through contacts at four wrong depths
+    plain = F.estimate_floor([t * w for t, w in zip(tracks, wrong)], 30.0, offsets=SOLE)
+    assert plain.inliers.mean() < fl.inliers.mean()
