@@ -81,11 +81,11 @@ import errno
 import json
 import math
 import os
-from pathlib import Path
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -288,9 +288,8 @@ def load_model(args):
         checkpoint = args.checkpoint
         if args.estimator == "pymaf-blazepose":
             checkpoint = checkpoint or str(BLAZE_HEADS)
-            if body is None:       # the shipped heads are weights only, trained on the mannequin
-                from engine.body.mannequin import default_mannequin
-                body = default_mannequin()
+            if body is None:   # the shipped heads are weights only, trained on the mannequin
+                body = load_rig_body(args)
         if checkpoint:
             model, info = load_pymaf(checkpoint, body=body)
             if (args.estimator == "pymaf-blazepose") != model.config.blaze:

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.common.camera import full_translation_to_crop_cam, image_points_to_crop, perspective_project
+from engine.data import appearance
 from engine.data.registry_photos import TRAINING_PHOTOS, registry_photo
 from engine.data.sample import IUV_SIZE, dataset_index
+from engine.data.synthetic import detector_like_box, keypoint_labels
 from engine.preprocess import crop_person
 
 LABELS_FORMAT = "pymaf-pseudo-labels/1"
@@ -140,12 +141,9 @@ class PseudoLabelledPeople:
         return self._posed[person]
 
     def __getitem__(self, index: int) -> dict:
-        from engine.data import appearance
-
         index = dataset_index(index, self.length)
         person = index % len(self.labels["photo"])
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, index]))
-        from engine.data.synthetic import detector_like_box
         box = detector_like_box(rng, self.labels["box_xyxy"][person], BOX_SCALE_JITTER, BOX_ASPECT_JITTER,
                                 BOX_SHIFT_JITTER)
         centre, side = box[:2], float(box[2])
@@ -163,24 +161,20 @@ def pseudo_sample(crop, joints49, rotmat, betas, transl, focal, centre, side, im
     (49, 3) camera axes without translation; rotmat (24, 3, 3); betas (10,); transl (3,);
     focal px; square box centre (2,) and side; image_size (W, H). 2D confidence 1 inside
     the image; no IUV labels."""
-    w, h = float(image_size[0]), float(image_size[1])
-    px = perspective_project(joints49, transl, focal, np.array([w / 2, h / 2]))
-    finite = np.all(np.isfinite(joints49), axis=1)
-    seen = finite & (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)
-    kp = np.where(finite[:, None], image_points_to_crop(np.where(finite[:, None], px, 0.0), centre, side), 0.0)
+    keypoints2d, joints3d, cam_crop, _ = keypoint_labels(joints49, np.asarray(transl, np.float64), focal, centre,
+                                                         side, image_size)
     f32 = np.float32
     return {
         "image": np.ascontiguousarray(crop, np.uint8),
-        "keypoints2d": np.concatenate([kp, seen[:, None]], 1).astype(f32),
-        "joints3d": np.concatenate([np.where(finite[:, None], joints49, 0.0), finite[:, None]], 1).astype(f32),
+        "keypoints2d": keypoints2d.astype(f32),
+        "joints3d": joints3d.astype(f32),
         "pose_rotmat": np.asarray(rotmat, f32),
         "betas": np.asarray(betas, f32),
-        "cam_crop": full_translation_to_crop_cam(np.asarray(transl, np.float64), centre, side,
-                                                 np.array([w, h]), focal).astype(f32),
+        "cam_crop": cam_crop.astype(f32),
         "transl": np.asarray(transl, f32),
         "focal_px": np.asarray(focal, f32),
         "box": np.array([centre[0], centre[1], side], f32),
-        "image_size": np.array([w, h], f32),
+        "image_size": np.asarray(image_size, f32),
         "iuv": np.zeros((3, IUV_SIZE, IUV_SIZE), f32),
         "silhouette": np.zeros((IUV_SIZE, IUV_SIZE), np.uint8),
         "has_smpl": np.asarray(1.0, f32),

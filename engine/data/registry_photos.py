@@ -1,7 +1,8 @@
 """Real photos that ship inside registry packages: Debian's ``opencv-doc`` samples and
 scikit-image's data. Measurement (the labelled people, engine/measure/label_people.py) and
 training (real negatives for the learned detector, engine/people/train_detector.py; real
-people with pseudo-labels for the PyMAF heads, engine/data/pseudo.py) read them from here; nothing at run time does, and none is committed.
+people with pseudo-labels for the PyMAF heads, engine/data/pseudo.py) read them from here;
+nothing at run time does, and none is committed.
 
 ``NEGATIVE_PHOTOS``: the ones with no person in them (each looked at), streets and a
 building with posts, bollards, doors and windows among them: real scenes a detector must

@@ -187,6 +187,25 @@ def _body_fingerprint(body) -> str:
 # ----------------------------------------------------------------------------------
 # The dataset
 # ----------------------------------------------------------------------------------
+def keypoint_labels(joints49, transl, focal: float, centre, side: float, image_size) -> tuple:
+    """The keypoint labels of a body (see the module notes): its 49 joints (49, 3) in camera
+    axes without translation, at ``transl`` (3,) before a camera of ``focal`` px with the
+    principal point at the centre of an image ``image_size`` (W, H), cropped at the square box
+    (``centre`` (2,), ``side``). -> keypoints2d (49, 3), joints3d (49, 4), cam_crop (3,),
+    joints_px (49, 2) image pixels; float64."""
+    width, height = float(image_size[0]), float(image_size[1])
+    joints_px = perspective_project(joints49, transl, focal, np.array([width / 2, height / 2]))
+    finite = np.all(np.isfinite(joints49), axis=1)
+    inside = finite & (joints_px[:, 0] >= 0) & (joints_px[:, 0] < width) & \
+        (joints_px[:, 1] >= 0) & (joints_px[:, 1] < height)
+    kp = image_points_to_crop(np.where(finite[:, None], joints_px, 0.0), centre, side)
+    kp = np.where(finite[:, None], kp, 0.0)
+    keypoints2d = np.concatenate([kp, inside[:, None].astype(np.float64)], axis=1)
+    joints3d = np.concatenate([np.where(finite[:, None], joints49, 0.0), finite[:, None].astype(np.float64)], axis=1)
+    cam_crop = full_translation_to_crop_cam(transl, centre, side, np.array([width, height]), focal)
+    return keypoints2d, joints3d, cam_crop, joints_px
+
+
 def detector_like_box(rng, box_xyxy, scale_jitter: float, aspect_jitter: float, shift_jitter: float) -> np.ndarray:
     """Box (x0, y0, x1, y1) -> a jittered square box (cx, cy, side): size x U(1 -+ scale),
     aspect x exp(U(-+ aspect)), centre +- shift x the larger side (a detector's variation)."""
@@ -404,16 +423,8 @@ class SyntheticPeople:
             image = ((image.astype(np.uint16) * inside + 127) // 255).astype(np.uint8)
         iuv, silhouette = sample_label_maps(part, uv, center, side)
 
-        joints_px = perspective_project(joints49, transl, focal, principal)
-        finite = np.all(np.isfinite(joints49), axis=1)
-        inside = finite & (joints_px[:, 0] >= 0) & (joints_px[:, 0] < width) & \
-            (joints_px[:, 1] >= 0) & (joints_px[:, 1] < height)
-        kp = image_points_to_crop(np.where(finite[:, None], joints_px, 0.0), center, side)
-        kp = np.where(finite[:, None], kp, 0.0)
-        keypoints2d = np.concatenate([kp, inside[:, None].astype(np.float64)], axis=1)
-        joints3d = np.concatenate([np.where(finite[:, None], joints49, 0.0), finite[:, None].astype(np.float64)], axis=1)
         image_size = np.array([width, height], np.float64)
-        cam_crop = full_translation_to_crop_cam(transl, center, side, image_size, focal)
+        keypoints2d, joints3d, cam_crop, joints_px = keypoint_labels(joints49, transl, focal, center, side, image_size)
 
         f32 = np.float32
         sample = {

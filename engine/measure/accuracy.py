@@ -291,6 +291,11 @@ def projected_10(res, tid) -> np.ndarray:
     return perspective_project(J[:, SMPL_10], tr.transl, cam["focal_px"], np.array(cam["principal_point"]))
 
 
+def frame_weighted_mean(pairs) -> float:
+    """[(value, frames)] -> the mean weighted by frames, NaN values (too few frames) left out."""
+    return float(np.nansum([j * n for j, n in pairs]) / max(sum(n for j, n in pairs if j == j), 1))
+
+
 def footage_scores(raw, smooth) -> dict:
     """Two results of one video (--smoothing none, default) -> the scores over every track."""
     rel_raw, rel_smooth, jit_raw, jit_smooth, people, off = [], [], [], [], 0, 0
@@ -305,12 +310,11 @@ def footage_scores(raw, smooth) -> dict:
                                len(smooth.tracks[tid].frames)))
         people += 1
     r, s = np.concatenate(rel_raw), np.concatenate(rel_smooth)
-    wavg = lambda pairs: float(np.nansum([j * n for j, n in pairs]) / max(sum(n for j, n in pairs if j == j), 1))  # noqa: E731
     return {"people": people, "tracks_off": off,
             "person_frames": int(sum(len(t.frames) for t in raw.tracks.values())),
             "mean_rel": float(r.mean()), "pck05": float((r < 0.05).mean()),
             "mean_rel_smooth": float(s.mean()), "pck05_smooth": float((s < 0.05).mean()),
-            "jitter_raw": wavg(jit_raw), "jitter_smooth": wavg(jit_smooth)}
+            "jitter_raw": frame_weighted_mean(jit_raw), "jitter_smooth": frame_weighted_mean(jit_smooth)}
 
 
 def _matched(a, b) -> tuple:
@@ -346,12 +350,13 @@ def heads_footage_scores(lm_raw, lm_smooth, raw, smooth) -> dict:
             if keep.sum() == len(frames):      # the smoothed run kept the same frames
                 uv_s = projected_10(r_smooth, tid)[keep]
                 acc[key]["jit_smooth"].append((jitter_rel(uv_s, h, frames), len(frames)))
-    wavg = lambda pairs: float(np.nansum([j * n for j, n in pairs]) / max(sum(n for j, n in pairs if j == j), 1))  # noqa: E731
     out = {"person_frames": person_frames}
     for key, a in acc.items():
         r = np.concatenate(a["rel"]) if a["rel"] else np.zeros(0)
-        out[key] = {"mean_rel": float(r.mean()) if r.size else float("nan"), "pck05": float((r < 0.05).mean()) if r.size
-                    else float("nan"), "jitter_raw": wavg(a["jit_raw"]), "jitter_smooth": wavg(a["jit_smooth"])}
+        out[key] = {"mean_rel": float(r.mean()) if r.size else float("nan"),
+                    "pck05": float((r < 0.05).mean()) if r.size else float("nan"),
+                    "jitter_raw": frame_weighted_mean(a["jit_raw"]),
+                    "jitter_smooth": frame_weighted_mean(a["jit_smooth"])}
     return out
 
 
@@ -369,14 +374,15 @@ def measure_footage(vtest_frames: int, log, heads=None) -> dict:
             a, b = Path(tmp) / "raw.npz", Path(tmp) / "smooth.npz"
             done = _engine_run(video, a, "--smoothing", "none", *extra)
             _engine_run(video, b, *extra)
-            out[name] = {**footage_scores(read_result(a), read_result(b)), "frames": done["frames"], "fps": done["fps"]}
+            lm_raw, lm_smooth = read_result(a), read_result(b)
+            out[name] = {**footage_scores(lm_raw, lm_smooth), "frames": done["frames"], "fps": done["fps"]}
             if heads is not None:
                 c, d = Path(tmp) / "heads_raw.npz", Path(tmp) / "heads_smooth.npz"
                 net = ("--estimator", "pymaf-blazepose", "--checkpoint", heads)
                 done_h = _engine_run(video, c, "--smoothing", "none", *net, *extra)
                 _engine_run(video, d, *net, *extra)
-                out[name]["heads"] = {**heads_footage_scores(read_result(a), read_result(b), read_result(c),
-                                                             read_result(d)), "fps": done_h["fps"]}
+                out[name]["heads"] = {**heads_footage_scores(lm_raw, lm_smooth, read_result(c), read_result(d)),
+                                      "fps": done_h["fps"]}
             log(f"{name}: {out[name]}")
         photos = _photos(Path(tmp))
         if photos:

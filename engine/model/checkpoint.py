@@ -216,6 +216,11 @@ def is_body_key(key: str) -> bool:
     return bool(_BODY_KEY.search(key))
 
 
+def training_only_key(key: str) -> bool:
+    """The auxiliary IUV head (``dp_head.*``): only the training loss reads it."""
+    return key.startswith("dp_head.")
+
+
 def rebuilt_key(key: str) -> bool:
     """True for state-dict entries ``PyMAF(body, config)`` makes itself, left out of a
     weights-only file: body-model copies, ``Dmap`` (from stored vertex ids), the grid."""
@@ -267,7 +272,7 @@ def weights_payload(model: PyMAF, *, half: bool = False, inference_only: bool = 
         return (value if keep else value.to(dtype)).detach().cpu().clone()
 
     weights = {k: stored(k, v) for k, v in model.state_dict().items()
-               if not rebuilt_key(k) and not (inference_only and k.startswith("dp_head."))}
+               if not rebuilt_key(k) and not (inference_only and training_only_key(k))}
     ids = [e.vertex_ids().cpu() for e in model.maf_extractor]
     return {"format": WEIGHTS_FORMAT, "config": config.to_dict(), "dtype": str(dtype).split(".")[-1],
             "model": weights, "maf_vertex_ids": torch.stack(ids) if ids else torch.zeros(0, 0, dtype=torch.long),
@@ -342,7 +347,7 @@ def export_weights(src, dst, *, half: bool = False, inference_only: bool = False
     to ``dst``. -> {'source_bytes', 'bytes', 'tensors', 'dtype'}."""
     model, _ = load_pymaf(src, body=body)
     save_weights(model, dst, half=half, inference_only=inference_only)
-    kept = [k for k in weights_layout(model) if not (inference_only and k.startswith("dp_head."))]
+    kept = [k for k in weights_layout(model) if not (inference_only and training_only_key(k))]
     return {"source_bytes": os.path.getsize(src), "bytes": os.path.getsize(dst),
             "tensors": len(kept), "dtype": "float16" if half else "float32"}
 

@@ -111,6 +111,9 @@ class TrainConfig:
         return cls(**kwargs)
 
 
+DEFAULT_PSEUDO_SIZE = 400   # --pseudo-labels without --pseudo-size (1 in 11 next to 4000 renders)
+
+
 def _paper(name: str, **model) -> TrainConfig:
     with_iuv = model.pop("with_iuv_head", True)
     loss = LossWeights() if with_iuv else LossWeights().without_aux()
@@ -170,4 +173,4 @@ def get_config(name: str, *, depth: Optional[int] = None, **overrides) -> TrainC
     return replace(cfg, **overrides) if overrides else cfg
 
 
-__all__ = ["TrainConfig", "CONFIGS", "config_names", "get_config", "AUTOCAST_CHOICES", "EVAL_SEED"]
+__all__ = ["TrainConfig", "CONFIGS", "DEFAULT_PSEUDO_SIZE", "config_names", "get_config", "AUTOCAST_CHOICES", "EVAL_SEED"]

@@ -12,7 +12,7 @@ Stages (rerun the same command after a stop: each resumes where it was):
    pyramid + mesh-aligned features, regressors 512 wide, IUV head) on 4000 renders of data
    seed 1, ``SYNTHETIC_STEPS`` steps of batch 16, Adam lr 1e-4.
 3. ``mixed/``: from stage 2's weights (fresh optimizer), ``MIXED_STEPS`` more steps on the
-   same renders plus ``PSEUDO_SIZE`` augmented real samples (1 in 11 drawn samples).
+   same renders plus ``DEFAULT_PSEUDO_SIZE`` augmented real samples (1 in 11 drawn samples).
 4. the weights only, float16, without the training-only IUV head -> ``--weights``.
 
 ``OUT/recipe.json`` records the settings and each stage's wall time. Synthetic renders are
@@ -26,11 +26,12 @@ import sys
 import time
 from pathlib import Path
 
+from engine.train.configs import DEFAULT_PSEUDO_SIZE
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = "blaze_default"
 SYNTHETIC_STEPS = 1600
 MIXED_STEPS = 300
-PSEUDO_SIZE = 400
 WEIGHTS = ROOT / "engine" / "model" / "weights" / "pymaf_blazepose_full.pt"
 CACHE = ROOT / "build" / "cache" / "synthetic"
 
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
     p.add_argument("--weights", default=str(WEIGHTS), help="the shipped weights file to write")
     p.add_argument("--synthetic-steps", type=int, default=SYNTHETIC_STEPS)
     p.add_argument("--mixed-steps", type=int, default=MIXED_STEPS)
-    p.add_argument("--pseudo-size", type=int, default=PSEUDO_SIZE)
+    p.add_argument("--pseudo-size", type=int, default=DEFAULT_PSEUDO_SIZE)
     p.add_argument("--data-size", type=int, default=None, help="renders (default: the configuration's 4000)")
     p.add_argument("--eval-every", type=int, default=None, help="held-out evaluation interval (default 500)")
     p.add_argument("--cache-dir", default=str(CACHE))
@@ -90,11 +91,14 @@ def main(argv=None) -> int:
     record["settings"] = {k: v for k, v in vars(args).items() if k not in ("out", "weights", "cache_dir")}
     record.setdefault("seconds", {})
 
+    def save_record():
+        record_path.write_text(json.dumps(record, indent=1) + "\n")
+
     def timed(stage, fn):
         t0 = time.monotonic()
         code = fn()
         record["seconds"][stage] = round(record["seconds"].get(stage, 0.0) + time.monotonic() - t0, 1)
-        record_path.write_text(json.dumps(record, indent=1) + "\n")
+        save_record()
         return code
 
     labels = out / "pseudo_labels.npz"
@@ -103,7 +107,7 @@ def main(argv=None) -> int:
     for stage in ("synthetic", "mixed"):
         code = train(stage_args(out, args)[stage])
         record["seconds"][stage] = training_seconds(out / stage)   # across resumes, as the trainer counts
-        record_path.write_text(json.dumps(record, indent=1) + "\n")
+        save_record()
         if code != 0:
             print(f"stage {stage} stopped (exit {code}); run the same command again to continue", file=sys.stderr)
             return code
@@ -111,7 +115,7 @@ def main(argv=None) -> int:
                                                    half=True, inference_only=True))
     total = sum(record["seconds"].values())
     record["weights"] = {"path": str(args.weights), "bytes": done["bytes"]}
-    record_path.write_text(json.dumps(record, indent=1) + "\n")
+    save_record()
     print(f"wrote {args.weights}: {done['bytes'] / 1e6:.1f} MB; recipe wall time {total / 60:.0f} min "
           f"({', '.join(f'{k} {v / 60:.1f}' for k, v in record['seconds'].items())} min)")
     return 0

@@ -67,7 +67,7 @@ from engine.model.checkpoint import (CheckpointError, guess_kind, is_body_key, r
                                      state_dict_of)
 from engine.model.inference import AUTOCAST_DTYPES, resolve_device
 from engine.model.pymaf import PyMAF, build_pymaf
-from engine.train.configs import EVAL_SEED, TrainConfig, config_names, get_config
+from engine.train.configs import DEFAULT_PSEUDO_SIZE, EVAL_SEED, TrainConfig, config_names, get_config
 from engine.train.data import collate_tensors, synthetic_dataset
 from engine.train.losses import batch_to_tensors, components_to_floats, total_loss
 
@@ -692,7 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pseudo-labels", default=None, metavar="FILE",
                    help="real photos' pseudo-labels (python -m engine.data.pseudo FILE) to train on too")
     p.add_argument("--pseudo-size", type=int, default=None, metavar="N",
-                   help="with --pseudo-labels: N augmented real samples next to the renders (default 400)")
+                   help=f"with --pseudo-labels: N augmented real samples next to the renders (default {DEFAULT_PSEUDO_SIZE})")
     return p
 
 
@@ -716,7 +716,7 @@ def main(argv=None) -> int:
     pseudo = {}
     if args.pseudo_labels:
         pseudo = {"pseudo_labels": str(Path(args.pseudo_labels).resolve()),
-                  "pseudo_size": 400 if args.pseudo_size is None else args.pseudo_size}
+                  "pseudo_size": DEFAULT_PSEUDO_SIZE if args.pseudo_size is None else args.pseudo_size}
     config = get_config(args.config, depth=args.depth, data_seed=args.data_seed, data_size=args.data_size,
                         batch_size=args.batch_size, lr=args.lr, autocast=args.autocast,
                         grad_clip=args.grad_clip, seed=args.seed, **pseudo)
