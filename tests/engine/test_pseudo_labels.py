@@ -141,3 +141,18 @@ def test_the_default_recipe_runs_resumes_and_ships_small_weights(labels_file, tm
     assert (out / "mixed" / "log.csv").read_text() == before
     for p in out.rglob("*.pt"):
         p.unlink()
+
+
+def test_bad_label_files_and_options_are_refused(tmp_path, labels_file):
+    from engine.train.trainer import main
+
+    other = tmp_path / "other.npz"
+    np.savez(other, format=np.asarray("something else"), photo=np.asarray(["x:y"]))
+    with pytest.raises(ValueError, match="not a pymaf-pseudo-labels/1 file"):
+        read_labels(other)
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, format=np.asarray(LABELS_FORMAT), photo=np.asarray([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError):
+        read_labels(pickled)                          # object arrays are never unpickled
+    assert main(["--config", "tiny", "--out", str(tmp_path / "run"), "--pseudo-size", "4"]) == 2
+    assert not (tmp_path / "run").exists()

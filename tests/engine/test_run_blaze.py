@@ -99,3 +99,13 @@ def test_estimator_names_resolve(argv, name):
     assert args.estimator == name == args._estimator_meta["name"]
     if "mine.pt" in argv:
         assert args._estimator_meta["label"] == "PyMAF heads on BlazePose GHUM full (checkpoint mine.pt)"
+
+
+def test_a_corrupt_heads_file_is_a_model_error(data):
+    (data / "broken.pt").write_bytes(b"not a torch file at all")
+    p = _run(data / "clip.avi", "-o", data / "y.npz", "--estimator", "pymaf-blazepose", "--checkpoint",
+             data / "broken.pt", "--boxes", data / "boxes.json", "--progress", "jsonl")
+    assert p.returncode == 5
+    err = json.loads(p.stdout.splitlines()[-1])
+    assert err["event"] == "error" and "broken.pt" in err["message"]
+    assert not (data / "y.npz").exists()
