@@ -8,7 +8,8 @@ With the bpy module (a source checkout, from the repository root)::
     .venvs/blender-5.0/bin/python -m pymaf_blender.cli VIDEO --out DIR [--frames N] [--start N]
         [--estimator auto|landmarks|pymaf|pymaf-blazepose] [--landmark-model lite|full|heavy]
         [--checkpoint FILE] [--body FILE] [--device auto|cuda|cpu|mps] [--smoothing 0.67]
-        [--people 1,3] [--engine-python PY] [--fbx-preset BLENDER|UNITY|UNREAL] [--no-overlay]
+        [--people 1,3] [--engine-python PY] [--space floor|camera|in-place]
+        [--fbx-preset BLENDER|UNITY|UNREAL] [--no-overlay]
 
 With a real Blender and the extension installed (arguments after ``--``)::
 
@@ -50,6 +51,9 @@ def _parser():
     p.add_argument("--boxes", default="", help="person boxes per frame instead of detection (engine --boxes)")
     p.add_argument("--engine-python", default="", help="the engine environment's Python (default: found "
                                                         "automatically, see the add-on's preferences)")
+    p.add_argument("--space", default="floor", choices=("floor", "camera", "in-place"),
+                   help="where the rigs stand: a world with the floor at Z = 0 (default), the engine's "
+                        "camera space, or the floor world without horizontal root motion")
     p.add_argument("--fbx-preset", default="BLENDER", choices=("BLENDER", "UNITY", "UNREAL"))
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay preview")
     p.add_argument("--png-count", type=int, default=4, help="PNG stills of the overlay")
@@ -132,6 +136,7 @@ def _job(args, bpy, tasks, paths, video, out_dir, stem) -> dict:
     s = bpy.context.scene.pymaf
     s.video_path = video
     s.range_start, s.range_count = max(0, args.start), max(0, args.frames)
+    s.space = args.space.upper().replace("-", "_")
     if args.smoothing is not None:
         s.smoothing = min(1.0, max(0.0, args.smoothing))
     s.estimator = args.estimator.upper().replace("-", "_")

@@ -43,6 +43,16 @@ def _set_smoothing(self, value):
     self["_smoothing"] = float(value)
 
 
+SPACE_ITEMS = (
+    ("FLOOR", "World with floor", "Z up, the floor found under the people's feet at Z = 0, the camera "
+     "placed and tilted above it (falls back to camera space when no floor is found)"),
+    ("CAMERA", "Camera space", "The camera at the origin looking along +Y; people where the engine put "
+     "them relative to it"),
+    ("IN_PLACE", "In place", "The floor world without the root's horizontal motion (game clips); the "
+     "rigs no longer line up with the video"),
+)
+
+
 class PYMAF_PG_track(bpy.types.PropertyGroup):
     """One tracked person found by Analyze."""
     track_id: StringProperty(name="Id", description="The engine's track id")
@@ -75,6 +85,8 @@ class PYMAF_PG_settings(bpy.types.PropertyGroup):
     tracks_video: StringProperty()
     tracks_start: IntProperty()
     tracks_count: IntProperty()
+    space: EnumProperty(name="World", items=SPACE_ITEMS, default="FLOOR",
+                        description="Where the rigs and the camera stand in the scene")
     fbx_preset: EnumProperty(name="FBX preset", items=FBX_PRESET_ITEMS, default="BLENDER")
     last_summary: StringProperty(name="Last run", description="What the last run did")
     last_estimator: StringProperty(name="Estimator", description="What made the last imported result")

@@ -90,6 +90,7 @@ class PYMAF_PT_main(_Panel, bpy.types.Panel):
             op.module = paths.package()
 
         layout.prop(s, "smoothing", slider=True)
+        layout.prop(s, "space")
         if running is not None:
             draw_task(layout, running, "engine")
         else:

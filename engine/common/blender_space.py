@@ -5,9 +5,12 @@ This is the ONE place where the axis conventions meet (docs/blender-scene.md):
 - Engine camera frame (OpenCV): x right, y down, z forward (into the scene), metres. The
   engine's translation, joints3d and projection live here.
 - SMPL body frame: y up, z towards the body's front, x to the body's left.
-- Blender world: Z up. The scene camera sits at the world origin looking along +Y with +Z up
-  (rotation_euler = (90 deg, 0, 0)), so engine camera coordinates map to the world by
-  ``CAMERA_TO_WORLD``: (x, y, z)_cam -> (x, z, -y)_world.
+- Blender world: Z up. A *world* is ``(R, t)``: engine camera point p -> world point R p + t
+  (R a rotation). Two are used (docs/blender-scene.md, "World"):
+  the floor world (``floor.world_from_camera``: the floor at Z = 0, the camera above the
+  origin, tilted as estimated) and camera space, ``CAMERA_WORLD``: the camera at the origin
+  looking along +Y with +Z up (rotation_euler = (90 deg, 0, 0)),
+  ``CAMERA_TO_WORLD``: (x, y, z)_cam -> (x, z, -y)_world. ``world=None`` means camera space.
 - Armature space: the rig is built standing in Blender's convention (Z up, facing -Y), i.e.
   SMPL's body frame rotated by ``BODY_TO_ARMATURE``: (x, y, z)_body -> (x, -z, y). The
   armature object itself stays at the world origin with identity transform, so armature
@@ -28,12 +31,39 @@ BODY_TO_ARMATURE = np.array([[1.0, 0.0, 0.0],
                              [0.0, 0.0, -1.0],
                              [0.0, 1.0, 0.0]])
 CAMERA_EULER_XYZ = (np.pi / 2, 0.0, 0.0)  # Blender camera object rotation giving CAMERA_TO_WORLD
+CAMERA_WORLD = (CAMERA_TO_WORLD, np.zeros(3))
+IDENTITY_WORLD = (np.eye(3), np.zeros(3))   # for bodies already in world coordinates
+# Blender camera local axes (x right, y up, looking along -z) -> engine camera axes
+BLENDER_CAMERA_TO_CAMERA = np.diag([1.0, -1.0, -1.0])
 DEFAULT_SENSOR_WIDTH_MM = 36.0
 
 
-def camera_points_to_world(points: np.ndarray) -> np.ndarray:
+def world_or_camera(world) -> tuple:
+    """``world`` (R (3, 3), t (3,)) or None -> (R, t) float64 arrays (None: ``CAMERA_WORLD``)."""
+    R, t = CAMERA_WORLD if world is None else world
+    return np.asarray(R, np.float64).reshape(3, 3), np.asarray(t, np.float64).reshape(3)
+
+
+def camera_points_to_world(points: np.ndarray, world=None) -> np.ndarray:
     """(..., 3) engine camera frame -> (..., 3) Blender world."""
-    return np.asarray(points, np.float64) @ CAMERA_TO_WORLD.T
+    R, t = world_or_camera(world)
+    return np.asarray(points, np.float64) @ R.T + t
+
+
+def world_points_to_camera(points: np.ndarray, world=None) -> np.ndarray:
+    """(..., 3) Blender world -> (..., 3) engine camera frame (inverse of the above)."""
+    R, t = world_or_camera(world)
+    return (np.asarray(points, np.float64) - t) @ R
+
+
+def camera_object_matrix(world=None) -> np.ndarray:
+    """(4, 4) ``matrix_world`` of the Blender camera object that reproduces the engine camera
+    in ``world``: Blender camera axes -> engine camera axes -> world."""
+    R, t = world_or_camera(world)
+    M = np.eye(4)
+    M[:3, :3] = R @ BLENDER_CAMERA_TO_CAMERA
+    M[:3, 3] = t
+    return M
 
 
 def body_points_to_armature(points: np.ndarray) -> np.ndarray:
@@ -41,28 +71,50 @@ def body_points_to_armature(points: np.ndarray) -> np.ndarray:
     return np.asarray(points, np.float64) @ BODY_TO_ARMATURE.T
 
 
-def armature_rotations(rotmats: np.ndarray) -> np.ndarray:
+def armature_rotations(rotmats: np.ndarray, world=None) -> np.ndarray:
     """SMPL local rotations -> rotations about each joint, in armature axes.
 
     rotmats (T, 24, 3, 3): joint 0 = global orient (body -> camera frame), joints 1..23
     relative to their parent (body frame). -> (T, 24, 3, 3) such that the armature's FK
     with these rotations and the armature rest joints gives the world joints.
-    Joint 0 becomes C R_go A^T; the others A R_i A^T (C = CAMERA_TO_WORLD, A = BODY_TO_ARMATURE).
+    Joint 0 becomes W R_go A^T; the others A R_i A^T (W = the world's rotation,
+    A = BODY_TO_ARMATURE).
     """
     R = np.asarray(rotmats, np.float64)
-    A, C = BODY_TO_ARMATURE, CAMERA_TO_WORLD
+    A, W = BODY_TO_ARMATURE, world_or_camera(world)[0]
     out = A @ R @ A.T
-    out[:, 0] = C @ R[:, 0] @ A.T
+    out[:, 0] = W @ R[:, 0] @ A.T
     return out
 
 
-def root_offsets(transl: np.ndarray, rest_root: np.ndarray) -> np.ndarray:
+def root_offsets(transl: np.ndarray, rest_root: np.ndarray, world=None) -> np.ndarray:
     """Displacement of the root joint from its armature rest position, in armature space.
 
     transl (T, 3) engine translation (camera frame), rest_root (3,) SMPL rest joint 0 (body
-    frame) -> (T, 3). The posed root is at C (j0 + transl); at rest it is at A j0."""
+    frame) -> (T, 3). The posed root is at W (j0 + transl) + t; at rest it is at A j0."""
     j0 = np.asarray(rest_root, np.float64)
-    return camera_points_to_world(j0 + np.asarray(transl, np.float64)) - BODY_TO_ARMATURE @ j0
+    return camera_points_to_world(j0 + np.asarray(transl, np.float64), world) - BODY_TO_ARMATURE @ j0
+
+
+def smpl_to_world(rotmats: np.ndarray, transl: np.ndarray, rest_root: np.ndarray, world=None) -> tuple:
+    """SMPL parameters in the engine camera frame -> the same body in ``world`` coordinates.
+
+    rotmats (T, 24, 3, 3), transl (T, 3), rest_root (3,) SMPL rest joint 0 -> (rotmats (T, 24,
+    3, 3) with joint 0 = W R_go, transl (T, 3)) such that FK + transl gives the world joints.
+    Feed the result to ``armature_rotations`` / ``root_offsets`` with ``IDENTITY_WORLD``."""
+    W, t = world_or_camera(world)
+    j0 = np.asarray(rest_root, np.float64)
+    R = np.array(rotmats, np.float64)
+    R[:, 0] = W @ R[:, 0]
+    return R, (j0 + np.asarray(transl, np.float64)) @ W.T + t - j0
+
+
+def transl_in_place(transl: np.ndarray, rest_root: np.ndarray) -> np.ndarray:
+    """World translation (T, 3) -> the same with the root's horizontal motion removed (the
+    pelvis stays above the world origin; its height is kept): for game clips."""
+    out = np.array(transl, np.float64)
+    out[:, :2] = -np.asarray(rest_root, np.float64)[:2]
+    return out
 
 
 def bone_local_rotations(arm_rotmats: np.ndarray, bone_rest: np.ndarray) -> np.ndarray:
@@ -116,8 +168,8 @@ def blender_camera(focal_px: float, principal_point, width: int, height: int,
     }
 
 
-def project_world_points(points_world: np.ndarray, focal_px: float, principal_point) -> np.ndarray:
+def project_world_points(points_world: np.ndarray, focal_px: float, principal_point, world=None) -> np.ndarray:
     """Blender world points (..., 3) -> image pixels (..., 2) through the engine camera placed
-    as above (the inverse of ``camera_points_to_world`` followed by the pinhole)."""
-    p = np.asarray(points_world, np.float64) @ CAMERA_TO_WORLD  # world -> camera (C is orthonormal)
+    in ``world`` (``world_points_to_camera`` followed by the pinhole)."""
+    p = world_points_to_camera(points_world, world)
     return float(focal_px) * p[..., :2] / p[..., 2:3] + np.asarray(principal_point, np.float64)

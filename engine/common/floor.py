@@ -25,7 +25,8 @@ Measured on landmark-estimator results split at their gaps (share of person-fram
 lowest sole lies within 10 cm of the floor; the default 55 deg lens): dancer.mp4 99 % with
 either (scaled: camera 0.96 m, 3.1 deg down); vtest.avi, 300 frames, plain 26 %, scaled 47 %
 (camera 5.7 m, 23 deg down, plausible for that plaza): the per-frame depth noise of 60-120 px
-people 15 m away is of that order. Not done yet (issue: a floor for the scene).
+people 15 m away is of that order. The Blender scene uses ``floor_world_of_result`` (the plain
+fit: a per-track scale would change the bodies' sizes).
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ PELVIS, NECK = 0, 12
 L_ANKLE, R_ANKLE, L_FOOT, R_FOOT = 7, 8, 10, 11
 FOOT_JOINTS = (L_ANKLE, R_ANKLE, L_FOOT, R_FOOT)
 CAMERA_UP = np.array([0.0, -1.0, 0.0])     # a level camera's up, in its own frame
+# A floor with the camera outside these heights (metres) is a failed estimate.
+CAMERA_HEIGHT_RANGE = (0.1, 100.0)
 # pull of the bodies' mean up on the scaled fit's normal: 10 deg of tilt costs as much as a
 # 1.2 % relative residual everywhere (a single person's contacts barely constrain the tilt)
 UP_WEIGHT = 0.01
@@ -266,6 +269,17 @@ def floor_of_result(result, **kw) -> Floor:
     return estimate_floor(pieces, fps, np.mean(offsets, axis=0) if offsets else None, **kw)
 
 
+def floor_world_of_result(result, **kw) -> tuple:
+    """The floor world of a result (``floor_of_result`` then ``world_from_camera``).
+    -> ((R, t), Floor). Raises ValueError saying why when there is no floor, or when the
+    camera would stand outside ``CAMERA_HEIGHT_RANGE`` above it (a failed estimate)."""
+    fl = floor_of_result(result, **kw)
+    lo, hi = CAMERA_HEIGHT_RANGE
+    if not lo <= fl.camera_height <= hi:
+        raise ValueError(f"the camera would stand {fl.camera_height:.2f} m above the floor found")
+    return world_from_camera(fl.normal, fl.offset), fl
+
+
 def world_from_camera(normal: np.ndarray, offset: float) -> tuple:
     """The floor world of a plane -> (R (3, 3), t (3,)) with ``world = R @ p_camera + t``:
     Z = the normal, the floor at Z = 0, the camera at (0, 0, offset), its optical axis
@@ -281,4 +295,4 @@ def world_from_camera(normal: np.ndarray, offset: float) -> tuple:
 
 
 __all__ = ["Floor", "heights", "up_from_bodies", "foot_speeds", "sole_offsets", "contact_points", "plane_through", "fit_plane",
-           "estimate_floor", "scaled_plane_cost", "estimate_floor_scaled", "consecutive_runs", "floor_of_result", "world_from_camera", "FOOT_JOINTS"]
+           "estimate_floor", "scaled_plane_cost", "estimate_floor_scaled", "consecutive_runs", "floor_of_result", "floor_world_of_result", "world_from_camera", "FOOT_JOINTS"]

@@ -1,8 +1,10 @@
 """Keyframes for one person, and the raw per-frame data kept with the rig.
 
-The maths is ``pymaf_blender.common`` (engine/common): SMPL local rotations ->
-``blender_space.armature_rotations`` -> ``bone_local_quats`` with the bones' rest orientations
-read back from Blender; root motion -> ``root_offsets`` -> ``root_locations``. Keys go in with
+The maths is ``pymaf_blender.common`` (engine/common): the smoothed SMPL parameters (camera
+frame) -> ``blender_space.smpl_to_world`` in the scene's world (floor world, camera space, or
+the floor world without horizontal root motion) -> ``armature_rotations`` -> ``bone_local_quats``
+with the bones' rest orientations read back from Blender; root motion -> ``root_offsets`` ->
+``root_locations``. Keys go in with
 ``keyframe_points.add`` + ``foreach_set`` (``compat.set_keys``), one action per person, on the
 frames the track has and no others (docs/blender-scene.md).
 
@@ -24,13 +26,20 @@ from . import compat, rig
 
 RAW_KEY = "pymaf"
 RAW_VERSION = 1
-_ARRAYS = {"frames": "<i8", "rotmat": "<f4", "transl": "<f8", "rest_root": "<f8"}
+_ARRAYS = {"frames": "<i8", "rotmat": "<f4", "transl": "<f8", "rest_root": "<f8",
+           "world_rotation": "<f8", "world_translation": "<f8"}
+# Where the rig stands (docs/blender-scene.md, "World"): the floor world (default), the
+# engine's camera space, or the floor world with the root's horizontal motion removed.
+SPACES = ("FLOOR", "CAMERA", "IN_PLACE")
 
 
 # --------------------------------------------------------------------------- raw data
 
-def raw_from_track(track, meta: dict, track_id: str, import_name: str, body_name: str) -> dict:
-    """A track of the result -> the raw dict stored with the rig (numpy arrays + scalars)."""
+def raw_from_track(track, meta: dict, track_id: str, import_name: str, body_name: str,
+                   space: str = "CAMERA", world=None) -> dict:
+    """A track of the result -> the raw dict stored with the rig (numpy arrays + scalars).
+    ``space`` one of ``SPACES``; ``world`` (R, t) of that space (None: camera space)."""
+    R_w, t_w = blender_space.world_or_camera(world)
     R = np.concatenate([np.asarray(track.global_orient_rotmat, np.float32)[:, None],
                         np.asarray(track.body_pose_rotmat, np.float32)], axis=1)
     smoothing_meta = meta.get("smoothing")
@@ -45,6 +54,9 @@ def raw_from_track(track, meta: dict, track_id: str, import_name: str, body_name
         "rotmat": R,                                         # (T, 24, 3, 3) SMPL local, float32
         "transl": np.asarray(track.transl, np.float64),      # (T, 3) camera frame
         "rest_root": np.asarray(track.rest_joints, np.float64)[0],
+        "space": space,
+        "world_rotation": R_w,                               # world = R p_camera + t
+        "world_translation": t_w,
         "strength": 0.0,
         "result_smoothing": json.dumps(smoothing_meta) if smoothing_meta else "",
     }
@@ -114,13 +126,31 @@ def smoothed(raw: dict, strength) -> tuple:
             smoothing.smooth_track(frames, t, fps, params=params))
 
 
-def key_values(rotmat: np.ndarray, transl: np.ndarray, rest_root: np.ndarray, bone_rest: np.ndarray) -> tuple:
-    """SMPL local rotations (T, 24, 3, 3) + translation (T, 3) -> pose-bone values.
+def raw_world(raw: dict) -> tuple:
+    """The (R, t) world a rig's raw data was placed in (camera space for rigs stored before
+    worlds existed)."""
+    if "world_rotation" not in raw:
+        return blender_space.CAMERA_WORLD
+    return raw["world_rotation"], raw["world_translation"]
 
-    -> (rotation_quaternion (T, 24, 4) hemisphere-continuous, root location (T, 3))."""
-    M = blender_space.armature_rotations(np.asarray(rotmat, np.float64))
+
+def world_motion(raw: dict, strength) -> tuple:
+    """The stored motion, smoothed at ``strength``, in the rig's world: SMPL local rotations
+    (T, 24, 3, 3) with joint 0 relative to the world, translation (T, 3) world."""
+    q, t = smoothed(raw, strength)
+    R_w, t_w = blender_space.smpl_to_world(q, t, raw["rest_root"], raw_world(raw))
+    if raw.get("space") == "IN_PLACE":
+        t_w = blender_space.transl_in_place(t_w, raw["rest_root"])
+    return R_w, t_w
+
+
+def key_values(rotmat: np.ndarray, transl: np.ndarray, rest_root: np.ndarray, bone_rest: np.ndarray) -> tuple:
+    """World SMPL rotations (T, 24, 3, 3) + translation (T, 3) (``world_motion``) -> pose-bone
+    values. -> (rotation_quaternion (T, 24, 4) hemisphere-continuous, root location (T, 3))."""
+    world = blender_space.IDENTITY_WORLD
+    M = blender_space.armature_rotations(np.asarray(rotmat, np.float64), world)
     q_bone = blender_space.bone_local_quats(M, bone_rest)
-    loc = blender_space.root_locations(blender_space.root_offsets(transl, rest_root), bone_rest[0])
+    loc = blender_space.root_locations(blender_space.root_offsets(transl, rest_root, world), bone_rest[0])
     return q_bone, loc
 
 
@@ -160,7 +190,7 @@ def write_visibility_keys(obj, key_frames: np.ndarray, hidden: np.ndarray, actio
 def rekey(arm_obj, raw: dict, strength) -> None:
     """(Re)write the pose keys of ``arm_obj`` from ``raw`` at ``strength``."""
     bone_rest = rig.bone_rest_matrices(arm_obj)
-    q, t = smoothed(raw, strength)
+    q, t = world_motion(raw, strength)
     q_bone, loc = key_values(q, t, raw["rest_root"], bone_rest)
     frames_bl = raw["frames"].astype(np.float64) + raw["frame_offset"]
     write_pose_keys(arm_obj, frames_bl, q_bone, loc)

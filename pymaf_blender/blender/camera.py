@@ -1,7 +1,8 @@
 """The scene camera that reproduces the engine's pinhole, and the video behind it.
 
-The camera sits at the world origin with ``blender_space.CAMERA_EULER_XYZ`` (looking along +Y,
-+Z up), so engine camera coordinates map to the world by ``blender_space.CAMERA_TO_WORLD``.
+The camera object's matrix is ``blender_space.camera_object_matrix(world)``: in camera space at
+the world origin looking along +Y, +Z up; in the floor world above the origin, tilted as the
+floor estimate says. Either way engine camera point p is world point R p + t.
 Lens, sensor and shift come from ``blender_space.blender_camera``; the render resolution is the
 video's. Projecting a posed joint through it (``bpy_extras.object_utils.world_to_camera_view``)
 lands on the engine's 2D keypoint (tests/blender/test_scene.py).
@@ -11,14 +12,15 @@ from __future__ import annotations
 import os
 
 import bpy
+from mathutils import Matrix
 
 from ..common import blender_space
 from . import timing
 
 
-def build_camera(context, collection, name: str, meta: dict) -> bpy.types.Object:
-    """Camera object ``name`` (linked to ``collection``), made the scene camera; sets the render
-    resolution to the video's."""
+def build_camera(context, collection, name: str, meta: dict, world=None) -> bpy.types.Object:
+    """Camera object ``name`` (linked to ``collection``) placed in ``world`` ((R, t), None:
+    camera space), made the scene camera; sets the render resolution to the video's."""
     video, cam_meta = meta["video"], meta["camera"]
     W, H = int(video["width"]), int(video["height"])
     s = blender_space.blender_camera(float(cam_meta["focal_px"]), cam_meta["principal_point"], W, H)
@@ -33,9 +35,8 @@ def build_camera(context, collection, name: str, meta: dict) -> bpy.types.Object
     cam.clip_end = 1000.0
     obj = bpy.data.objects.new(name, cam)
     collection.objects.link(obj)
-    obj.location = (0.0, 0.0, 0.0)
     obj.rotation_mode = "XYZ"
-    obj.rotation_euler = blender_space.CAMERA_EULER_XYZ
+    obj.matrix_world = Matrix(blender_space.camera_object_matrix(world).tolist())
     scene = context.scene
     scene.camera = obj
     r = scene.render

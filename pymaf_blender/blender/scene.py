@@ -15,7 +15,7 @@ import re
 import bpy
 import numpy as np
 
-from ..common import blender_space
+from ..common import blender_space, floor
 from . import animation, camera, rig, timing
 
 MAX_NAME_BYTES = 63          # Blender's ID name limit
@@ -49,7 +49,27 @@ def _truncate_utf8(text: str, limit: int) -> str:
     return b.decode("utf-8", "ignore")
 
 
-def _plan(result, track_ids, strength, video_path, name):
+def check_space(space) -> str:
+    """One of ``animation.SPACES`` (ValueError otherwise)."""
+    if space not in animation.SPACES:
+        raise ValueError(f"space must be one of {', '.join(animation.SPACES)}, got {space!r}")
+    return space
+
+
+def scene_world(result, space: str) -> tuple:
+    """The world the rigs and camera of ``result`` stand in. -> (space actually used, world
+    (R, t) or None for camera space, Floor or None, warnings [str]). A floor that cannot be
+    found falls back to camera space with a warning."""
+    if space == "CAMERA":
+        return space, None, None, []
+    try:
+        world, fl = floor.floor_world_of_result(result)
+    except ValueError as exc:
+        return "CAMERA", None, None, [f"no floor found ({exc}): the rigs are in camera space"]
+    return space, world, fl, []
+
+
+def _plan(result, track_ids, strength, video_path, name, space="FLOOR"):
     """Every check and every piece of maths that does not need Blender objects, before the
     scene is touched. -> dict."""
     if not all(hasattr(result, a) for a in ("meta", "tracks", "body", "validate", "has_rig")):
@@ -74,6 +94,7 @@ def _plan(result, track_ids, strength, video_path, name):
     if not ids:
         raise ValueError("no track to import (the result has no tracks or none was selected)")
     strength = animation.check_strength(strength)
+    check_space(space)
 
     video = meta["video"]
     fps = video.get("fps")
@@ -102,12 +123,13 @@ def _plan(result, track_ids, strength, video_path, name):
         raise ValueError(f"track id(s) too long for Blender object names: {ids!r}")
     name = _truncate_utf8(name, budget)
 
+    space, world, fl, warnings = scene_world(result, space)
     body = result.body
     people = {}
     for tid in ids:
         tr = result.tracks[tid]
-        raw = animation.raw_from_track(tr, meta, tid, name, "")
-        R, t = animation.smoothed(raw, strength)
+        raw = animation.raw_from_track(tr, meta, tid, name, "", space, world)
+        R, t = animation.world_motion(raw, strength)
         raw["strength"] = strength or 0.0
         people[tid] = {
             "raw": raw, "rotmat": R, "transl": t,
@@ -117,6 +139,7 @@ def _plan(result, track_ids, strength, video_path, name):
         }
     return {
         "meta": meta, "ids": ids, "name": name, "people": people, "strength": strength,
+        "space": space, "world": world, "floor": fl, "warnings": warnings,
         "fps": float(fps), "frame_start": offset, "frame_end": offset + count - 1,
         "video_path": video_path if video_path is not None else video.get("path"),
         "duration": int(meta.get("source_frame_count") or (start + count)),
@@ -138,7 +161,8 @@ def _unique_name(base: str) -> str:
 
 # --------------------------------------------------------------------------- import
 
-def import_result(context, result, *, track_ids=None, strength=None, video_path=None, name=None) -> dict:
+def import_result(context, result, *, track_ids=None, strength=None, video_path=None, name=None,
+                  space="FLOOR") -> dict:
     """Build camera, video background and one animated, skinned rig per person.
 
     result: a ``MotionResult`` with rig data (``result.has_rig``); everything is validated
@@ -147,13 +171,18 @@ def import_result(context, result, *, track_ids=None, strength=None, video_path=
     (``smoothing.params_for_strength``) applied on top of what the result holds; None = the
     result as it is. video_path: the video for the camera background (default meta.video.path;
     skipped silently when missing). name: import name (default the video's file name); the
-    new collection and every object are named after it.
+    new collection and every object are named after it. space: where the rigs stand
+    (``animation.SPACES``): "FLOOR" a Z-up world with the floor estimated from the people's
+    feet at Z = 0 and the camera placed above it; "CAMERA" the engine's camera at the origin;
+    "IN_PLACE" the floor world without the root's horizontal motion. "FLOOR" and "IN_PLACE"
+    fall back to "CAMERA" with a warning when no floor is found.
 
     -> {"collection", "camera", "armatures": {id: obj}, "meshes": {id: obj},
-        "frame_start", "frame_end", "fps", "name", "warnings": [str]}
+        "frame_start", "frame_end", "fps", "name", "space", "camera_height" (m, None in camera
+        space), "camera_pitch_deg", "warnings": [str]}
     """
     steps = import_result_steps(context, result, track_ids=track_ids, strength=strength,
-                                video_path=video_path, name=name)
+                                video_path=video_path, name=name, space=space)
     while True:
         try:
             next(steps)
@@ -161,11 +190,12 @@ def import_result(context, result, *, track_ids=None, strength=None, video_path=
             return done.value
 
 
-def import_result_steps(context, result, *, track_ids=None, strength=None, video_path=None, name=None):
+def import_result_steps(context, result, *, track_ids=None, strength=None, video_path=None, name=None,
+                        space="FLOOR"):
     """``import_result`` one person at a time: a generator of ``(fraction, text)`` whose return
     value (``StopIteration.value``) is ``import_result``'s. Validation happens before the first
     step; closing the generator early (cancel) or an error removes everything it created."""
-    plan = _plan(result, track_ids, strength, video_path, name)
+    plan = _plan(result, track_ids, strength, video_path, name, space)
     scene = context.scene
     if context.object is not None and context.object.mode != "OBJECT":
         bpy.ops.object.mode_set(mode="OBJECT")
@@ -191,9 +221,9 @@ def _build(context, plan, created):
     scene.render.fps, scene.render.fps_base = fps_int, fps_base
     scene.frame_start, scene.frame_end = plan["frame_start"], plan["frame_end"]
 
-    cam = camera.build_camera(context, coll, camera_name(name), plan["meta"])
+    cam = camera.build_camera(context, coll, camera_name(name), plan["meta"], plan["world"])
     created += [cam, cam.data]
-    warnings = []
+    warnings = list(plan["warnings"])
     images_before = set(bpy.data.images)
     img = camera.load_video(plan["video_path"])
     if img is not None and img not in images_before:
@@ -229,9 +259,12 @@ def _build(context, plan, created):
         arm.select_set(True)
     context.view_layer.objects.active = armatures[plan["ids"][0]]
     scene.frame_set(scene.frame_start)
+    fl = plan["floor"]
     return {"collection": coll, "camera": cam, "armatures": armatures, "meshes": meshes,
             "frame_start": scene.frame_start, "frame_end": scene.frame_end,
-            "fps": scene.render.fps / scene.render.fps_base, "name": name, "warnings": warnings}
+            "fps": scene.render.fps / scene.render.fps_base, "name": name, "space": plan["space"],
+            "camera_height": fl.camera_height if fl else None,
+            "camera_pitch_deg": fl.camera_pitch_deg if fl else None, "warnings": warnings}
 
 
 def _undo(scene, created, saved):

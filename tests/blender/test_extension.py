@@ -673,8 +673,36 @@ def test_overlay_projection_matches_world_to_camera_view(ext, scene, fake):
         assert abs(uv[i, 0] - x * 640) < 1e-3 and abs(uv[i, 1] - (1 - y) * 360) < 1e-3
         assert abs(cam[i, 2] - z) < 1e-4
     # ... and the engine's own pinhole (the result's focal and principal point)
-    engine_uv = ext.common.blender_space.project_world_points(verts, 600.0, [320.0, 180.0])
+    # (in the world the rig was placed in: the floor world by default)
+    anim = importlib.import_module(MODULE + ".blender.animation")
+    raw = anim.load_raw(arm)
+    assert raw["space"] in ("FLOOR", "CAMERA")
+    engine_uv = ext.common.blender_space.project_world_points(verts, 600.0, [320.0, 180.0], anim.raw_world(raw))
     assert np.abs(engine_uv - uv).max() < 0.05
+
+
+def test_world_setting_reaches_the_scene(ext, scene, fake):
+    """The panel's World setting: camera space keeps the camera at the origin; the default
+    (world with floor) says in the summary where the floor put the camera, or why it fell back."""
+    anim = importlib.import_module(MODULE + ".blender.animation")
+    s = scene.pymaf
+    assert s.space == "FLOOR"   # the default
+    s.space = "CAMERA"
+    assert bpy.ops.pymaf.import_video() == {"FINISHED"}
+    assert "Camera space" in s.last_summary
+    assert np.allclose(np.array(scene.camera.matrix_world.to_translation()), 0)
+    arms = [o for o in scene.objects if o.type == "ARMATURE"]
+    assert arms and all(anim.load_raw(a)["space"] == "CAMERA" for a in arms)
+    s.space = "FLOOR"
+    assert bpy.ops.pymaf.import_video() == {"FINISHED"}
+    new = [o for o in scene.objects if o.type == "ARMATURE" and o not in arms]
+    spaces = {anim.load_raw(a)["space"] for a in new}
+    assert len(spaces) == 1
+    if spaces == {"FLOOR"}:
+        assert "World with floor: camera" in s.last_summary
+        assert scene.camera.matrix_world.to_translation().z > 0.1
+    else:
+        assert "no floor found" in s.last_summary
 
 
 UNINSTALL_SCRIPT = """

@@ -51,6 +51,18 @@ def rig_joints(arm, frames):
     return out
 
 
+def camera_space(points, arm):
+    """Scene world points (..., 3) -> the references' frame: Blender axes with the engine
+    camera at the origin (``blender_space.CAMERA_WORLD``), through the rig's stored world."""
+    world = animation.raw_world(animation.load_raw(arm))
+    return blender_space.camera_points_to_world(blender_space.world_points_to_camera(points, world))
+
+
+def ref_joints(arm, frames):
+    """``rig_joints`` in the references' frame."""
+    return camera_space(rig_joints(arm, frames), arm)
+
+
 def evaluated_vertices(obj):
     dg = bpy.context.evaluated_depsgraph_get()
     ev = obj.evaluated_get(dg)
@@ -141,7 +153,7 @@ def test_rig_joints_match_engine_fk_every_frame(imported, ref):
     assert off == 11  # meta.frame_start = 10 -> video frame 10 is Blender frame 11
     for tid, arm in imported["armatures"].items():
         frames = ref[f"{tid}/frames"] + off
-        J = rig_joints(arm, frames)
+        J = ref_joints(arm, frames)
         err = np.abs(J - ref[f"{tid}/joints_world"]).max()
         assert err < JOINT_TOL, (tid, err)
 
@@ -179,7 +191,7 @@ def test_gaps_hide_the_body_and_keys_around_them_are_exact(imported, result, ref
         frames = result.tracks[tid].frames
         edge = np.flatnonzero(np.diff(frames) > 1)
         rows = np.unique(np.r_[edge, edge + 1, 0, len(frames) - 1])
-        J = rig_joints(arm, frames[rows] + off)
+        J = ref_joints(arm, frames[rows] + off)
         assert np.abs(J - ref[f"{tid}/joints_world"][rows]).max() < JOINT_TOL
     # No keys inside the gaps: the F-Curves jump straight from one side to the other.
     fc = compat.action_fcurves(imported["armatures"]["3"].animation_data.action, imported["armatures"]["3"])[0]
@@ -197,7 +209,7 @@ def test_skinned_mesh_matches_engine_vertices(imported, ref):
         frames = ref[f"{tid}/frames"] + imported["frame_start"]
         for row, want in zip(ref[f"{tid}/vert_rows"], ref[f"{tid}/verts_world"]):
             sc.frame_set(int(frames[row]))
-            err = np.abs(evaluated_vertices(body) - want).max()
+            err = np.abs(camera_space(evaluated_vertices(body), body.parent) - want).max()
             assert err < MESH_TOL, (tid, row, err)
 
 
@@ -209,6 +221,59 @@ def test_scene_timing_follows_the_video(imported, result):
     start = meta["frame_start"]
     assert (sc.frame_start, sc.frame_end) == (start + 1, start + meta["video"]["frame_count"])
     assert (imported["frame_start"], imported["frame_end"]) == (sc.frame_start, sc.frame_end)
+
+
+# --------------------------------------------------------------------------- world
+
+def sole_heights(arm, frames, result, tid):
+    """Per frame, the lowest sole's height above the world floor (Z = 0): foot joints lowered
+    by their rest heights above the sole."""
+    from pymaf_blender.common import floor
+    tr = result.tracks[tid]
+    off = floor.sole_offsets(tr.rest_joints, tr.rest_vertices)
+    J = rig_joints(arm, frames)[:, list(floor.FOOT_JOINTS)]
+    return (J[..., 2] - off).min(axis=1)
+
+
+def test_floor_world_stands_people_on_the_floor_and_places_the_camera(imported, result, ref):
+    """The fixture's camera is level, 0.45-0.6 m above the pelvises: the floor world puts the
+    camera 1.5-2.2 m up, nearly level, and every person's lowest sole near Z = 0."""
+    assert imported["space"] == "FLOOR" and not imported["warnings"]
+    assert 1.5 < imported["camera_height"] < 2.2 and abs(imported["camera_pitch_deg"]) < 6
+    cam = imported["camera"]
+    raw = animation.load_raw(imported["armatures"]["0"])
+    R, t = animation.raw_world(raw)
+    assert raw["space"] == "FLOOR" and np.allclose(R @ R.T, np.eye(3)) and np.linalg.det(R) > 0
+    assert np.allclose(t, [0, 0, imported["camera_height"]])
+    assert np.allclose(np.array(cam.matrix_world), blender_space.camera_object_matrix((R, t)), atol=1e-6)
+    for tid, arm in imported["armatures"].items():
+        h = sole_heights(arm, ref[f"{tid}/frames"] + imported["frame_start"], result, tid)
+        assert abs(np.median(h)) < 0.06 and h.min() > -0.12, (tid, np.median(h), h.min())
+    # All rigs share one world (one floor for the shot).
+    for arm in imported["armatures"].values():
+        assert np.allclose(animation.raw_world(animation.load_raw(arm))[0], R)
+
+
+def test_camera_space_and_in_place(empty_scene, result, ref):
+    cam_out = scene.import_result(bpy.context, result, space="CAMERA", track_ids=["0"])
+    floor_out = scene.import_result(bpy.context, result, space="FLOOR", track_ids=["0"])
+    still = scene.import_result(bpy.context, result, space="IN_PLACE", track_ids=["0"])
+    assert (cam_out["space"], cam_out["camera_height"]) == ("CAMERA", None)
+    cam = cam_out["camera"]
+    assert np.allclose(np.array(cam.matrix_world.to_translation()), 0)
+    assert np.allclose(np.array(cam.rotation_euler), blender_space.CAMERA_EULER_XYZ, atol=1e-6)
+    frames = ref["0/frames"] + cam_out["frame_start"]
+    # Camera space: the rig is where the engine put it, without any conversion.
+    assert np.abs(rig_joints(cam_out["armatures"]["0"], frames) - ref["0/joints_world"]).max() < JOINT_TOL
+    # In place: the pelvis stays above the world origin at the floor world's height; the
+    # pose relative to the pelvis is the floor world's.
+    J_floor = rig_joints(floor_out["armatures"]["0"], frames)
+    J_still = rig_joints(still["armatures"]["0"], frames)
+    assert still["space"] == "IN_PLACE" and np.abs(J_still[:, 0, :2]).max() < 1e-5
+    assert np.abs(J_still[:, 0, 2] - J_floor[:, 0, 2]).max() < 1e-5
+    rel = lambda J: J - J[:, :1]  # noqa: E731
+    assert np.abs(rel(J_still) - rel(J_floor)).max() < 1e-5
+    assert np.ptp(J_floor[:, 0, :2], axis=0).max() > 0.5   # the walker did move
 
 
 # --------------------------------------------------------------------------- camera
@@ -237,7 +302,7 @@ def test_camera_reproduces_the_pinhole(empty_scene, W, H, cx, cy):
 def test_posed_rig_reprojects_onto_engine_keypoints(imported, ref):
     sc = bpy.context.scene
     cam = imported["camera"]
-    assert sc.camera == cam and np.allclose(np.array(cam.matrix_world.to_translation()), 0)
+    assert sc.camera == cam and imported["space"] == "FLOOR"
     W, H = sc.render.resolution_x, sc.render.resolution_y
     assert (W, H) == (1280, 720)
     errors = []
@@ -335,7 +400,7 @@ def test_several_imports_and_track_selection_coexist(empty_scene, result, ref):
     assert len(names) == len(set(names)) == 3 + 5 + 3  # camera + rig + body per person
     for out, tid in ((a, "3"), (b, "0"), (c, "0")):
         frames = ref[f"{tid}/frames"][[0, -1]] + out["frame_start"]
-        J = rig_joints(out["armatures"][tid], frames)
+        J = ref_joints(out["armatures"][tid], frames)
         assert np.abs(J - ref[f"{tid}/joints_world"][[0, -1]]).max() < JOINT_TOL
 
 
@@ -357,7 +422,7 @@ def test_reapply_smoothing_without_the_engine(empty_scene, result, ref, tmp_path
     arm_name = arm.name
     raw_keys = _pose_key_values(arm)
     frames = ref["0/frames"] + out["frame_start"]
-    J0 = rig_joints(arm, frames)
+    J0 = ref_joints(arm, frames)
 
     # Save and reopen: the raw data lives in the .blend, not in the result file.
     path = tmp_path / "scene.blend"
@@ -367,7 +432,7 @@ def test_reapply_smoothing_without_the_engine(empty_scene, result, ref, tmp_path
 
     scene.reapply_smoothing(bpy.context, arm, 0.9)
     assert arm["pymaf"]["strength"] == pytest.approx(0.9)
-    J1 = rig_joints(arm, frames)
+    J1 = ref_joints(arm, frames)
     # Same as filtering the result's own arrays with smoothing.smooth_track in numpy.
     tr = result.tracks["0"]
     raw = animation.load_raw(arm)
@@ -389,7 +454,7 @@ def test_reapply_smoothing_without_the_engine(empty_scene, result, ref, tmp_path
     back = _pose_key_values(arm)
     assert back.keys() == raw_keys.keys()
     assert all(np.array_equal(back[k], raw_keys[k]) for k in raw_keys)
-    assert np.abs(rig_joints(arm, frames) - ref["0/joints_world"]).max() < JOINT_TOL
+    assert np.abs(ref_joints(arm, frames) - ref["0/joints_world"]).max() < JOINT_TOL
 
 
 def test_reapply_respects_gaps_and_import_strength_matches(empty_scene, result):
@@ -427,6 +492,7 @@ def test_result_without_rig_data_leaves_the_scene_unchanged(imported, results):
     ({"track_ids": []}, "no track"),
     ({"strength": 2.0}, "strength"),
     ({"strength": "strong"}, "strength"),
+    ({"space": "SKY"}, "space must be one of"),
 ])
 def test_bad_arguments_leave_the_scene_unchanged(imported, result, kwargs, match):
     before = scene_snapshot()

@@ -120,13 +120,13 @@ def test_too_few_contacts_are_refused():
         F.estimate_floor([flying], fps=30.0, offsets=SOLE)
 
 
-def test_floor_of_a_result_puts_standing_soles_at_zero():
-    """Result-file tracks (FK of rotations + rest joints + translation, gaps split): two
-    mannequins standing upright 3 and 5 m in front of a level camera 1.6 m above their soles."""
+def standing_result(camera_height=1.6):
+    """Result-file tracks (FK of rotations + rest joints + translation, with a gap): two
+    mannequins standing upright 3 and 5 m in front of a level camera ``camera_height`` above
+    their soles. -> (result, rest joints, rest vertices)."""
     from types import SimpleNamespace
 
     from engine.body.mannequin import default_mannequin
-    from engine.common.kinematics import posed_joints
 
     body = default_mannequin()
     vertices, joints = body.rest_shape(np.zeros(10))[:2]
@@ -137,19 +137,77 @@ def test_floor_of_a_result_puts_standing_soles_at_zero():
     for k, (x, z) in enumerate(((-0.5, 3.0), (0.8, 5.0))):
         T = 20
         frames = np.r_[0:8, 11:23]                            # a gap: two runs
-        transl = np.tile([x, 1.6 - sole_y, z], (T, 1))
+        transl = np.tile([x, camera_height - sole_y, z], (T, 1))
         tracks[str(k)] = SimpleNamespace(global_orient_rotmat=np.tile(upright, (T, 1, 1)),
                                          body_pose_rotmat=np.tile(np.eye(3), (T, 23, 1, 1)), rest_joints=joints,
                                          rest_vertices=vertices, transl=transl, frames=frames)
     result = SimpleNamespace(tracks=tracks, body=SimpleNamespace(parents=body.parents), meta={"video": {"fps": 25.0}})
+    return result, joints, vertices
+
+
+def rotmats_of(track):
+    return np.concatenate([track.global_orient_rotmat[:, None], track.body_pose_rotmat], 1)
+
+
+def test_floor_of_a_result_puts_standing_soles_at_zero():
+    from engine.common.kinematics import posed_joints
+
+    result, joints, vertices = standing_result()
     fl = F.floor_of_result(result)
     np.testing.assert_allclose(fl.normal, [0, -1, 0], atol=1e-3)
     assert fl.camera_height == pytest.approx(1.6, abs=0.01)
-    J = posed_joints(np.concatenate([tracks["0"].global_orient_rotmat[:, None], tracks["0"].body_pose_rotmat], 1),
-                     joints, body.parents, tracks["0"].transl)
+    tr = result.tracks["0"]
+    J = posed_joints(rotmats_of(tr), joints, result.body.parents, tr.transl)
     np.testing.assert_allclose(F.heights(J[:, list(F.FOOT_JOINTS)], fl.normal, fl.offset).min(1)
                                - F.sole_offsets(joints, vertices).min(), 0.0, atol=0.02)
     assert [len(r) for r in F.consecutive_runs(np.r_[0:8, 11:23])] == [8, 12]
+
+
+def test_bodies_in_the_floor_world_stand_at_z_zero():
+    """floor_world_of_result + blender_space.smpl_to_world: the world SMPL parameters' FK is
+    the camera-frame FK mapped into the world, and the soles are at Z = 0."""
+    from engine.common import blender_space as bs
+    from engine.common.kinematics import posed_joints
+
+    result, joints, vertices = standing_result()
+    (R, t), fl = F.floor_world_of_result(result)
+    for tr in result.tracks.values():
+        Rw, tw = bs.smpl_to_world(rotmats_of(tr), tr.transl, joints[0], (R, t))
+        Jw = posed_joints(Rw, joints, result.body.parents, tw)
+        want = bs.camera_points_to_world(posed_joints(rotmats_of(tr), joints, result.body.parents, tr.transl), (R, t))
+        np.testing.assert_allclose(Jw, want, atol=1e-9)
+        soles = Jw[:, list(F.FOOT_JOINTS), 2] - F.sole_offsets(joints, vertices)
+        np.testing.assert_allclose(soles.min(1), 0.0, atol=0.02)
+        still = bs.transl_in_place(tw, joints[0])
+        Js = posed_joints(Rw, joints, result.body.parents, still)
+        np.testing.assert_allclose(Js[:, 0, :2], 0.0, atol=1e-12)
+        np.testing.assert_allclose(Js[:, 0, 2], Jw[:, 0, 2], atol=1e-12)
+    np.testing.assert_allclose(bs.world_points_to_camera(bs.camera_points_to_world(joints, (R, t)), (R, t)),
+                               joints, atol=1e-12)
+    assert t[2] == pytest.approx(1.6, abs=0.01)
+
+
+def test_camera_object_matrix():
+    """The Blender camera object (looks along its -Z, +Y up) reproduces the engine camera: in
+    camera space it is the fixed Euler (90, 0, 0) at the origin; in a world it sits at t."""
+    from engine.common import blender_space as bs
+
+    M = bs.camera_object_matrix(None)
+    a = bs.CAMERA_EULER_XYZ[0]
+    np.testing.assert_allclose(M[:3, :3], [[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]], atol=1e-12)
+    np.testing.assert_allclose(M[:3, 3], 0)
+    R, t = F.world_from_camera(np.array([0.0, -0.96, -0.28]) / 1.0, 3.0)
+    M = bs.camera_object_matrix((R, t))
+    p_cam = np.array([0.3, -0.2, 4.0])                  # in front of the engine camera
+    p_blender_cam = bs.BLENDER_CAMERA_TO_CAMERA @ p_cam  # the same point in Blender camera axes
+    np.testing.assert_allclose(M[:3, :3] @ p_blender_cam + M[:3, 3], bs.camera_points_to_world(p_cam, (R, t)), atol=1e-12)
+    assert p_blender_cam[2] < 0                          # Blender cameras look along -Z
+
+
+def test_implausible_floor_is_refused():
+    result, _, _ = standing_result(camera_height=0.05)
+    with pytest.raises(ValueError, match="camera would stand 0.05 m"):
+        F.floor_world_of_result(result)
 
 
 @pytest.mark.parametrize("pitch, roll, height", [(12, 0, 1.7), (30, -3, 4.0)])
