@@ -267,6 +267,36 @@ class PYMAF_OT_reapply_smoothing(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class PYMAF_OT_push_takes(bpy.types.Operator):
+    """Put the selected PyMAF rigs' motion (all rigs when none is selected) on NLA tracks, with the
+    same person's motion from other imports of the same video as muted tracks to compare or blend"""
+    bl_idname = "pymaf.push_takes"
+    bl_label = "Push Takes to NLA"
+    bl_options = {"REGISTER", "UNDO"}
+
+    gather: BoolProperty(name="Other imports too", default=True,
+                         description="Also add the same person's motion from other imports of the same "
+                                     "video (muted tracks)")
+
+    def execute(self, context):
+        from .blender.takes import push_takes
+
+        arms = tasks.pymaf_armatures(context)
+        if not arms:
+            self.report({"ERROR"}, "no PyMAF rig in the scene: import a video first")
+            return {"CANCELLED"}
+        every = [o for o in context.scene.objects if o.type == "ARMATURE" and "pymaf" in o.keys()]
+        counts = []
+        try:
+            for arm in arms:
+                counts.append(len(push_takes(arm, every, gather=self.gather)))
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"{sum(counts)} take(s) on the NLA of {len(arms)} rig(s)")
+        return {"FINISHED"}
+
+
 EXPORT_FORMATS = (("FBX", "FBX", "Rig, skinned body and animation (.fbx)"),
                   ("GLTF", "glTF", "Binary glTF with skins and animation (.glb)"),
                   ("BVH", "BVH", "Skeleton motion only (.bvh), one file per person"))
@@ -364,6 +394,7 @@ class PYMAF_OT_export(bpy.types.Operator):
 
 CLASSES = (PYMAF_OT_import_video, PYMAF_OT_import_result, PYMAF_OT_analyze, PYMAF_OT_overlay, PYMAF_OT_check_models,
            PYMAF_OT_setup_engine, PYMAF_OT_cancel, PYMAF_OT_tracks_select, PYMAF_OT_reapply_smoothing,
+           PYMAF_OT_push_takes,
            PYMAF_OT_export)
 
 register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -128,6 +128,7 @@ class PYMAF_PT_rig(_Panel, bpy.types.Panel):
         col = layout.column()
         col.enabled = bool(arms) and tasks.active("engine") is None
         col.operator("pymaf.reapply_smoothing", icon="IPO_EASE_IN_OUT")
+        col.operator("pymaf.push_takes", icon="NLA_PUSHDOWN")
         row = col.row(align=True)
         row.prop(s, "fbx_preset", text="")
         op = row.operator("pymaf.export", text="FBX", icon="EXPORT")

@@ -47,6 +47,7 @@ def raw_from_track(track, meta: dict, track_id: str, import_name: str, body_name
         "version": RAW_VERSION,
         "track_id": str(track_id),
         "import_name": import_name,
+        "video": str(meta["video"].get("path") or ""),      # takes of one shot share it
         "body": body_name,
         "fps": float(meta["video"]["fps"]),
         "frame_offset": int(meta.get("frame_start") or 0) + 1,
@@ -187,13 +188,39 @@ def write_visibility_keys(obj, key_frames: np.ndarray, hidden: np.ndarray, actio
     return action
 
 
+def motion_action(arm_obj):
+    """The rig's own motion: the action it was imported with (active, or, once pushed to the
+    NLA, the strip action named after the rig)."""
+    ad = arm_obj.animation_data
+    if ad is None:
+        return None
+    if ad.action is not None:
+        return ad.action
+    for track in ad.nla_tracks:
+        for strip in track.strips:
+            if strip.action is not None and strip.action.name.startswith(arm_obj.name):
+                return strip.action
+    return None
+
+
 def rekey(arm_obj, raw: dict, strength) -> None:
-    """(Re)write the pose keys of ``arm_obj`` from ``raw`` at ``strength``."""
+    """(Re)write the pose keys of ``arm_obj``'s own motion from ``raw`` at ``strength`` (also
+    when it was pushed to the NLA: it is made active just while writing)."""
     bone_rest = rig.bone_rest_matrices(arm_obj)
     q, t = world_motion(raw, strength)
     q_bone, loc = key_values(q, t, raw["rest_root"], bone_rest)
     frames_bl = raw["frames"].astype(np.float64) + raw["frame_offset"]
-    write_pose_keys(arm_obj, frames_bl, q_bone, loc)
+    own = motion_action(arm_obj)
+    ad = arm_obj.animation_data
+    pushed = own is not None and ad.action is None
+    if pushed:
+        ad.action = own
+        compat.ensure_action(arm_obj, own.name)   # 4.4+: the slot
+    try:
+        write_pose_keys(arm_obj, frames_bl, q_bone, loc)
+    finally:
+        if pushed:
+            ad.action = None
 
 
 def reapply(context, arm_obj, strength) -> None:

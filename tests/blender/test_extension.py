@@ -705,6 +705,21 @@ def test_world_setting_reaches_the_scene(ext, scene, fake):
         assert "no floor found" in s.last_summary
 
 
+def test_push_takes_button(ext, scene, fake):
+    """Two imports of one video, then Push Takes to NLA on the first import's rigs: each gets its
+    own motion and the second import's as a muted track."""
+    assert bpy.ops.pymaf.import_video() == {"FINISHED"}
+    first = [o for o in scene.objects if o.type == "ARMATURE"]
+    assert bpy.ops.pymaf.import_video() == {"FINISHED"}
+    for o in scene.objects:
+        o.select_set(o in first)
+    assert bpy.ops.pymaf.push_takes() == {"FINISHED"}
+    for arm in first:
+        tracks = arm.animation_data.nla_tracks
+        assert arm.animation_data.action is None and len(tracks) == 2
+        assert [t.mute for t in tracks] == [True, False] and tracks[1].name == f"{arm.name}_motion"
+
+
 UNINSTALL_SCRIPT = """
 import sys, pathlib, bpy
 zip_path, video, fake_python = sys.argv[1:4]
