@@ -10,23 +10,20 @@ Pure numpy (both the engine and Blender's side use it). Conventions, stated once
   (0, 0, camera height), its viewing direction projected onto the floor along +Y (Blender's
   convention: a camera looking along +Y with +Z up). ``world = R @ camera_point + t``.
 
-How the plane is found (``estimate_floor``): a first "up" from the bodies themselves (mean
-pelvis -> neck direction; people mostly stand), then each foot joint moved down along it by its
-height above the sole (``sole_offsets``: joints are inside the foot, the floor is under the
-sole), then per track and frame the lowest foot when it moves slower than ``max_speed`` (a
-planted foot), then RANSAC over those contact points (normals within ``max_tilt_deg`` of the
-first up) refined by least squares on the inliers.
+How the plane is found (``estimate_floor``): a first "up" from the bodies themselves (their
+pelvis orientations' up in ``floor_of_result``, else the mean pelvis -> neck direction; people
+mostly stand), then each foot joint moved down along it by its height above the sole
+(``sole_offsets``: joints are inside the foot, the floor is under the sole), then per track and
+frame the lowest foot when it moves slower than ``max_speed`` or is among the track's slowest
+30 % (distant people's feet jitter faster than any fixed speed), then RANSAC over those contact
+points (normals within ``max_tilt_deg`` of the first up) refined by least squares on the
+inliers, with the tilt about directions the contacts barely span taken from the up.
 
-``estimate_floor`` takes each track's depth as the estimator gives it; ``estimate_floor_scaled``
-frees each track's scale along its camera rays (monocular depth is the least certain quantity)
-and searches the tilt with a pull towards the bodies' up. Contacts also count a walker's
-slowest 30 % of frames: distant people's feet jitter faster than any fixed speed test.
-Measured on landmark-estimator results split at their gaps (share of person-frames whose
-lowest sole lies within 10 cm of the floor; the default 55 deg lens): dancer.mp4 99 % with
-either (scaled: camera 0.96 m, 3.1 deg down); vtest.avi, 300 frames, plain 26 %, scaled 47 %
-(camera 5.7 m, 23 deg down, plausible for that plaza): the per-frame depth noise of 60-120 px
-people 15 m away is of that order. The Blender scene uses ``floor_world_of_result`` (the plain
-fit: a per-track scale would change the bodies' sizes).
+``estimate_floor_scaled`` frees each track's scale along its camera rays (monocular depth is the
+least certain quantity) and searches the tilt with a pull towards the bodies' up; the Blender
+scene uses ``floor_world_of_result`` (the plain fit: a per-track scale would change the bodies'
+sizes). Measured on synthetic shots with known floors and on real footage: docs/floor.md
+(``python -m engine.measure.floor``).
 """
 from __future__ import annotations
 
@@ -39,6 +36,9 @@ PELVIS, NECK = 0, 12
 L_ANKLE, R_ANKLE, L_FOOT, R_FOOT = 7, 8, 10, 11
 FOOT_JOINTS = (L_ANKLE, R_ANKLE, L_FOOT, R_FOOT)
 CAMERA_UP = np.array([0.0, -1.0, 0.0])     # a level camera's up, in its own frame
+# Contacts spanning less than this (m) in a direction leave the floor's tilt about it to the
+# bodies' up (plane_through): a single dancer's feet over 24 frames gave a 25 deg roll without.
+TILT_SPREAD = 0.3
 # A floor with the camera outside these heights (metres) is a failed estimate.
 CAMERA_HEIGHT_RANGE = (0.1, 100.0)
 # pull of the bodies' mean up on the scaled fit's normal: 10 deg of tilt costs as much as a
@@ -125,10 +125,20 @@ def contact_points(feet: np.ndarray, fps: float, up: np.ndarray, max_speed: floa
     return p[low & slow]
 
 
-def plane_through(points: np.ndarray) -> tuple:
-    """(N >= 3, 3) -> least-squares plane (unit normal (3,), offset); normal sign arbitrary."""
+def plane_through(points: np.ndarray, up=None, spread: float = 0.0) -> tuple:
+    """(N >= 3, 3) -> least-squares plane (unit normal (3,), offset); normal sign arbitrary.
+
+    With ``up`` and ``spread`` (m): tilting the normal away from ``up`` by a small angle a costs
+    N (spread a)^2, as much as the residuals of points ``spread`` from the centre would: a
+    direction the contacts span by less than that (one dancer's feet, a walker's straight line)
+    takes its tilt from ``up`` instead of from noise."""
     c = points.mean(0)
-    n = np.linalg.svd(points - c, full_matrices=False)[2][-1]
+    d = points - c
+    S = d.T @ d
+    if up is not None and spread > 0:
+        u = np.asarray(up, np.float64) / np.linalg.norm(up)
+        S = S + len(points) * spread ** 2 * (np.eye(3) - np.outer(u, u))
+    n = np.linalg.eigh(S)[1][:, 0]
     return n, -float(n @ c)
 
 
@@ -160,7 +170,7 @@ def fit_plane(points: np.ndarray, up: np.ndarray, inlier_m: float = 0.04, max_ti
     if best.sum() < 3:
         best = np.ones(len(pts), bool)
     for _ in range(3):     # refit, re-select at the refined plane
-        n, d = plane_through(pts[best])
+        n, d = plane_through(pts[best], up, TILT_SPREAD)
         if n @ up < 0:
             n, d = -n, -d
         again = np.abs(pts @ n + d) < inlier_m
@@ -170,15 +180,26 @@ def fit_plane(points: np.ndarray, up: np.ndarray, inlier_m: float = 0.04, max_ti
     return n, d, best
 
 
-def estimate_floor(tracks: list, fps: float, offsets, max_speed: float = 0.3, inlier_m: float = 0.04) -> Floor:
+def up_from_orientations(global_orients: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) SMPL global orientations (body -> camera frame) -> (3,) unit up: the mean
+    direction of the body frame's y axis (up in SMPL's rest pose, so for people standing or
+    walking upright the pelvis's up is gravity's; the pelvis -> neck line leans forward)."""
+    m = np.asarray(global_orients, np.float64).reshape(-1, 3, 3)[:, :, 1].mean(0)
+    n = np.linalg.norm(m)
+    return m / n if n > 1e-6 else CAMERA_UP.copy()
+
+
+def estimate_floor(tracks: list, fps: float, offsets, max_speed: float = 0.3, inlier_m: float = 0.04,
+                   up=None) -> Floor:
     """One floor for a shot. ``tracks``: per person (T, 24, 3) posed joints in the camera
     frame on consecutive frames (split a track at its gaps); ``offsets`` (4,): the foot joints'
-    heights above the sole (``sole_offsets``). Raises ValueError when too few feet stand still
-    to define one."""
+    heights above the sole (``sole_offsets``); ``up`` (3,) the bodies' up when known
+    (``up_from_orientations``; default ``up_from_bodies``). Raises ValueError when too few feet
+    stand still to define one."""
     tracks = [np.asarray(t, np.float64) for t in tracks if len(t)]
     if not tracks:
         raise ValueError("no people to find the floor from")
-    up = up_from_bodies(np.concatenate(tracks))
+    up = up_from_bodies(np.concatenate(tracks)) if up is None else np.asarray(up, np.float64)
     contacts = [contact_points(t[:, list(FOOT_JOINTS)], fps, up, max_speed, offsets=offsets) for t in tracks]
     pts = np.concatenate(contacts) if contacts else np.zeros((0, 3))
     n, d, inliers = fit_plane(pts, up, inlier_m=inlier_m)
@@ -256,17 +277,20 @@ def consecutive_runs(frames: np.ndarray) -> list:
 def floor_of_result(result, **kw) -> Floor:
     """``estimate_floor`` over every track of a result file (``result_schema.MotionResult``
     with rig data): posed joints by FK, tracks split at their gaps, each track's sole offsets
-    from its own rest mesh (averaged over the tracks)."""
+    from its own rest mesh (averaged over the tracks), the bodies' up from their pelvis
+    orientations."""
     from .kinematics import posed_joints
 
-    pieces, offsets = [], []
+    pieces, offsets, orients = [], [], []
     for tr in result.tracks.values():
         R = np.concatenate([tr.global_orient_rotmat[:, None], tr.body_pose_rotmat], 1)
+        orients.append(np.asarray(tr.global_orient_rotmat, np.float64))
         joints = posed_joints(R, tr.rest_joints, result.body.parents, tr.transl)
         pieces += [joints[run] for run in consecutive_runs(tr.frames)]
         offsets.append(sole_offsets(tr.rest_joints, tr.rest_vertices))
     fps = float(result.meta.get("video", {}).get("fps") or 30.0)
-    return estimate_floor(pieces, fps, np.mean(offsets, axis=0) if offsets else None, **kw)
+    up = up_from_orientations(np.concatenate(orients)) if orients else None
+    return estimate_floor(pieces, fps, np.mean(offsets, axis=0) if offsets else None, up=up, **kw)
 
 
 def floor_world_of_result(result, **kw) -> tuple:
@@ -295,4 +319,4 @@ def world_from_camera(normal: np.ndarray, offset: float) -> tuple:
 
 
 __all__ = ["Floor", "heights", "up_from_bodies", "foot_speeds", "sole_offsets", "contact_points", "plane_through", "fit_plane",
-           "estimate_floor", "scaled_plane_cost", "estimate_floor_scaled", "consecutive_runs", "floor_of_result", "floor_world_of_result", "world_from_camera", "FOOT_JOINTS"]
+           "estimate_floor", "scaled_plane_cost", "estimate_floor_scaled", "consecutive_runs", "floor_of_result", "floor_world_of_result", "up_from_orientations", "world_from_camera", "FOOT_JOINTS"]

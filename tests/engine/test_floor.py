@@ -6,9 +6,10 @@ import pytest
 
 from engine.common import floor as F
 from engine.common.blender_space import CAMERA_TO_WORLD
+from engine.measure.floor import SYNTHETIC_SOLE, synthetic_shot, walking_joints
 
 
-SOLE = np.array([0.08, 0.08, 0.03, 0.03])   # walking_person's ankles and toes above the sole
+SOLE = SYNTHETIC_SOLE   # walking_joints' ankles and toes above the sole
 
 
 def test_sole_offsets_of_the_mannequin():
@@ -21,58 +22,8 @@ def test_sole_offsets_of_the_mannequin():
     assert np.all((off > 0.0) & (off < 0.15)) and off[0] > off[2]     # ankles above the toes
 
 
-def rot_x(a):
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-
-
-def rot_z(a):
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-
-
-def walking_person(rng, T, fps, start, heading, speed=1.2, stride_hz=1.0):
-    """(T, 24, 3) joints in a Z-up world on the floor Z = 0: pelvis at 0.95 m, neck 1.45 m,
-    feet alternating stance (still on the floor) and swing (up to 12 cm, moving at twice the
-    body speed). Other joints sit on the pelvis-neck line (only pelvis, neck and feet matter)."""
-    t = np.arange(T) / fps
-    d = np.array([np.cos(heading), np.sin(heading), 0.0])
-    side = np.array([-d[1], d[0], 0.0])
-    J = np.zeros((T, 24, 3))
-    body = start + speed * t[:, None] * d
-    J[:] = (body + [0, 0, 1.2])[:, None]
-    J[:, F.PELVIS] = body + [0, 0, 0.95]
-    J[:, F.NECK] = body + [0, 0, 1.45]
-    for k, (ankle, foot, sgn, phase) in enumerate(((F.L_ANKLE, F.L_FOOT, 1, 0.0), (F.R_ANKLE, F.R_FOOT, -1, 0.5))):
-        cyc = (t * stride_hz + phase) % 1.0
-        swing = cyc >= 0.5
-        # the foot's position along the walk: still during stance, catching up during swing
-        stance_pos = np.floor(t * stride_hz + phase) / stride_hz * speed
-        along = np.where(swing, stance_pos + (cyc - 0.5) * 2 * speed / stride_hz, stance_pos)
-        lift = np.where(swing, 0.12 * np.sin((cyc - 0.5) * 2 * np.pi), 0.0)
-        base = start + along[:, None] * d + sgn * 0.1 * side
-        J[:, ankle] = base + np.c_[np.zeros((T, 2)), 0.08 + lift]
-        J[:, foot] = base + 0.12 * d + np.c_[np.zeros((T, 2)), 0.03 + lift]
-    return J
-
-
 def shot(pitch_deg, roll_deg, height, people=3, T=60, fps=30.0, noise=0.01, seed=0):
-    """People on the floor Z = 0 of a world; a camera at (0, 0, height) looking along +Y,
-    pitched down and rolled. -> (tracks in the camera frame, true normal and offset)."""
-    rng = np.random.default_rng(seed)
-    # camera -> world for a level camera is CAMERA_TO_WORLD; tilt it about its own axes
-    R_cw = CAMERA_TO_WORLD @ rot_x(-np.radians(pitch_deg)) @ rot_z(np.radians(roll_deg))
-    cam = np.array([0.0, 0.0, height])
-    tracks = []
-    for i in range(people):
-        start = np.array([rng.uniform(-2, 2), rng.uniform(4, 9), 0.0])
-        J = walking_person(rng, T, fps, start, rng.uniform(0, 2 * np.pi))
-        if i == people - 1:                               # someone standing still
-            J[:] = J[:1]
-        Jc = (J - cam) @ R_cw                             # world -> camera (R_cw^T (p - cam))
-        tracks.append(Jc + rng.normal(scale=noise, size=Jc.shape))
-    normal = R_cw.T @ np.array([0.0, 0.0, 1.0])
-    return tracks, normal, height
+    return synthetic_shot(pitch_deg, roll_deg, height, people=people, T=T, fps=fps, noise=noise, seed=seed)
 
 
 @pytest.mark.parametrize("pitch, roll, height", [(0, 0, 1.5), (12, 0, 1.7), (25, 4, 3.0), (-5, -3, 0.9)])
@@ -88,8 +39,7 @@ def test_the_floor_and_camera_come_back(pitch, roll, height):
 
 
 def test_lifted_and_moving_feet_are_not_contacts():
-    rng = np.random.default_rng(1)
-    J = walking_person(rng, 90, 30.0, np.zeros(3), 0.0)
+    J = walking_joints(90, 30.0, np.zeros(3), 0.0)
     pts = F.contact_points(J[:, list(F.FOOT_JOINTS)], 30.0, np.array([0, 0, 1.0]), offsets=SOLE)
     assert len(pts) > 50
     np.testing.assert_allclose(pts[:, 2], 0.0, atol=1e-9)   # planted feet only, at the sole
@@ -109,6 +59,28 @@ def test_floor_world_axes():
     R0, t0 = F.world_from_camera(np.array([0.0, -1.0, 0.0]), 1.6)
     np.testing.assert_allclose(R0, CAMERA_TO_WORLD, atol=1e-12)
     np.testing.assert_allclose(t0, [0, 0, 1.6])
+
+
+def test_contacts_along_a_line_take_their_tilt_from_the_bodies():
+    """One walker's contacts lie along a line: the tilt about it is noise; the regularised fit
+    takes it from the bodies' up (within a degree), the plain least squares does not."""
+    rng = np.random.default_rng(2)
+    along = rng.uniform(-2, 2, 60)
+    pts = np.c_[along, rng.normal(scale=0.005, size=60), 0.02 * along + rng.normal(scale=0.02, size=60)]
+    up = np.array([0.0, 0.0, 1.0])
+    n, _ = F.plane_through(pts, up, F.TILT_SPREAD)
+    n = n if n[2] > 0 else -n
+    assert np.degrees(np.arccos(n @ [-0.02, 0, 1] / np.linalg.norm([-0.02, 0, 1]))) < 0.5   # slope along the line kept
+    assert abs(np.degrees(np.arcsin(n[1]))) < 1.0                                      # no roll about it
+    n0, _ = F.plane_through(pts)
+    assert abs(np.degrees(np.arcsin(abs(n0[1])))) > 5.0
+
+
+def test_up_from_orientations():
+    upright = np.diag([1.0, -1.0, -1.0])                   # SMPL body y up -> camera y down
+    turned = np.stack([upright @ np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+                       for a in np.linspace(0, 6, 20)])     # turning about the vertical
+    np.testing.assert_allclose(F.up_from_orientations(turned), [0, -1, 0], atol=1e-12)
 
 
 def test_too_few_contacts_are_refused():
