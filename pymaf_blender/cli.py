@@ -8,7 +8,7 @@ With the bpy module (a source checkout, from the repository root)::
     .venvs/blender-5.0/bin/python -m pymaf_blender.cli VIDEO --out DIR [--frames N] [--start N]
         [--estimator auto|landmarks|pymaf|pymaf-blazepose] [--landmark-model lite|full|heavy]
         [--checkpoint FILE] [--body FILE] [--device auto|cuda|cpu|mps] [--smoothing 0.67]
-        [--people 1,3] [--engine-python PY] [--space floor|camera|in-place]
+        [--people 1,3] [--engine-python PY] [--space floor|camera|in-place] [--no-plant-feet]
         [--fbx-preset BLENDER|UNITY|UNREAL] [--no-overlay]
 
 With a real Blender and the extension installed (arguments after ``--``)::
@@ -54,6 +54,8 @@ def _parser():
     p.add_argument("--space", default="floor", choices=("floor", "camera", "in-place"),
                    help="where the rigs stand: a world with the floor at Z = 0 (default), the engine's "
                         "camera space, or the floor world without horizontal root motion")
+    p.add_argument("--no-plant-feet", action="store_true",
+                   help="keep the feet as estimated (by default, on the floor, planted feet are pinned)")
     p.add_argument("--fbx-preset", default="BLENDER", choices=("BLENDER", "UNITY", "UNREAL"))
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay preview")
     p.add_argument("--png-count", type=int, default=4, help="PNG stills of the overlay")
@@ -137,6 +139,7 @@ def _job(args, bpy, tasks, paths, video, out_dir, stem) -> dict:
     s.video_path = video
     s.range_start, s.range_count = max(0, args.start), max(0, args.frames)
     s.space = args.space.upper().replace("-", "_")
+    s.plant_feet = not args.no_plant_feet
     if args.smoothing is not None:
         s.smoothing = min(1.0, max(0.0, args.smoothing))
     s.estimator = args.estimator.upper().replace("-", "_")

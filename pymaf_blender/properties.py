@@ -87,6 +87,10 @@ class PYMAF_PG_settings(bpy.types.PropertyGroup):
     tracks_count: IntProperty()
     space: EnumProperty(name="World", items=SPACE_ITEMS, default="FLOOR",
                         description="Where the rigs and the camera stand in the scene")
+    plant_feet: BoolProperty(name="Plant feet", default=True,
+                             description="On the floor: stand each person on it (moving them along the camera "
+                                         "rays) and keep planted feet still (leg IK, ordinary keys); contacts are "
+                                         "keyed as the rig's custom properties pymaf_contact_left/right")
     fbx_preset: EnumProperty(name="FBX preset", items=FBX_PRESET_ITEMS, default="BLENDER")
     last_summary: StringProperty(name="Last run", description="What the last run did")
     last_estimator: StringProperty(name="Estimator", description="What made the last imported result")

@@ -537,7 +537,8 @@ class ImportTask(Task):
         name = self.name or paths.safe_stem(video or motion.meta["video"].get("path") or path.name)
         try:
             info = yield from import_result_steps(context, motion, track_ids=None, strength=self.strength,
-                                                  video_path=video, name=name, space=context.scene.pymaf.space)
+                                                  video_path=video, name=name, space=context.scene.pymaf.space,
+                                                  plant_feet=context.scene.pymaf.plant_feet)
         except ValueError as exc:
             guard.rollback()  # documented to raise before touching the scene; make sure
             self._set("error", f"{self.title} failed: {exc}", "ERROR")
@@ -563,7 +564,7 @@ class ImportTask(Task):
         lines = [f"Imported {len(ids)} {'person' if len(ids) == 1 else 'people'} ({', '.join(ids)}), "
                  f"frames {info.get('frame_start')}-{info.get('frame_end')} at {fps:.3f} fps, "
                  f"smoothing {self.strength:.2f}" + (f", in {seconds:.0f} s" if seconds is not None else ""),
-                 f"Estimator: {est['label']}", world_line(info)]
+                 f"Estimator: {est['label']}", world_line(info, context.scene.pymaf.plant_feet)]
         lines += info.get("warnings", [])
         if prov.get("untrained"):
             lines.append("The engine ran the bundled UNTRAINED network: the poses mean nothing yet "
@@ -617,13 +618,14 @@ class ImportResultTask(ImportTask):
         return None  # nothing to run: the work was the scene building
 
 
-def world_line(info: dict) -> str:
+def world_line(info: dict, plant_feet: bool = False) -> str:
     """One line saying where the rigs stand (the floor estimate when there is one)."""
     space = info.get("space")
     if space in ("FLOOR", "IN_PLACE") and info.get("camera_height") is not None:
         what = "World with floor" if space == "FLOOR" else "In place, on the floor"
         return (f"{what}: camera {info['camera_height']:.2f} m above it, "
-                f"{info['camera_pitch_deg']:.1f} deg {'down' if info['camera_pitch_deg'] >= 0 else 'up'}")
+                f"{info['camera_pitch_deg']:.1f} deg {'down' if info['camera_pitch_deg'] >= 0 else 'up'}"
+                + ("; feet planted" if plant_feet else ""))
     return "Camera space: the camera at the origin"
 
 

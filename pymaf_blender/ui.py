@@ -90,7 +90,11 @@ class PYMAF_PT_main(_Panel, bpy.types.Panel):
             op.module = paths.package()
 
         layout.prop(s, "smoothing", slider=True)
-        layout.prop(s, "space")
+        row = layout.row(align=True)
+        row.prop(s, "space", text="")
+        sub = row.row(align=True)
+        sub.active = s.space != "CAMERA"
+        sub.prop(s, "plant_feet", toggle=True)
         if running is not None:
             draw_task(layout, running, "engine")
         else:

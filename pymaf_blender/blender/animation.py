@@ -21,24 +21,27 @@ import json
 
 import numpy as np
 
-from ..common import blender_space, smoothing
+from ..common import blender_space, contacts, floor, smoothing, smpl_topology
 from . import compat, rig
 
 RAW_KEY = "pymaf"
 RAW_VERSION = 1
 _ARRAYS = {"frames": "<i8", "rotmat": "<f4", "transl": "<f8", "rest_root": "<f8",
-           "world_rotation": "<f8", "world_translation": "<f8"}
+           "world_rotation": "<f8", "world_translation": "<f8", "rest_joints": "<f8", "sole_offsets": "<f8"}
 # Where the rig stands (docs/blender-scene.md, "World"): the floor world (default), the
 # engine's camera space, or the floor world with the root's horizontal motion removed.
 SPACES = ("FLOOR", "CAMERA", "IN_PLACE")
+# Per-frame foot contacts, keyed as custom properties of the armature (1 = planted), CONSTANT.
+CONTACT_PROPS = ("pymaf_contact_left", "pymaf_contact_right")
 
 
 # --------------------------------------------------------------------------- raw data
 
 def raw_from_track(track, meta: dict, track_id: str, import_name: str, body_name: str,
-                   space: str = "CAMERA", world=None) -> dict:
+                   space: str = "CAMERA", world=None, plant_feet: bool = False) -> dict:
     """A track of the result -> the raw dict stored with the rig (numpy arrays + scalars).
-    ``space`` one of ``SPACES``; ``world`` (R, t) of that space (None: camera space)."""
+    ``space`` one of ``SPACES``; ``world`` (R, t) of that space (None: camera space);
+    ``plant_feet``: clean the feet on the floor (floor worlds only, ``world_motion``)."""
     R_w, t_w = blender_space.world_or_camera(world)
     R = np.concatenate([np.asarray(track.global_orient_rotmat, np.float32)[:, None],
                         np.asarray(track.body_pose_rotmat, np.float32)], axis=1)
@@ -55,6 +58,9 @@ def raw_from_track(track, meta: dict, track_id: str, import_name: str, body_name
         "rotmat": R,                                         # (T, 24, 3, 3) SMPL local, float32
         "transl": np.asarray(track.transl, np.float64),      # (T, 3) camera frame
         "rest_root": np.asarray(track.rest_joints, np.float64)[0],
+        "rest_joints": np.asarray(track.rest_joints, np.float64),
+        "sole_offsets": floor.sole_offsets(track.rest_joints, track.rest_vertices),
+        "plant_feet": bool(plant_feet) and space != "CAMERA",
         "space": space,
         "world_rotation": R_w,                               # world = R p_camera + t
         "world_translation": t_w,
@@ -137,12 +143,23 @@ def raw_world(raw: dict) -> tuple:
 
 def world_motion(raw: dict, strength) -> tuple:
     """The stored motion, smoothed at ``strength``, in the rig's world: SMPL local rotations
-    (T, 24, 3, 3) with joint 0 relative to the world, translation (T, 3) world."""
+    (T, 24, 3, 3) with joint 0 relative to the world, translation (T, 3) world, and the foot
+    contacts (T, 2) bool (None when the feet are not planted). With ``plant_feet`` each run of
+    consecutive frames is stood on the floor along the camera rays and its planted feet pinned
+    (``contacts.clean_track``; docs/contacts.md)."""
     q, t = smoothed(raw, strength)
     R_w, t_w = blender_space.smpl_to_world(q, t, raw["rest_root"], raw_world(raw))
+    found = None
+    if raw.get("plant_feet"):
+        found = np.zeros((len(R_w), 2), bool)
+        camera = raw_world(raw)[1]
+        for run in floor.consecutive_runs(raw["frames"]):
+            R_w[run], t_w[run], found[run], _ = contacts.clean_track(
+                R_w[run], t_w[run], raw["rest_joints"], smpl_topology.SMPL_PARENTS, raw["sole_offsets"],
+                raw["fps"], camera_position=camera)
     if raw.get("space") == "IN_PLACE":
         t_w = blender_space.transl_in_place(t_w, raw["rest_root"])
-    return R_w, t_w
+    return R_w, t_w, found
 
 
 def key_values(rotmat: np.ndarray, transl: np.ndarray, rest_root: np.ndarray, bone_rest: np.ndarray) -> tuple:
@@ -178,6 +195,16 @@ def write_pose_keys(arm_obj, frames_bl: np.ndarray, q_bone: np.ndarray, loc: np.
     return action
 
 
+def write_contact_keys(arm_obj, frames_bl: np.ndarray, found: np.ndarray) -> None:
+    """Key the foot contacts (T, 2) bool as the armature's ``CONTACT_PROPS`` custom properties
+    (1 = planted; CONSTANT) in its motion action."""
+    action = compat.ensure_action(arm_obj, f"{arm_obj.name}_motion")
+    for k, prop in enumerate(CONTACT_PROPS):
+        arm_obj[prop] = 0.0
+        fc = compat.ensure_fcurve(action, arm_obj, f'["{prop}"]', 0, "Contacts")
+        compat.set_keys(fc, frames_bl, np.asarray(found, np.float64)[:, k], compat.interpolation_value("CONSTANT"))
+
+
 def write_visibility_keys(obj, key_frames: np.ndarray, hidden: np.ndarray, action_name: str = None):
     """CONSTANT keys on ``hide_viewport`` and ``hide_render`` of ``obj``. -> action."""
     action = compat.ensure_action(obj, action_name or f"{obj.name}_visibility")
@@ -207,7 +234,7 @@ def rekey(arm_obj, raw: dict, strength) -> None:
     """(Re)write the pose keys of ``arm_obj``'s own motion from ``raw`` at ``strength`` (also
     when it was pushed to the NLA: it is made active just while writing)."""
     bone_rest = rig.bone_rest_matrices(arm_obj)
-    q, t = world_motion(raw, strength)
+    q, t, found = world_motion(raw, strength)
     q_bone, loc = key_values(q, t, raw["rest_root"], bone_rest)
     frames_bl = raw["frames"].astype(np.float64) + raw["frame_offset"]
     own = motion_action(arm_obj)
@@ -218,6 +245,8 @@ def rekey(arm_obj, raw: dict, strength) -> None:
         compat.ensure_action(arm_obj, own.name)   # 4.4+: the slot
     try:
         write_pose_keys(arm_obj, frames_bl, q_bone, loc)
+        if found is not None:
+            write_contact_keys(arm_obj, frames_bl, found)
     finally:
         if pushed:
             ad.action = None

@@ -69,7 +69,7 @@ def scene_world(result, space: str) -> tuple:
     return space, world, fl, []
 
 
-def _plan(result, track_ids, strength, video_path, name, space="FLOOR"):
+def _plan(result, track_ids, strength, video_path, name, space="FLOOR", plant_feet=True):
     """Every check and every piece of maths that does not need Blender objects, before the
     scene is touched. -> dict."""
     if not all(hasattr(result, a) for a in ("meta", "tracks", "body", "validate", "has_rig")):
@@ -128,11 +128,11 @@ def _plan(result, track_ids, strength, video_path, name, space="FLOOR"):
     people = {}
     for tid in ids:
         tr = result.tracks[tid]
-        raw = animation.raw_from_track(tr, meta, tid, name, "", space, world)
-        R, t = animation.world_motion(raw, strength)
+        raw = animation.raw_from_track(tr, meta, tid, name, "", space, world, plant_feet)
+        R, t, found = animation.world_motion(raw, strength)
         raw["strength"] = strength or 0.0
         people[tid] = {
-            "raw": raw, "rotmat": R, "transl": t,
+            "raw": raw, "rotmat": R, "transl": t, "contacts": found,
             "joints": blender_space.body_points_to_armature(tr.rest_joints),
             "vertices": blender_space.body_points_to_armature(tr.rest_vertices),
             "frames_bl": raw["frames"].astype(np.float64) + offset,
@@ -162,7 +162,7 @@ def _unique_name(base: str) -> str:
 # --------------------------------------------------------------------------- import
 
 def import_result(context, result, *, track_ids=None, strength=None, video_path=None, name=None,
-                  space="FLOOR") -> dict:
+                  space="FLOOR", plant_feet=True) -> dict:
     """Build camera, video background and one animated, skinned rig per person.
 
     result: a ``MotionResult`` with rig data (``result.has_rig``); everything is validated
@@ -175,14 +175,16 @@ def import_result(context, result, *, track_ids=None, strength=None, video_path=
     (``animation.SPACES``): "FLOOR" a Z-up world with the floor estimated from the people's
     feet at Z = 0 and the camera placed above it; "CAMERA" the engine's camera at the origin;
     "IN_PLACE" the floor world without the root's horizontal motion. "FLOOR" and "IN_PLACE"
-    fall back to "CAMERA" with a warning when no floor is found.
+    fall back to "CAMERA" with a warning when no floor is found. plant_feet (floor worlds):
+    each person stood on the floor along the camera rays, planted feet pinned, contacts keyed
+    as the custom properties ``pymaf_contact_left/right`` (``animation.world_motion``).
 
     -> {"collection", "camera", "armatures": {id: obj}, "meshes": {id: obj},
         "frame_start", "frame_end", "fps", "name", "space", "camera_height" (m, None in camera
         space), "camera_pitch_deg", "warnings": [str]}
     """
     steps = import_result_steps(context, result, track_ids=track_ids, strength=strength,
-                                video_path=video_path, name=name, space=space)
+                                video_path=video_path, name=name, space=space, plant_feet=plant_feet)
     while True:
         try:
             next(steps)
@@ -191,11 +193,11 @@ def import_result(context, result, *, track_ids=None, strength=None, video_path=
 
 
 def import_result_steps(context, result, *, track_ids=None, strength=None, video_path=None, name=None,
-                        space="FLOOR"):
+                        space="FLOOR", plant_feet=True):
     """``import_result`` one person at a time: a generator of ``(fraction, text)`` whose return
     value (``StopIteration.value``) is ``import_result``'s. Validation happens before the first
     step; closing the generator early (cancel) or an error removes everything it created."""
-    plan = _plan(result, track_ids, strength, video_path, name, space)
+    plan = _plan(result, track_ids, strength, video_path, name, space, plant_feet)
     scene = context.scene
     if context.object is not None and context.object.mode != "OBJECT":
         bpy.ops.object.mode_set(mode="OBJECT")
@@ -252,6 +254,8 @@ def _build(context, plan, created):
         raw["import_name"], raw["body"] = name, body.name
         q_bone, loc = animation.key_values(p["rotmat"], p["transl"], raw["rest_root"], rig.bone_rest_matrices(arm))
         created.append(animation.write_pose_keys(arm, p["frames_bl"], q_bone, loc, f"{arm.name}_motion"))
+        if p["contacts"] is not None:
+            animation.write_contact_keys(arm, p["frames_bl"], p["contacts"])
         kf, hidden = timing.visibility_keys(p["frames_bl"], scene.frame_start, scene.frame_end)
         created.append(animation.write_visibility_keys(body, kf, hidden, f"{body.name}_visibility"))
         animation.store_raw(arm, raw)

@@ -37,7 +37,8 @@ def ref(results):
 
 @pytest.fixture
 def imported(empty_scene, result):
-    return scene.import_result(bpy.context, result)
+    """Feet as the engine estimated them (not planted), so joints compare with the engine's FK."""
+    return scene.import_result(bpy.context, result, plant_feet=False)
 
 
 def rig_joints(arm, frames):
@@ -276,6 +277,45 @@ def test_camera_space_and_in_place(empty_scene, result, ref):
     assert np.ptp(J_floor[:, 0, :2], axis=0).max() > 0.5   # the walker did move
 
 
+def keyed_contacts(arm):
+    fcs = {fc.data_path: fc for fc in compat.action_fcurves(arm.animation_data.action, arm)}
+    return np.stack([compat.get_keys(fcs[f'["{p}"]'])[1] for p in animation.CONTACT_PROPS], 1) > 0.5
+
+
+def test_planted_feet_by_default(empty_scene, result):
+    """The default import stands each person on the floor and pins planted feet: the keys are
+    the numpy clean-up's pose (contacts.clean_track), contacts are keyed as custom properties,
+    planted feet do not slide, no sole is below the floor; the estimate's feet did slide."""
+    from pymaf_blender.common import contacts, floor
+
+    out = scene.import_result(bpy.context, result, track_ids=["0", "3"])
+    raw_out = scene.import_result(bpy.context, result, track_ids=["0", "3"], plant_feet=False)
+    for tid in ("0", "3"):
+        arm = out["armatures"][tid]
+        raw = animation.load_raw(arm)
+        assert raw["plant_feet"] and not animation.load_raw(raw_out["armatures"][tid])["plant_feet"]
+        tr = result.tracks[tid]
+        frames = tr.frames + out["frame_start"]
+        J, J0 = rig_joints(arm, frames), rig_joints(raw_out["armatures"][tid], frames)
+        R, t, found = animation.world_motion(raw, None)
+        want = kinematics.posed_joints(R, tr.rest_joints, result.body.parents, t)
+        assert np.abs(J - want).max() < JOINT_TOL
+        c = keyed_contacts(arm)
+        assert np.array_equal(c, found) and 0.1 < c.mean() < 1.0, c.mean()
+        sole = floor.sole_offsets(tr.rest_joints, tr.rest_vertices)
+        for run in floor.consecutive_runs(tr.frames):
+            before, after = contacts.foot_skate(J0[run], c[run]), contacts.foot_skate(J[run], c[run])
+            assert after < 0.5 and before > 2.0, (tid, before, after)
+        assert contacts.penetration(J, sole)[1] < 0.01      # mm
+        assert np.abs(J - J0).max() < 0.25                   # cleaned, not a different motion
+    # Re-smoothing keeps the feet planted (the clean-up runs on the smoothed motion).
+    arm = out["armatures"]["0"]
+    scene.reapply_smoothing(bpy.context, arm, 0.8)
+    J = rig_joints(arm, result.tracks["0"].frames + out["frame_start"])
+    c = keyed_contacts(arm)
+    assert contacts.foot_skate(J, c) < 0.5
+
+
 # --------------------------------------------------------------------------- camera
 
 @pytest.mark.parametrize("W,H,cx,cy", [(1280, 720, 652.0, 348.0), (720, 1280, 352.5, 651.0),
@@ -390,9 +430,9 @@ def test_missing_video_is_skipped_silently(empty_scene, result):
 # --------------------------------------------------------------------------- several imports
 
 def test_several_imports_and_track_selection_coexist(empty_scene, result, ref):
-    a = scene.import_result(bpy.context, result, track_ids=["3"])
-    b = scene.import_result(bpy.context, result, track_ids=[0, "7"])
-    c = scene.import_result(bpy.context, result, track_ids="0", name="take two")
+    a = scene.import_result(bpy.context, result, track_ids=["3"], plant_feet=False)
+    b = scene.import_result(bpy.context, result, track_ids=[0, "7"], plant_feet=False)
+    c = scene.import_result(bpy.context, result, track_ids="0", name="take two", plant_feet=False)
     assert set(a["armatures"]) == {"3"} and set(b["armatures"]) == {"0", "7"}
     assert a["collection"].name == "video" and b["collection"].name == "video_2"
     assert c["armatures"]["0"].name == "take two_PyMAF_0"
@@ -417,7 +457,7 @@ def _fk_world(R, transl, parents, rest_joints):
 
 def test_reapply_smoothing_without_the_engine(empty_scene, result, ref, tmp_path):
     assert "torch" not in sys.modules
-    out = scene.import_result(bpy.context, result)
+    out = scene.import_result(bpy.context, result, plant_feet=False)
     arm = out["armatures"]["0"]
     arm_name = arm.name
     raw_keys = _pose_key_values(arm)
