@@ -6,15 +6,16 @@ pieces are the engine's own ``engine/common``, imported as ``pymaf_blender.commo
 
 Modules: ``properties`` (scene settings), ``preferences``, ``tasks`` (what the buttons run,
 synchronous or driven by a modal timer), ``operators``, ``ui`` (the sidebar panel),
-``overlay`` (the preview's projection), ``cli`` (the headless main job), ``blender/*`` (rig,
-keys, camera, scene import, export). docs/extension.md describes the whole.
+``overlay`` (the preview's projection), ``cli`` (the headless main job), ``retarget_ops``
+(retargeting onto other rigs), ``blender/*`` (rig, keys, camera, scene import, takes, export,
+retargeting). docs/extension.md describes the whole.
 """
 import bpy
 from bpy.app.handlers import persistent
 
-from . import operators, preferences, properties, tasks, ui
+from . import operators, preferences, properties, retarget_ops, tasks, ui
 
-_MODULES = (properties, preferences, operators, ui)
+_MODULES = (properties, preferences, operators, ui, retarget_ops)
 
 
 @persistent

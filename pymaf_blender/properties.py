@@ -105,16 +105,21 @@ class PYMAF_PG_settings(bpy.types.PropertyGroup):
             self.range_start == self.tracks_start and self.range_count == self.tracks_count
 
 
+def scene_settings_registration(classes, attr: str, group) -> tuple:
+    """(register, unregister) for ``classes`` plus a ``bpy.types.Scene.<attr>`` pointer to the
+    property group ``group`` (one of them)."""
+    def register():
+        for cls in classes:
+            bpy.utils.register_class(cls)
+        setattr(bpy.types.Scene, attr, PointerProperty(type=group))
+
+    def unregister():
+        delattr(bpy.types.Scene, attr)
+        for cls in reversed(classes):
+            bpy.utils.unregister_class(cls)
+    return register, unregister
+
+
 CLASSES = (PYMAF_PG_track, PYMAF_PG_settings)
 
-
-def register():
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-    bpy.types.Scene.pymaf = PointerProperty(type=PYMAF_PG_settings)
-
-
-def unregister():
-    del bpy.types.Scene.pymaf
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = scene_settings_registration(CLASSES, "pymaf", PYMAF_PG_settings)
