@@ -9,7 +9,7 @@ With the bpy module (a source checkout, from the repository root)::
         [--estimator auto|landmarks|pymaf|pymaf-blazepose] [--landmark-model lite|full|heavy]
         [--checkpoint FILE] [--body FILE] [--device auto|cuda|cpu|mps] [--smoothing 0.67]
         [--people 1,3] [--engine-python PY] [--space floor|camera|in-place] [--no-plant-feet]
-        [--fbx-preset BLENDER|UNITY|UNREAL] [--no-overlay]
+        [--fbx-preset BLENDER|UNITY|UNREAL] [--fbx-per-character] [--fbx-camera] [--no-overlay]
 
 With a real Blender and the extension installed (arguments after ``--``)::
 
@@ -18,7 +18,8 @@ With a real Blender and the extension installed (arguments after ``--``)::
     blender -b -P /path/to/pymaf_blender/cli.py -- VIDEO --out DIR        # a checkout or the
                                                                         # installed add-on's file
 
-Writes ``DIR/<video>.blend``, ``DIR/<video>.fbx``, ``DIR/<video>_overlay.mp4`` with PNG stills
+Writes ``DIR/<video>.blend``, ``DIR/<video>.fbx`` (every person, bones named ``<id>_<bone>``;
+``--fbx-per-character``: ``DIR/<video>_<id>.fbx`` each), ``DIR/<video>_overlay.mp4`` with PNG stills
 in ``DIR/<video>_overlay_frames/``, and keeps the engine's raw result and log in ``DIR/pymaf/``.
 Starts from an empty scene. Each output is written under a temporary name and replaces the
 previous one only once complete: a failed run leaves the previous run's files as they were.
@@ -57,6 +58,10 @@ def _parser():
     p.add_argument("--no-plant-feet", action="store_true",
                    help="keep the feet as estimated (by default, on the floor, planted feet are pinned)")
     p.add_argument("--fbx-preset", default="BLENDER", choices=("BLENDER", "UNITY", "UNREAL"))
+    p.add_argument("--fbx-per-character", action="store_true",
+                   help="one FBX per person, <video>_<id>.fbx, instead of <video>.fbx with every person "
+                        "(bones named <id>_<bone> there)")
+    p.add_argument("--fbx-camera", action="store_true", help="include the scene camera in the FBX")
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay preview")
     p.add_argument("--png-count", type=int, default=4, help="PNG stills of the overlay")
     return p
@@ -88,8 +93,9 @@ def main(argv=None) -> int:
     for label, key in (("estimator", "estimator"), ("scene", "blend"), ("FBX", "fbx"), ("overlay video", "overlay"),
                        ("result file", "result"),
                        ("engine log", "log")):
-        if out.get(key):
-            print(f"  {label + ':':<15}{out[key]}")
+        for value in (out[key] if isinstance(out.get(key), list) else [out.get(key)]):
+            if value:
+                print(f"  {label + ':':<15}{value}")
     for png in out.get("pngs", []):
         print(f"  {'overlay still:':<15}{png}")
     for line in out.get("notes", []):
@@ -171,10 +177,18 @@ def _job(args, bpy, tasks, paths, video, out_dir, stem) -> dict:
             raise failed()
         ov = tasks.last("engine")
         result["overlay"], result["pngs"] = ov.outputs.get("video"), ov.outputs.get("pngs", [])
+    # One file with every person (bones prefixed with the person's id) unless asked per person.
     fbx = out_dir / f"{stem}.fbx"
-    if bpy.ops.pymaf.export(format="FBX", preset=args.fbx_preset, filepath=str(fbx)) != {"FINISHED"}:
+    per_character = bool(getattr(args, "fbx_per_character", False))
+    if bpy.ops.pymaf.export(format="FBX", preset=args.fbx_preset, filepath=str(fbx), per_character=per_character,
+                            include_camera=bool(getattr(args, "fbx_camera", False))) != {"FINISHED"}:
         raise RuntimeError(f"FBX export to {fbx} failed")
-    result["fbx"] = str(fbx)
+    if per_character:
+        from .blender.export import character_labels
+        arms = tasks.pymaf_armatures(bpy.context)
+        result["fbx"] = [str(out_dir / f"{stem}_{label}.fbx") for label in character_labels(arms).values()]
+    else:
+        result["fbx"] = str(fbx)
     save_blend_complete(blend)
     return result
 

@@ -299,7 +299,8 @@ class PYMAF_OT_push_takes(bpy.types.Operator):
 
 EXPORT_FORMATS = (("FBX", "FBX", "Rig, skinned body and animation (.fbx)"),
                   ("GLTF", "glTF", "Binary glTF with skins and animation (.glb)"),
-                  ("BVH", "BVH", "Skeleton motion only (.bvh), one file per person"))
+                  ("BVH", "BVH", "Skeleton motion only (.bvh), one file per person (per take where "
+                                 "the person is absent for a while)"))
 EXTENSIONS = {"FBX": ".fbx", "GLTF": ".glb", "BVH": ".bvh"}
 
 
@@ -313,12 +314,22 @@ def with_extension(path: str, ext: str) -> str:
 
 
 class PYMAF_OT_export(bpy.types.Operator):
-    """Export the selected PyMAF rigs (all of them when none is selected)"""
+    """Export the selected PyMAF rigs (all of them when none is selected): one file per character
+    (<name>_<id>.<ext>) or all in one file with uniquely named skeletons; each clip starts at 0 s,
+    absent frames hidden (scale 0)"""
     bl_idname = "pymaf.export"
     bl_label = "Export"
 
     format: EnumProperty(name="Format", items=EXPORT_FORMATS, default="FBX")
     preset: EnumProperty(name="FBX preset", items=FBX_PRESET_ITEMS, default="BLENDER")
+    per_character: BoolProperty(
+        name="One file per character", default=True,
+        description="Write each character (armature and body) to its own file, <name>_<id>.<ext>, its clip "
+                    "from the first to the last frame the person is seen. Off: one file with every "
+                    "character, bones renamed <id>_<bone> so no name repeats. BVH is always per character")
+    include_camera: BoolProperty(
+        name="Include camera", default=False,
+        description="Add the scene camera, with its motion and focal length, to each FBX or glTF file")
     filepath: StringProperty(name="File", subtype="FILE_PATH", options={"SKIP_SAVE"})
     filter_glob: StringProperty(default="*.fbx;*.glb;*.bvh", options={"HIDDEN"})
     check_existing: BoolProperty(default=True, options={"HIDDEN"})
@@ -347,6 +358,16 @@ class PYMAF_OT_export(bpy.types.Operator):
         context.window_manager.fileselect_add(self)
         return {"RUNNING_MODAL"}
 
+    def draw(self, context):
+        layout = self.layout
+        layout.prop(self, "format")
+        if self.format == "FBX":
+            layout.prop(self, "preset")
+        col = layout.column()
+        col.enabled = self.format != "BVH"
+        col.prop(self, "per_character")
+        col.prop(self, "include_camera")
+
     def check(self, context):
         """The file browser changed a setting: keep the file name's extension and filter in step
         with the format."""
@@ -365,30 +386,34 @@ class PYMAF_OT_export(bpy.types.Operator):
         if not arms:
             self.report({"ERROR"}, "no PyMAF rig in the scene: import a video first")
             return {"CANCELLED"}
+        camera = self.include_camera and self.format != "BVH"
+        if camera and context.scene.camera is None:
+            self.report({"ERROR"}, "Include camera: the scene has no camera")
+            return {"CANCELLED"}
         ext = EXTENSIONS[self.format]
         path = with_extension(paths.abspath(self.filepath) or self._default_path(context, arms), ext)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        if self.format == "BVH":   # one file per person
-            jobs = [(path if len(arms) == 1 else
-                     f"{path[:-len(ext)]}_{arm.get('pymaf', {}).get('track_id', arm.name)}{ext}",
-                     lambda p, arm=arm: export_bvh(context, p, arm)) for arm in arms]
-        elif self.format == "FBX":
-            jobs = [(path, lambda p: export_fbx(context, p, list(arms), preset=self.preset))]
-        else:
-            jobs = [(path, lambda p: export_gltf(context, p, list(arms)))]
         wm = context.window_manager
-        wm.progress_begin(0, len(jobs))   # the busy cursor shows how far (Blender cannot redraw meanwhile)
-        written = []
+        wm.progress_begin(0, 1)   # the busy cursor shows how far (Blender cannot redraw meanwhile)
+
+        def progress(k, n):
+            wm.progress_update(k / max(n, 1))
+
         try:
-            for k, (target, write) in enumerate(jobs):
-                wm.progress_update(k)
-                written.append(write(target))
+            if self.format == "BVH":
+                written = export_bvh(context, path, arms, progress=progress)
+            elif self.format == "FBX":
+                written = export_fbx(context, path, arms, self.preset, per_character=self.per_character,
+                                     camera=camera, progress=progress)
+            else:
+                written = export_gltf(context, path, arms, per_character=self.per_character, camera=camera,
+                                      progress=progress)
         except (ValueError, RuntimeError, OSError) as exc:
             self.report({"ERROR"}, f"Export failed: {exc}")
             return {"CANCELLED"}
         finally:
             wm.progress_end()
-        self.report({"INFO"}, f"Exported {len(arms)} rig(s) to " + ", ".join(written))
+        self.report({"INFO"}, f"Exported {len(arms)} rig(s) to {len(written)} file(s): " + ", ".join(written))
         return {"FINISHED"}
 
 

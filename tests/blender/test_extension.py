@@ -516,7 +516,13 @@ def test_reapply_smoothing_and_exports(ext, scene, fake, tmp_path):
     assert bpy.ops.pymaf.reapply_smoothing(strength=0.0) == {"FINISHED"}
     assert np.abs(values() - smooth).max() > 1e-3
     for fmt, preset, name in (("FBX", "UNITY", "rigs.fbx"), ("GLTF", "BLENDER", "rigs.glb")):
+        # one file per character by default; one file with every skeleton when asked
         assert bpy.ops.pymaf.export(format=fmt, preset=preset, filepath=str(tmp_path / name)) == {"FINISHED"}
+        stem, ext = name.split(".")
+        for each in (f"{stem}_1.{ext}", f"{stem}_2.{ext}"):
+            assert (tmp_path / each).stat().st_size > 10_000
+        assert bpy.ops.pymaf.export(format=fmt, preset=preset, filepath=str(tmp_path / name),
+                                    per_character=False) == {"FINISHED"}
         assert (tmp_path / name).stat().st_size > 10_000
     assert bpy.ops.pymaf.export(format="BVH", filepath=str(tmp_path / "motion.bvh")) == {"FINISHED"}
     assert sorted(p.name for p in tmp_path.glob("*.bvh")) == ["motion_1.bvh", "motion_2.bvh"]
@@ -629,7 +635,8 @@ def test_small_interface_defects(ext, scene, prefs, fake, tmp_path):
     assert ops.with_extension("/x/my.take", ".fbx") == "/x/my.take.fbx"
     assert bpy.ops.pymaf.import_video() == {"FINISHED"}
     assert bpy.ops.pymaf.export(format="GLTF", filepath=str(tmp_path / "rigs.fbx")) == {"FINISHED"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["rigs.glb"]   # no rigs.fbx.glb, no partial file
+    # no rigs.fbx.glb, no partial file (one file per character: rigs_<id>.glb)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rigs_1.glb", "rigs_2.glb"]
     scene.pymaf.smoothing = 0.25
     assert bpy.ops.pymaf.reapply_smoothing("INVOKE_DEFAULT") == {"FINISHED"}
     arm = next(o for o in scene.objects if o.type == "ARMATURE")
