@@ -30,7 +30,7 @@ import numpy as np
 from mathutils import Matrix
 
 from ..common import bvh
-from . import compat, timing
+from . import compat, datablocks, timing
 
 _FBX_COMMON = {
     "use_selection": True,
@@ -359,17 +359,7 @@ class _Stage:
         return cp
 
     def close(self):
-        kinds = ((bpy.types.Object, bpy.data.objects), (bpy.types.Armature, bpy.data.armatures),
-                 (bpy.types.Mesh, bpy.data.meshes), (bpy.types.Camera, bpy.data.cameras),
-                 (bpy.types.Action, bpy.data.actions))
-        for idb in self.made:
-            for typ, coll in kinds:
-                if isinstance(idb, typ):
-                    try:
-                        coll.remove(idb)
-                    except (ReferenceError, RuntimeError):
-                        pass
-                    break
+        datablocks.remove(reversed(self.made))   # in the order made: objects first
         try:
             bpy.data.collections.remove(self.coll)
         except ReferenceError:

@@ -16,7 +16,7 @@ import bpy
 import numpy as np
 
 from ..common import blender_space, floor
-from . import animation, camera, rig, timing
+from . import animation, camera, datablocks, rig, timing
 
 MAX_NAME_BYTES = 63          # Blender's ID name limit
 RIG_TAG = "PyMAF"
@@ -278,18 +278,7 @@ def _undo(scene, created, saved):
             bpy.ops.object.mode_set(mode="OBJECT")
         except RuntimeError:
             pass
-    collections = {bpy.types.Object: bpy.data.objects, bpy.types.Armature: bpy.data.armatures,
-                   bpy.types.Mesh: bpy.data.meshes, bpy.types.Camera: bpy.data.cameras,
-                   bpy.types.Action: bpy.data.actions, bpy.types.Collection: bpy.data.collections,
-                   bpy.types.Image: bpy.data.images, bpy.types.Material: bpy.data.materials}
-    for idb in reversed(created):
-        for typ, coll in collections.items():
-            if isinstance(idb, typ):
-                try:
-                    coll.remove(idb)
-                except (ReferenceError, RuntimeError):
-                    pass
-                break
+    datablocks.remove(created)
     (scene.render.fps, scene.render.fps_base, scene.frame_start, scene.frame_end, scene.camera,
      scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage) = saved
 

@@ -17,12 +17,18 @@ import re
 import struct
 import zlib
 
+import sys
+from pathlib import Path
+
 import bpy
 import numpy as np
 import pytest
 
-from pymaf_blender.blender import compat, export, rig, scene, timing
-from pymaf_blender.common.result_schema import read_result
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_export as bench  # noqa: E402
+
+from pymaf_blender.blender import compat, export, rig, scene, timing  # noqa: E402
+from pymaf_blender.common.result_schema import read_result  # noqa: E402
 
 # Blender 5.2's own FBX exporter sets ndarray.shape, deprecated in numpy 2.5 (not our code).
 pytestmark = pytest.mark.filterwarnings("ignore:Setting the shape on a NumPy array:DeprecationWarning")
@@ -41,16 +47,7 @@ def source(results):
     out = scene.import_result(bpy.context, read_result(results / "multi.npz"))
     sc = bpy.context.scene
     cam = out["camera"]
-    sc.frame_set(sc.frame_start)
-    for path in ("location", "rotation_euler"):
-        cam.keyframe_insert(path, frame=20)
-    cam.data.keyframe_insert("lens", frame=20)
-    cam.location.x += 0.4
-    cam.rotation_euler.z += 0.2
-    cam.data.lens *= 1.5
-    for path in ("location", "rotation_euler"):
-        cam.keyframe_insert(path, frame=50)
-    cam.data.keyframe_insert("lens", frame=50)
+    bench.animate_camera(cam)
     frames = list(range(sc.frame_start, sc.frame_end + 1))
     joints = {tid: {} for tid in out["armatures"]}
     cams, verts = {}, {}
