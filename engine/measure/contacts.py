@@ -25,6 +25,7 @@ import sys
 import numpy as np
 
 from engine.common import contacts as C
+from engine.common.blender_space import project_world_points
 from engine.common.floor import FOOT_JOINTS, consecutive_runs, floor_world_of_result, sole_offsets, world_from_camera
 from engine.common.kinematics import forward_kinematics
 from engine.common.rotations import axis_angle_to_rotmat
@@ -185,7 +186,8 @@ def joints_of(rotmats, transl, rest, parents) -> np.ndarray:
     return forward_kinematics(rotmats, rest, parents)[0] + np.asarray(transl)[:, None]
 
 
-def measure_piece(rotmats, transl, rest, parents, sole, fps, known=None, camera_position=None) -> dict:
+def measure_piece(rotmats, transl, rest, parents, sole, fps, known=None, camera_position=None,
+                  project=None) -> dict:
     """One body on consecutive frames, world -> detected contacts, skate and penetration before
     and after ``clean_track`` (what the Blender scene does: grounding along the camera rays when
     ``camera_position`` is given, then ``plant_feet``; skate on the detected contacts, and on
@@ -194,6 +196,8 @@ def measure_piece(rotmats, transl, rest, parents, sole, fps, known=None, camera_
     before = joints_of(rotmats, transl, rest, parents)
     R2, t2, found, factor = C.clean_track(rotmats, transl, rest, parents, sole, fps, camera_position)
     after = joints_of(R2, t2, rest, parents)
+    if project is not None:   # what the clean-up costs on the plate: joints' image shift (px)
+        shift = np.linalg.norm(project(after) - project(before), axis=-1)
     if camera_position is not None:   # the root's own change, apart from the move along its ray
         transl = transl + (factor - 1.0) * (transl + rest[0] - np.asarray(camera_position))
     out = dict(frames=len(before), contact=found, known=known, factor=factor,
@@ -202,6 +206,8 @@ def measure_piece(rotmats, transl, rest, parents, sole, fps, known=None, camera_
                pen=(C.penetration(before, sole), C.penetration(after, sole)),
                moved_root=(float(np.linalg.norm((t2 - transl)[:, :2], axis=1).max()),
                            float(np.abs(t2 - transl)[:, 2].max())))
+    if project is not None:
+        out["shift_px"] = shift
     if known is not None:
         out["skate_known"] = (C.foot_skate(before, known), C.foot_skate(after, known))
         out["agree"] = float((found == known).mean())
@@ -223,7 +229,7 @@ def synthetic_clips() -> list:
 
 def world_pieces(result, scaled: bool = False) -> list:
     """A result's tracks in the floor world, split at gaps -> [(name, rotmats, transl, rest,
-    parents, sole, fps, camera position)] (pieces under MIN_PIECE frames left out).
+    parents, sole, fps, camera position, world -> pixels)] (pieces under MIN_PIECE frames left out).
 
     The floor world is ``floor_world_of_result``'s (one plane, the tracks' depths as
     estimated), or with ``scaled`` ``estimate_floor_scaled``'s, each piece then moved along the
@@ -248,13 +254,18 @@ def world_pieces(result, scaled: bool = False) -> list:
         Rw, tw = world_from_camera(floor.normal, floor.offset)
     else:
         Rw, tw = floor_world_of_result(result)[0]
+    cam = result.meta["camera"]
+
+    def project(points):
+        return project_world_points(points, float(cam["focal_px"]), cam["principal_point"], (Rw, tw))
+
     out = []
     for name, R, t, rest, sole in pieces:
         if len(R) < MIN_PIECE:
             continue
         R = R.copy()
         R[:, 0] = Rw @ R[:, 0]
-        out.append((name, R, (rest[0] + t) @ Rw.T + tw - rest[0], rest, parents, sole, fps, tw))
+        out.append((name, R, (rest[0] + t) @ Rw.T + tw - rest[0], rest, parents, sole, fps, tw, project))
     return out
 
 
@@ -278,10 +289,20 @@ def _pool(rows: list) -> dict:
                pen=(pen(0), pen(1)),
                moved_root=tuple(max(r["moved_root"][i] for r in rows) for i in (0, 1)),
                factor=(min(r["factor"] for r in rows), max(r["factor"] for r in rows)))
+    if all("shift_px" in r for r in rows):
+        shift = np.concatenate([r["shift_px"].ravel() for r in rows])
+        out["shift_px"] = (float(np.median(shift)), float(np.percentile(shift, 95)))
     if all("agree" in r for r in rows):
         out["agree"] = rows[0]["agree"]
         out["skate_known"] = rows[0]["skate_known"]
     return out
+
+
+def _shift_text(m: dict) -> str:
+    if "shift_px" not in m:
+        return "—"
+    median, p95 = m["shift_px"]
+    return f"{median:.1f} / {p95:.1f}"
 
 
 def _factor_range(factor) -> str:
@@ -296,8 +317,9 @@ def _fmt(x, digits=1):
 def table(clips: list) -> str:
     head = ("| clip | frames (pieces) | contact share | agreement with known | skate before → after (mm/frame) "
             "| strict skate | skate on known contacts | penetration before: mean / max mm, % frames | after "
-            "| root moved, max: horizontal / vertical (m) | depth factor along the rays |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|")
+            "| root moved, max: horizontal / vertical (m) | depth factor along the rays "
+            "| joints' image shift: median / 95th pct (px) |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for name, m in clips:
         pb, pa = m["pen"]
@@ -311,7 +333,8 @@ def table(clips: list) -> str:
             f"{on_known} | "
             f"{pb[0]:.1f} / {pb[1]:.1f}, {100 * pb[2]:.0f} % | {pa[0]:.1f} / {pa[1]:.1f}, {100 * pa[2]:.0f} % | "
             f"{m['moved_root'][0]:.3f} / {m['moved_root'][1]:.3f} | "
-            f"{_factor_range(m['factor'])} |")
+            f"{_factor_range(m['factor'])} | "
+            f"{_shift_text(m)} |")
     return "\n".join(lines)
 
 
@@ -331,8 +354,8 @@ def main(argv=None) -> int:
         from engine.common.result_schema import read_result
 
         result = read_result(path)
-        rows = [measure_piece(R, t, r, p, s, fps, camera_position=c)
-                for _, R, t, r, p, s, fps, c in world_pieces(result, args.scaled)]
+        rows = [measure_piece(R, t, r, p, s, fps, camera_position=c, project=proj)
+                for _, R, t, r, p, s, fps, c, proj in world_pieces(result, args.scaled)]
         if rows:
             clips.append((f"{path}{' (scaled floor)' if args.scaled else ''}", _pool(rows)))
         else:

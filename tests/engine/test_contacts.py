@@ -281,7 +281,7 @@ def test_grounding_moves_a_sunken_walker_along_its_camera_rays(walk):
     assert abs(np.median(lower)) < 0.01
     ray, ray2 = j[:, 0] - camera, j2[:, 0] - camera
     np.testing.assert_allclose(np.cross(ray, ray2), 0.0, atol=1e-9)
-    # a camera level with the root: rays run along the floor, nothing moves
+    # a camera barely above the root: rays run along the floor, nothing moves
     level = np.array([0.0, -6.0, float(np.median(j[:, 0, 2]))])
     t3, k3 = C.ground_along_rays(j, t, REST[0], SOLE, walk["fps"], level)
     assert k3 == 1.0 and np.array_equal(t3, t)
@@ -296,7 +296,7 @@ def test_lift_directions():
     d = C.lift_directions(roots, np.array([0.0, 0.0, 4.0]))
     np.testing.assert_allclose(d[:, 2], 1.0)
     np.testing.assert_allclose(np.cross(d[0], np.array([0.0, 0.0, 4.0]) - roots[0]), 0.0, atol=1e-12)
-    np.testing.assert_allclose(d[1], [0, 0, 1])                # camera not 30 cm above: straight up
+    np.testing.assert_allclose(d[1], [0, 0, 1])                # camera not MIN_RAY_DROP above: straight up
     np.testing.assert_allclose(C.lift_directions(roots), [[0, 0, 1], [0, 0, 1]])
 
 
