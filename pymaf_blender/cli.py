@@ -9,7 +9,7 @@ With the bpy module (a source checkout, from the repository root)::
         [--estimator auto|landmarks|pymaf|pymaf-blazepose] [--landmark-model lite|full|heavy]
         [--checkpoint FILE] [--body FILE] [--device auto|cuda|cpu|mps] [--smoothing 0.67]
         [--people 1,3] [--engine-python PY] [--space floor|camera|in-place] [--no-plant-feet]
-        [--fbx-preset BLENDER|UNITY|UNREAL] [--fbx-per-character] [--fbx-camera] [--no-overlay]
+        [--fbx-preset BLENDER|UNITY|UNREAL] [--fbx-one-file] [--fbx-camera] [--no-overlay]
 
 With a real Blender and the extension installed (arguments after ``--``)::
 
@@ -18,8 +18,9 @@ With a real Blender and the extension installed (arguments after ``--``)::
     blender -b -P /path/to/pymaf_blender/cli.py -- VIDEO --out DIR        # a checkout or the
                                                                         # installed add-on's file
 
-Writes ``DIR/<video>.blend``, ``DIR/<video>.fbx`` (every person, bones named ``<id>_<bone>``;
-``--fbx-per-character``: ``DIR/<video>_<id>.fbx`` each), ``DIR/<video>_overlay.mp4`` with PNG stills
+Writes ``DIR/<video>.blend``, ``DIR/<video>_<id>.fbx`` per person (one person: ``DIR/<video>.fbx``;
+``--fbx-one-file``: everyone in ``DIR/<video>.fbx``, bones named ``<id>_<bone>`` when there are
+several), ``DIR/<video>_overlay.mp4`` with PNG stills
 in ``DIR/<video>_overlay_frames/``, and keeps the engine's raw result and log in ``DIR/pymaf/``.
 Starts from an empty scene. Each output is written under a temporary name and replaces the
 previous one only once complete: a failed run leaves the previous run's files as they were.
@@ -58,9 +59,9 @@ def _parser():
     p.add_argument("--no-plant-feet", action="store_true",
                    help="keep the feet as estimated (by default, on the floor, planted feet are pinned)")
     p.add_argument("--fbx-preset", default="BLENDER", choices=("BLENDER", "UNITY", "UNREAL"))
-    p.add_argument("--fbx-per-character", action="store_true",
-                   help="one FBX per person, <video>_<id>.fbx, instead of <video>.fbx with every person "
-                        "(bones named <id>_<bone> there)")
+    p.add_argument("--fbx-one-file", action="store_true",
+                   help="every person in <video>.fbx (bones named <id>_<bone> when there are several) "
+                        "instead of one FBX per person, <video>_<id>.fbx (one person: <video>.fbx)")
     p.add_argument("--fbx-camera", action="store_true", help="include the scene camera in the FBX")
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay preview")
     p.add_argument("--png-count", type=int, default=4, help="PNG stills of the overlay")
@@ -177,18 +178,14 @@ def _job(args, bpy, tasks, paths, video, out_dir, stem) -> dict:
             raise failed()
         ov = tasks.last("engine")
         result["overlay"], result["pngs"] = ov.outputs.get("video"), ov.outputs.get("pngs", [])
-    # One file with every person (bones prefixed with the person's id) unless asked per person.
+    # One FBX per person (<video>_<id>.fbx; a single person: <video>.fbx) unless asked for one file.
+    from .blender.export import file_paths
     fbx = out_dir / f"{stem}.fbx"
-    per_character = bool(getattr(args, "fbx_per_character", False))
+    per_character = not args.fbx_one_file
     if bpy.ops.pymaf.export(format="FBX", preset=args.fbx_preset, filepath=str(fbx), per_character=per_character,
-                            include_camera=bool(getattr(args, "fbx_camera", False))) != {"FINISHED"}:
+                            include_camera=args.fbx_camera) != {"FINISHED"}:
         raise RuntimeError(f"FBX export to {fbx} failed")
-    if per_character:
-        from .blender.export import character_labels
-        arms = tasks.pymaf_armatures(bpy.context)
-        result["fbx"] = [str(out_dir / f"{stem}_{label}.fbx") for label in character_labels(arms).values()]
-    else:
-        result["fbx"] = str(fbx)
+    result["fbx"] = file_paths(fbx, ".fbx", tasks.pymaf_armatures(bpy.context), per_character)
     save_blend_complete(blend)
     return result
 

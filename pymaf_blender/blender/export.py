@@ -157,17 +157,23 @@ def _stem(filepath, ext) -> str:
 
 
 def _plan(filepath, ext, arms, per_character) -> list:
-    """[(path, [armatures], first frame, last frame)] for the files to write."""
+    """[(path, [armatures], first frame, last frame)] for the files to write: per character
+    ``<stem>_<id><ext>``, or everyone in ``<stem><ext>`` (also a single character's file)."""
     stem = _stem(filepath, ext)
     frames = {a: present_frames(a) for a in arms}
     for a, f in frames.items():
         if len(f) == 0:
             raise ValueError(f"{a.name!r} has no frames to export")
-    if per_character:
+    if per_character and len(arms) > 1:
         labels = character_labels(arms)
         return [(f"{stem}_{labels[a]}{ext}", [a], int(frames[a][0]), int(frames[a][-1])) for a in arms]
     return [(stem + ext, list(arms), min(int(f[0]) for f in frames.values()),
              max(int(f[-1]) for f in frames.values()))]
+
+
+def file_paths(filepath, ext, arms, per_character) -> list:
+    """The absolute paths ``export_*`` writes for these armatures (``_plan``'s)."""
+    return [path for path, *_ in _plan(filepath, ext, list(arms), per_character)]
 
 
 # --------------------------------------------------------------------------- scene helpers
@@ -528,7 +534,7 @@ def export_fbx(context, filepath, objects, preset="BLENDER", *, per_character=Tr
         if progress:
             progress(k, len(plan))
         with _staged(context, group, lo, hi, camera=cam, hide_absent=hide_absent,
-                     prefix_bones=not per_character, centimetres=_CENTIMETRE_PRESETS.get(preset)) as objs, \
+                     prefix_bones=len(group) > 1, centimetres=_CENTIMETRE_PRESETS.get(preset)) as objs, \
                 _selection(context, objs), complete_only(path) as tmp:
             bpy.ops.export_scene.fbx(filepath=tmp, check_existing=False, **FBX_PRESETS[preset])
         written.append(path)
@@ -548,7 +554,7 @@ def export_gltf(context, filepath, objects, *, per_character=True, camera=False,
         if progress:
             progress(k, len(plan))
         with _staged(context, group, lo, hi, camera=cam, hide_absent=hide_absent,
-                     prefix_bones=not per_character, static_camera_data=True) as objs, \
+                     prefix_bones=len(group) > 1, static_camera_data=True) as objs, \
                 _selection(context, objs), _true_rate_for_gltf(context.scene), complete_only(path) as tmp:
             bpy.ops.export_scene.gltf(
                 filepath=tmp, check_existing=False, export_format="GLB", use_selection=True,

@@ -304,6 +304,20 @@ def test_fbx_one_file_with_unique_skeletons(loaded, source, tmp_path):
         assert absent == {"0": 0, "3": 12, "7": 8}[tid]
 
 
+def test_a_single_character_keeps_the_given_name_and_its_bone_names(loaded, source, tmp_path):
+    """One armature: the file is the path given (no id suffix) and its bones keep their names,
+    per character or not (nothing can collide)."""
+    arm = loaded["3"]
+    for per_character in (True, False):
+        paths = export.export_fbx(bpy.context, tmp_path / "one.fbx", [arm], "BLENDER", per_character=per_character)
+        assert paths == [str(tmp_path / "one.fbx")]
+        assert export.file_paths(tmp_path / "one.fbx", ".fbx", [arm], per_character) == paths
+        _, models, _ = fbx_summary(paths[0])
+        assert set(NAMES) <= set(models) and "3_pelvis" not in models
+    assert export.file_paths(tmp_path / "x", ".fbx", list(loaded.values()), True) == \
+        [str(tmp_path / f"x_{tid}.fbx") for tid in loaded]
+
+
 def test_takes_on_the_nla_are_exported_as_the_scene_shows_them(loaded, source, tmp_path):
     """A rig whose motion was pushed to an NLA track (no active action): the copies' strips move
     with the clip; centimetres (Unreal) and prefixed bones edit copies of the strips' actions,
