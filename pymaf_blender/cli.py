@@ -170,7 +170,10 @@ def _job(args, bpy, tasks, paths, video, out_dir, stem) -> dict:
     imp = tasks.last("engine")
     result = {"blend": str(blend), "result": imp.outputs.get("result"), "log": imp.outputs.get("log"),
               "estimator": getattr(imp, "estimator_label", ""),
-              "rigs": sorted(imp.info.get("armatures", {})), "notes": [imp.message], "pngs": []}
+              "rigs": sorted(imp.info.get("armatures", {})),
+              # the first summary lines repeat the message and the estimator; then where the floor put
+              # the camera (or why there is none) and any warning
+              "notes": [imp.message, *(imp.summary or "").splitlines()[2:]], "pngs": []}
     # Each output replaces the previous run's only once complete (the exporters and the overlay
     # write under temporary names); the .blend last, when everything else is there.
     if not args.no_overlay:

@@ -236,8 +236,8 @@ class PYMAF_OT_tracks_select(bpy.types.Operator):
 
 
 class PYMAF_OT_reapply_smoothing(bpy.types.Operator):
-    """Re-key the selected PyMAF rigs (all of them when none is selected) with the panel's smoothing
-    strength, from the raw motion kept with each rig (no engine run)"""
+    """Re-key the selected PyMAF rigs (else the active one, else all of them) with the panel's
+    smoothing strength, from the raw motion kept with each rig (no engine run)"""
     bl_idname = "pymaf.reapply_smoothing"
     bl_label = "Re-apply Smoothing"
     bl_options = {"REGISTER", "UNDO"}
@@ -268,8 +268,8 @@ class PYMAF_OT_reapply_smoothing(bpy.types.Operator):
 
 
 class PYMAF_OT_push_takes(bpy.types.Operator):
-    """Put the selected PyMAF rigs' motion (all rigs when none is selected) on NLA tracks, with the
-    same person's motion from other imports of the same video as muted tracks to compare or blend"""
+    """Put the selected PyMAF rigs' motion (else the active rig's, else all rigs') on NLA tracks, with
+    the same person's motion from other imports of the same video as muted tracks to compare or blend"""
     bl_idname = "pymaf.push_takes"
     bl_label = "Push Takes to NLA"
     bl_options = {"REGISTER", "UNDO"}
@@ -314,7 +314,7 @@ def with_extension(path: str, ext: str) -> str:
 
 
 class PYMAF_OT_export(bpy.types.Operator):
-    """Export the selected PyMAF rigs (all of them when none is selected): one file per character
+    """Export the selected PyMAF rigs (else the active one, else all of them): one file per character
     (<name>_<id>.<ext>) or all in one file with uniquely named skeletons; each clip starts at 0 s,
     absent frames hidden (scale 0)"""
     bl_idname = "pymaf.export"

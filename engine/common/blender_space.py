@@ -87,13 +87,21 @@ def armature_rotations(rotmats: np.ndarray, world=None) -> np.ndarray:
     return out
 
 
-def root_offsets(transl: np.ndarray, rest_root: np.ndarray, world=None) -> np.ndarray:
+def root_offsets(transl: np.ndarray, rest_root: np.ndarray, world=None, rest_head=None) -> np.ndarray:
     """Displacement of the root joint from its armature rest position, in armature space.
 
     transl (T, 3) engine translation (camera frame), rest_root (3,) SMPL rest joint 0 (body
-    frame) -> (T, 3). The posed root is at W (j0 + transl) + t; at rest it is at A j0."""
+    frame) -> (T, 3). The posed root is at W (j0 + transl) + t; at rest it is at ``rest_head``
+    (3,), the root bone's head in armature space (default A j0: the rest body unmoved)."""
     j0 = np.asarray(rest_root, np.float64)
-    return camera_points_to_world(j0 + np.asarray(transl, np.float64), world) - BODY_TO_ARMATURE @ j0
+    head = BODY_TO_ARMATURE @ j0 if rest_head is None else np.asarray(rest_head, np.float64)
+    return camera_points_to_world(j0 + np.asarray(transl, np.float64), world) - head
+
+
+def rest_on_floor(vertices: np.ndarray) -> np.ndarray:
+    """(V, 3) rest vertices in armature space -> (3,) the lift that stands them on Z = 0 (the
+    rig's rest pose, its bind pose in the exports, stands on the floor, not around the origin)."""
+    return np.array([0.0, 0.0, -float(np.asarray(vertices, np.float64)[:, 2].min())])
 
 
 def smpl_to_world(rotmats: np.ndarray, transl: np.ndarray, rest_root: np.ndarray, world=None) -> tuple:

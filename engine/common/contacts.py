@@ -369,6 +369,23 @@ def lift_directions(roots: np.ndarray, camera_position=None) -> np.ndarray:
     return out
 
 
+def hold_heading(world_rot: np.ndarray, forward: np.ndarray, contacts: np.ndarray, frames: int) -> np.ndarray:
+    """A foot's world rotations (T, 3, 3), its rest forward vector (3,) (ankle -> toe), its
+    contacts (T,) bool -> the rotations with the heading (the turn about Z) held at each contact
+    run's mean heading, blended in and out over ``frames`` (``blend_weights``); pitch and roll
+    (heel-off, a tilted sole) are left as they are."""
+    Rw = np.asarray(world_rot, np.float64)
+    f = Rw @ np.asarray(forward, np.float64)
+    heading = np.arctan2(f[:, 1], f[:, 0])
+    turn, best = np.zeros(len(Rw)), np.zeros(len(Rw))
+    for a, b, w in blend_weights(np.asarray(contacts, bool), frames):
+        held = np.arctan2(np.sin(heading[a:b]).mean(), np.cos(heading[a:b]).mean())
+        d = np.angle(np.exp(1j * (held - heading)))                 # wrapped to (-pi, pi]
+        take = w > best
+        turn[take], best[take] = w[take] * d[take], w[take]
+    return axis_angle_to_rotmat(turn[:, None] * np.array([0.0, 0.0, 1.0])) @ Rw
+
+
 def plant_feet(rotmats: np.ndarray, transl: np.ndarray, rest_joints: np.ndarray, parents, contacts: np.ndarray,
                sole_offsets, fps: float, blend_s: float = BLEND_S, reach: float = REACH,
                floor_z: float = 0.0, camera_position=None) -> tuple:
@@ -383,7 +400,8 @@ def plant_feet(rotmats: np.ndarray, transl: np.ndarray, rest_joints: np.ndarray,
     3. Where a target is beyond the leg's reach the root makes the smallest move that brings it
        within reach (``reach_shift``); nothing else moves the root horizontally.
     4. Two-bone IK (``two_bone_ik``) sets hip and knee; the ankle's local rotation is reset so
-       the foot keeps its world orientation.
+       the foot keeps its world orientation, except its heading, held during each run
+       (``hold_heading``): the toe does not swing about the pinned ankle with the estimate's noise.
     5. A last lift in case step 3 lowered a free foot through the floor.
     Frames with no weight on either foot change only by step 1's lift (none without penetration).
     With ``camera_position`` step 1's lift moves the root along its camera ray
@@ -406,7 +424,8 @@ def plant_feet(rotmats: np.ndarray, transl: np.ndarray, rest_joints: np.ndarray,
     lengths = [np.linalg.norm(rest[k] - rest[hp]) + np.linalg.norm(rest[a] - rest[k]) for hp, k, a, _ in LEGS]
     tr += reach_shift(joints[:, [LEGS[0][0], LEGS[1][0]]], targets, weights, lengths, reach)
     joints = local + tr[:, None]
-    for f, (hip, knee, ankle, _) in enumerate(LEGS):
+    blend_frames = max(1, int(round(blend_s * float(fps))))
+    for f, (hip, knee, ankle, toe) in enumerate(LEGS):
         n = np.flatnonzero(weights[:, f] > 0)
         if len(n) == 0:
             continue
@@ -414,7 +433,8 @@ def plant_feet(rotmats: np.ndarray, transl: np.ndarray, rest_joints: np.ndarray,
                                         world[n, knee], targets[n, f])
         R[n, hip] = np.swapaxes(world[n, parents[hip]], -1, -2) @ hip_rot
         R[n, knee] = np.swapaxes(hip_rot, -1, -2) @ knee_rot
-        R[n, ankle] = np.swapaxes(knee_rot, -1, -2) @ world[n, ankle]
+        foot = hold_heading(world[:, ankle], rest[toe] - rest[ankle], contacts[:, f], blend_frames)
+        R[n, ankle] = np.swapaxes(knee_rot, -1, -2) @ foot[n]
     local = forward_kinematics(R, rest, parents)[0]
     tr[:, 2] += lift_out_of_floor(local + tr[:, None], sole_offsets, floor_z)   # small: keep the pins
     return R, tr
@@ -492,6 +512,6 @@ def penetration(joints: np.ndarray, sole_offsets, floor_z: float = 0.0) -> tuple
 
 __all__ = ["foot_heights", "one_sided_speeds", "foot_speeds", "floor_level", "runs", "hysteresis", "fill_gaps",
            "drop_short", "detect_contacts", "contacts_of", "rotation_between", "two_bone_ik", "blend_weights",
-           "contact_weights", "contact_targets", "lift_out_of_floor", "lift_directions", "reach_shift", "plant_feet", "ground_along_rays",
+           "contact_weights", "contact_targets", "lift_out_of_floor", "lift_directions", "reach_shift", "hold_heading", "plant_feet", "ground_along_rays",
            "clean_track", "foot_skate",
            "penetration", "LEGS"]

@@ -162,14 +162,16 @@ def world_motion(raw: dict, strength) -> tuple:
     return R_w, t_w, found
 
 
-def key_values(rotmat: np.ndarray, transl: np.ndarray, rest_root: np.ndarray, bone_rest: np.ndarray) -> tuple:
+def key_values(rotmat: np.ndarray, transl: np.ndarray, rest_root: np.ndarray, bone_rest: np.ndarray,
+               rest_head=None) -> tuple:
     """World SMPL rotations (T, 24, 3, 3) + translation (T, 3) (``world_motion``) -> pose-bone
-    values. -> (rotation_quaternion (T, 24, 4) hemisphere-continuous, root location (T, 3))."""
+    values; ``rest_head`` (3,) the root bone's rest head (``rig.root_rest_head``).
+    -> (rotation_quaternion (T, 24, 4) hemisphere-continuous, root location (T, 3))."""
     world = blender_space.IDENTITY_WORLD
     M = blender_space.armature_rotations(np.asarray(rotmat, np.float64), world)
     q_bone = blender_space.bone_local_quats(M, bone_rest)
-    loc = blender_space.root_locations(blender_space.root_offsets(transl, rest_root, world), bone_rest[0])
-    return q_bone, loc
+    offsets = blender_space.root_offsets(transl, rest_root, world, rest_head)
+    return q_bone, blender_space.root_locations(offsets, bone_rest[0])
 
 
 # --------------------------------------------------------------------------- writing keys
@@ -235,7 +237,7 @@ def rekey(arm_obj, raw: dict, strength) -> None:
     when it was pushed to the NLA: it is made active just while writing)."""
     bone_rest = rig.bone_rest_matrices(arm_obj)
     q, t, found = world_motion(raw, strength)
-    q_bone, loc = key_values(q, t, raw["rest_root"], bone_rest)
+    q_bone, loc = key_values(q, t, raw["rest_root"], bone_rest, rig.root_rest_head(arm_obj))
     frames_bl = raw["frames"].astype(np.float64) + raw["frame_offset"]
     own = motion_action(arm_obj)
     ad = arm_obj.animation_data

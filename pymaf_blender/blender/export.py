@@ -110,11 +110,12 @@ def _armatures(objects) -> list:
 
 def present_frames(arm, scene=None) -> np.ndarray:
     """Scene frames (sorted ints) on which the character is present: the track's frames for a
-    PyMAF rig, else every frame of its action's range (else of the scene's)."""
+    PyMAF rig (with the short gaps it is shown across, ``timing.shown_frames``), else every
+    frame of its action's range (else of the scene's)."""
     from . import animation
     try:
         raw = animation.load_raw(arm)
-        return np.asarray(raw["frames"], np.int64) + int(raw["frame_offset"])
+        return timing.shown_frames(np.asarray(raw["frames"], np.int64) + int(raw["frame_offset"]), raw["fps"])
     except (ValueError, KeyError):
         pass
     ad = arm.animation_data
@@ -621,8 +622,9 @@ def _bvh_take(context, arm, frames) -> dict:
 
 
 def export_bvh(context, filepath, objects, *, split_gaps=True, progress=None) -> list:
-    """Write each armature's motion to BVH: ``<stem>_<id>.bvh``, or one take per run of present
-    frames ``<stem>_<id>_<first>-<last>.bvh`` (scene frames) where the character has gaps
+    """Write each armature's motion to BVH: ``<stem>_<id>.bvh`` (a single character:
+    ``<stem>.bvh``), or one take per run of present frames ``<stem>_<id>_<first>-<last>.bvh``
+    (scene frames) where the character has gaps
     (``split_gaps=False``: one file over first..last, gaps as the rig shows them). Y up, metres,
     the root's position in world space, ZXY rotation channels, true frame time; read right by
     Blender's importer with its defaults. -> the absolute paths written."""
@@ -636,10 +638,11 @@ def export_bvh(context, filepath, objects, *, split_gaps=True, progress=None) ->
         runs = timing.present_runs(present_frames(arm, scene))
         if not runs:
             raise ValueError(f"{arm.name!r} has no frames to export")
+        name = stem if len(arms) == 1 else f"{stem}_{labels[arm]}"   # one character: the name given
         if not split_gaps or len(runs) == 1:
-            jobs.append((f"{stem}_{labels[arm]}.bvh", arm, runs[0][0], runs[-1][1]))
+            jobs.append((f"{name}.bvh", arm, runs[0][0], runs[-1][1]))
         else:
-            jobs += [(f"{stem}_{labels[arm]}_{a}-{b}.bvh", arm, a, b) for a, b in runs]
+            jobs += [(f"{name}_{a}-{b}.bvh", arm, a, b) for a, b in runs]
     written = []
     current = scene.frame_current
     try:

@@ -1,8 +1,10 @@
 """One person's armature (SMPL's 24 joints) and skinned body mesh.
 
 The armature is built standing in Blender's axes from the track's rest joints
-(``blender_space.body_points_to_armature``) and its object keeps the identity transform at the
-world origin, so armature space = world space (see ``blender_space``). Bone heads are the
+(``blender_space.body_points_to_armature``), lifted so the rest body stands on Z = 0
+(``blender_space.rest_on_floor``: the bind pose of the exports is on the floor), and its object
+keeps the identity transform at the world origin, so armature space = world space (see
+``blender_space``). Bone heads are the
 joints; each bone points at a child joint (the spine for the pelvis, the neck for spine3, the
 only child elsewhere); leaves (head, feet, hands) continue their parent's direction.
 """
@@ -92,6 +94,11 @@ def bone_rest_matrices(arm_obj) -> np.ndarray:
     return np.array([np.array(bones[n].matrix_local.to_3x3(), np.float64) for n in BONE_NAMES])
 
 
+def root_rest_head(arm_obj) -> np.ndarray:
+    """(3,) the root bone's rest head in armature space (where the root motion is measured from)."""
+    return np.array(arm_obj.data.bones[BONE_NAMES[0]].head_local, np.float64)
+
+
 def build_body(collection, name: str, arm_obj, vertices: np.ndarray, faces: np.ndarray,
                weights: np.ndarray) -> bpy.types.Object:
     """Skinned body mesh: vertices (V, 3) armature space, faces (F, 3), weights (V, 24).
@@ -132,6 +139,20 @@ def build_body(collection, name: str, arm_obj, vertices: np.ndarray, faces: np.n
     mod.use_bone_envelopes = False
     mod.use_deform_preserve_volume = False
     obj.parent = arm_obj
+    return obj
+
+
+def build_floor(collection, name: str, size: float) -> bpy.types.Object:
+    """The floor: a ``size`` x ``size`` m plane at Z = 0 centred under the camera, drawn as wire
+    in the viewport and a shadow catcher in Cycles renders (CG shadows on the plate)."""
+    h = size / 2.0
+    me = bpy.data.meshes.new(name)
+    me.from_pydata([(-h, -h, 0.0), (h, -h, 0.0), (h, h, 0.0), (-h, h, 0.0)], [], [(0, 1, 2, 3)])
+    me.update()
+    obj = bpy.data.objects.new(name, me)
+    collection.objects.link(obj)
+    obj.display_type = "WIRE"
+    obj.is_shadow_catcher = True
     return obj
 
 

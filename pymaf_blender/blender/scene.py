@@ -20,6 +20,7 @@ from . import animation, camera, datablocks, rig, timing
 
 MAX_NAME_BYTES = 63          # Blender's ID name limit
 RIG_TAG = "PyMAF"
+FLOOR_SIZE_M = 30.0          # the floor plane's side: larger than most shots' acting area
 _NO_RIG = ("the result file has no rig data (body/faces, body/weights, body/parents and "
            "tracks/<id>/rest_vertices, rest_joints): it was written by an engine older than 0.2. "
            "Re-run the engine on the video (python -m engine run VIDEO -o RESULT.npz) to get a "
@@ -32,6 +33,10 @@ def armature_name(import_name: str, track_id: str) -> str:
 
 def body_name(import_name: str, track_id: str) -> str:
     return f"{armature_name(import_name, track_id)}_body"
+
+
+def floor_name(import_name: str) -> str:
+    return f"{import_name}_floor"
 
 
 def camera_name(import_name: str) -> str:
@@ -130,11 +135,13 @@ def _plan(result, track_ids, strength, video_path, name, space="FLOOR", plant_fe
         tr = result.tracks[tid]
         raw = animation.raw_from_track(tr, meta, tid, name, "", space, world, plant_feet)
         R, t, found = animation.world_motion(raw, strength)
+        vertices = blender_space.body_points_to_armature(tr.rest_vertices)
+        joints = blender_space.body_points_to_armature(tr.rest_joints)
+        lift = blender_space.rest_on_floor(vertices)
         raw["strength"] = strength or 0.0
         people[tid] = {
             "raw": raw, "rotmat": R, "transl": t, "contacts": found,
-            "joints": blender_space.body_points_to_armature(tr.rest_joints),
-            "vertices": blender_space.body_points_to_armature(tr.rest_vertices),
+            "joints": joints + lift, "vertices": vertices + lift,
             "frames_bl": raw["frames"].astype(np.float64) + offset,
         }
     return {
@@ -150,7 +157,7 @@ def _plan(result, track_ids, strength, video_path, name, space="FLOOR", plant_fe
 def _unique_name(base: str) -> str:
     def taken(n):
         prefix = f"{n}_{RIG_TAG}_"
-        return (n in bpy.data.collections or camera_name(n) in bpy.data.objects
+        return (n in bpy.data.collections or camera_name(n) in bpy.data.objects or floor_name(n) in bpy.data.objects
                 or any(o.name.startswith(prefix) for o in bpy.data.objects))
     name, k = base, 2
     while taken(name):
@@ -179,7 +186,8 @@ def import_result(context, result, *, track_ids=None, strength=None, video_path=
     each person stood on the floor along the camera rays, planted feet pinned, contacts keyed
     as the custom properties ``pymaf_contact_left/right`` (``animation.world_motion``).
 
-    -> {"collection", "camera", "armatures": {id: obj}, "meshes": {id: obj},
+    -> {"collection", "camera", "floor" (a plane at Z = 0 in the floor worlds, else None),
+        "armatures": {id: obj}, "meshes": {id: obj},
         "frame_start", "frame_end", "fps", "name", "space", "camera_height" (m, None in camera
         space), "camera_pitch_deg", "warnings": [str]}
     """
@@ -225,6 +233,10 @@ def _build(context, plan, created):
 
     cam = camera.build_camera(context, coll, camera_name(name), plan["meta"], plan["world"])
     created += [cam, cam.data]
+    out_floor = None
+    if plan["world"] is not None:
+        out_floor = rig.build_floor(coll, floor_name(name), FLOOR_SIZE_M)
+        created += [out_floor, out_floor.data]
     warnings = list(plan["warnings"])
     images_before = set(bpy.data.images)
     img = camera.load_video(plan["video_path"])
@@ -252,11 +264,13 @@ def _build(context, plan, created):
         body.data.materials.append(mat)
         raw = p["raw"]
         raw["import_name"], raw["body"] = name, body.name
-        q_bone, loc = animation.key_values(p["rotmat"], p["transl"], raw["rest_root"], rig.bone_rest_matrices(arm))
+        q_bone, loc = animation.key_values(p["rotmat"], p["transl"], raw["rest_root"], rig.bone_rest_matrices(arm),
+                                           rig.root_rest_head(arm))
         created.append(animation.write_pose_keys(arm, p["frames_bl"], q_bone, loc, f"{arm.name}_motion"))
         if p["contacts"] is not None:
             animation.write_contact_keys(arm, p["frames_bl"], p["contacts"])
-        kf, hidden = timing.visibility_keys(p["frames_bl"], scene.frame_start, scene.frame_end)
+        shown = timing.shown_frames(p["frames_bl"], plan["fps"])
+        kf, hidden = timing.visibility_keys(shown, scene.frame_start, scene.frame_end)
         created.append(animation.write_visibility_keys(body, kf, hidden, f"{body.name}_visibility"))
         animation.store_raw(arm, raw)
         armatures[tid], meshes[tid] = arm, body
@@ -264,7 +278,7 @@ def _build(context, plan, created):
     context.view_layer.objects.active = armatures[plan["ids"][0]]
     scene.frame_set(scene.frame_start)
     fl = plan["floor"]
-    return {"collection": coll, "camera": cam, "armatures": armatures, "meshes": meshes,
+    return {"collection": coll, "camera": cam, "floor": out_floor, "armatures": armatures, "meshes": meshes,
             "frame_start": scene.frame_start, "frame_end": scene.frame_end,
             "fps": scene.render.fps / scene.render.fps_base, "name": name, "space": plan["space"],
             "camera_height": fl.camera_height if fl else None,

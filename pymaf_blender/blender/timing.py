@@ -10,6 +10,9 @@ Mapping (docs/blender-scene.md, "Frames and time"):
 shows exactly the video frame the pose was estimated on, and frame numbers in Blender's movie
 clip editor and tracker line up with ours.
 
+``shown_frames``: a person is shown across gaps of at most ``BRIDGED_GAP_S`` (a frame or two the
+estimator missed), hidden in longer ones (``visibility_keys``; the exports use the same frames).
+
 Frame rates are split into Blender's integer ``fps`` and float ``fps_base`` (rate =
 fps / fps_base), with the NTSC family written the way Blender's own presets write it:
 29.97 -> 30 / 1.001, 23.976 -> 24 / 1.001, 59.94 -> 60 / 1.001.
@@ -64,6 +67,26 @@ def present_runs(frames) -> list:
     starts = np.r_[0, cut + 1]
     ends = np.r_[cut, len(f) - 1]
     return [(int(f[a]), int(f[b])) for a, b in zip(starts, ends)]
+
+
+# A person missing for at most this long (the estimator lost them for a frame or two) is shown
+# throughout, the pose interpolated across: hiding them would blink the body out (and the
+# exports would collapse it to scale 0, BVH split it into takes). Longer gaps are real absences.
+BRIDGED_GAP_S = 0.1
+
+
+def shown_frames(frames, fps: float, max_gap_s: float = BRIDGED_GAP_S) -> np.ndarray:
+    """Strictly increasing frame numbers (T,) -> the frames a person is shown on: these plus
+    every gap of at most ``max_gap_s`` (int64, sorted)."""
+    f = np.asarray(frames, np.int64)
+    if f.size < 2:
+        return f.copy()
+    longest = int(np.floor(float(max_gap_s) * float(fps) + 1e-9))   # missing frames bridged
+    filled = [f]
+    for a, b in zip(f[:-1], f[1:]):
+        if 1 < b - a <= longest + 1:
+            filled.append(np.arange(a + 1, b, dtype=np.int64))
+    return np.sort(np.concatenate(filled))
 
 
 def visibility_keys(frames, scene_start: int, scene_end: int) -> tuple:

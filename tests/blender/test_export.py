@@ -314,6 +314,7 @@ def test_a_single_character_keeps_the_given_name_and_its_bone_names(loaded, sour
         assert export.file_paths(tmp_path / "one.fbx", ".fbx", [arm], per_character) == paths
         _, models, _ = fbx_summary(paths[0])
         assert set(NAMES) <= set(models) and "3_pelvis" not in models
+    assert export.export_bvh(bpy.context, tmp_path / "one.bvh", [loaded["0"]]) == [str(tmp_path / "one.bvh")]
     assert export.file_paths(tmp_path / "x", ".fbx", list(loaded.values()), True) == \
         [str(tmp_path / f"x_{tid}.fbx") for tid in loaded]
 

@@ -974,6 +974,7 @@ def test_headless_main_job(ext, clip, tmp_path, fake_python):
     assert len(pngs) == 4 and not (out / f"{stem}.blend1").exists()
     assert f"scene:         {blend}" in proc.stdout and f"overlay video: {mp4}" in proc.stdout
     assert "estimator:     BlazePose GHUM full" in proc.stdout
+    assert "World with floor: camera" in proc.stdout or "no floor found" in proc.stdout   # where the rigs stand
     assert list((out / "pymaf").glob("*.npz")) and list((out / "pymaf").glob("*.log"))
     clip_data = bpy.data.movieclips.load(str(mp4))
     assert clip_data.frame_duration == 6

@@ -103,6 +103,10 @@ def test_blender_fps_and_frame_mapping():
     assert kf.tolist() == [11, 13, 16, 20, 22] and hidden.tolist() == [1, 0, 1, 0, 1]
     kf, hidden = timing.visibility_keys(np.arange(11, 31), 11, 30)
     assert kf.tolist() == [11] and hidden.tolist() == [0]
+    # a frame or two the estimator missed (up to 0.1 s) is bridged; longer gaps are absences
+    assert timing.shown_frames([1, 2, 4, 5, 9, 14], 30.0).tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 14]
+    assert timing.shown_frames([1, 2, 4, 5, 9, 14], 10.0).tolist() == [1, 2, 3, 4, 5, 9, 14]
+    assert timing.shown_frames([7], 30.0).tolist() == [7]
 
 
 def test_bone_tails_point_at_a_child_and_leaves_continue():
@@ -142,6 +146,9 @@ def test_rig_structure(imported, result):
         body = imported["meshes"][tid]
         assert body.name == f"video_PyMAF_{tid}_body" and body.parent == arm
         assert len(body.data.vertices) == result.body.weights.shape[0]
+        co = np.empty(3 * len(body.data.vertices), np.float32)
+        body.data.vertices.foreach_get("co", co)
+        assert abs(co.reshape(-1, 3)[:, 2].min()) < 1e-5       # the rest (bind) pose stands on Z = 0
         assert len(body.data.polygons) == result.body.faces.shape[0]
         assert [g.name for g in body.vertex_groups] == list(NAMES)
         mods = [m for m in body.modifiers if m.type == "ARMATURE"]
@@ -245,6 +252,11 @@ def test_floor_world_stands_people_on_the_floor_and_places_the_camera(imported, 
     raw = animation.load_raw(imported["armatures"]["0"])
     R, t = animation.raw_world(raw)
     assert raw["space"] == "FLOOR" and np.allclose(R @ R.T, np.eye(3)) and np.linalg.det(R) > 0
+    fl = imported["floor"]
+    assert fl.name == "video_floor" and fl.is_shadow_catcher and fl.display_type == "WIRE"
+    co = np.empty(3 * len(fl.data.vertices))
+    fl.data.vertices.foreach_get("co", co)
+    assert np.allclose(co.reshape(-1, 3)[:, 2], 0.0) and np.allclose(np.array(fl.matrix_world), np.eye(4))
     assert np.allclose(t, [0, 0, imported["camera_height"]])
     assert np.allclose(np.array(cam.matrix_world), blender_space.camera_object_matrix((R, t)), atol=1e-6)
     for tid, arm in imported["armatures"].items():
@@ -259,7 +271,7 @@ def test_camera_space_and_in_place(empty_scene, result, ref):
     cam_out = scene.import_result(bpy.context, result, space="CAMERA", track_ids=["0"])
     floor_out = scene.import_result(bpy.context, result, space="FLOOR", track_ids=["0"])
     still = scene.import_result(bpy.context, result, space="IN_PLACE", track_ids=["0"])
-    assert (cam_out["space"], cam_out["camera_height"]) == ("CAMERA", None)
+    assert (cam_out["space"], cam_out["camera_height"], cam_out["floor"]) == ("CAMERA", None, None)
     cam = cam_out["camera"]
     assert np.allclose(np.array(cam.matrix_world.to_translation()), 0)
     assert np.allclose(np.array(cam.rotation_euler), blender_space.CAMERA_EULER_XYZ, atol=1e-6)
@@ -437,7 +449,7 @@ def test_several_imports_and_track_selection_coexist(empty_scene, result, ref):
     assert a["collection"].name == "video" and b["collection"].name == "video_2"
     assert c["armatures"]["0"].name == "take two_PyMAF_0"
     names = [o.name for o in bpy.data.objects]
-    assert len(names) == len(set(names)) == 3 + 5 + 3  # camera + rig + body per person
+    assert len(names) == len(set(names)) == 4 + 6 + 4  # camera + floor + rig and body per person
     for out, tid in ((a, "3"), (b, "0"), (c, "0")):
         frames = ref[f"{tid}/frames"][[0, -1]] + out["frame_start"]
         J = ref_joints(out["armatures"][tid], frames)

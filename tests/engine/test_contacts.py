@@ -171,10 +171,14 @@ def test_planting_stops_skating_and_penetration(walk, detected):
     # planted soles are on the floor, not hovering
     assert np.abs(C.foot_heights(after, SOLE)[contacts]).max() < 1e-6
     assert_rotations(R2)
-    # the foot keeps its world orientation everywhere
-    W1 = forward_kinematics(est["rotmats"], REST, PARENTS)[1]
-    W2 = forward_kinematics(R2, REST, PARENTS)[1]
-    np.testing.assert_allclose(W2[:, list(FOOT_JOINTS)], W1[:, list(FOOT_JOINTS)], atol=1e-9)
+    # the foot keeps its world orientation up to a turn about the vertical (its heading, held
+    # during contacts): the toe no longer swings about the pinned ankle
+    W1 = forward_kinematics(est["rotmats"], REST, PARENTS)[1][:, list(FOOT_JOINTS)]
+    W2 = forward_kinematics(R2, REST, PARENTS)[1][:, list(FOOT_JOINTS)]
+    turn = W2 @ np.swapaxes(W1, -1, -2)
+    np.testing.assert_allclose(turn[..., 2, 2], 1.0, atol=1e-9)
+    assert C.foot_skate(before, contacts, strict=True) > 10.0
+    assert C.foot_skate(after, contacts, strict=True) < 1.5
     # the root stays near its own path: no teleport
     assert np.linalg.norm((t2 - est["transl"])[:, :2], axis=1).max() < 0.03
     assert np.abs(t2 - est["transl"]).max() < 0.05
@@ -289,6 +293,25 @@ def test_grounding_moves_a_sunken_walker_along_its_camera_rays(walk):
     far = np.asarray(walk["transl"], np.float64) + [0.0, 0.0, -30.0]
     assert C.ground_along_rays(M.joints_of(walk["rotmats"], far, REST, PARENTS), far, REST[0], SOLE,
                                walk["fps"], camera)[1] == C.DEPTH_LIMITS[0]
+
+
+def test_hold_heading_keeps_pitch_and_holds_the_turn():
+    """A foot turning +-10 deg about Z and pitching (heel-off) during one contact run: its heading
+    becomes the run's mean, its pitch stays, frames far from the run are untouched."""
+    T = 40
+    c = np.zeros(T, bool)
+    c[10:30] = True
+    yaw = np.radians(10) * np.sin(np.arange(T))
+    pitch = np.radians(np.linspace(0, 30, T))
+    R = axis_angle_to_rotmat(yaw[:, None] * [0, 0, 1.0]) @ axis_angle_to_rotmat(pitch[:, None] * [0, 1.0, 0])
+    H = C.hold_heading(R, np.array([1.0, 0, 0]), c, frames=3)
+    f = H @ [1.0, 0, 0]
+    heading = np.arctan2(f[:, 1], f[:, 0])
+    assert np.ptp(heading[10:30]) < 1e-9
+    np.testing.assert_allclose(f[:, 2], (R @ [1.0, 0, 0])[:, 2], atol=1e-12)        # pitch kept
+    np.testing.assert_allclose(H[:5], R[:5], atol=1e-12)
+    np.testing.assert_allclose(H[35:], R[35:], atol=1e-12)
+    assert_rotations(H)
 
 
 def test_lift_directions():
