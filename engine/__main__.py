@@ -1,13 +1,14 @@
 """``python -m engine COMMAND ...``. Commands: ``run`` (video -> SMPL motion result) and
 ``analyze`` (video -> tracks JSON, no network); see engine/run.py for options and exit codes,
-docs/engine-cli.md."""
+docs/engine-cli.md; ``mattes`` (result -> per-person matte sequences, engine/mattes.py)."""
 from __future__ import annotations
 
 import sys
 
 USAGE = ("usage: python -m engine run VIDEO -o RESULT.npz [options]        (python -m engine run --help)\n"
-         "       python -m engine analyze VIDEO -o TRACKS.json [options]   (python -m engine analyze --help)")
-COMMANDS = ("run", "analyze")
+         "       python -m engine analyze VIDEO -o TRACKS.json [options]   (python -m engine analyze --help)\n"
+         "       python -m engine mattes RESULT.npz --out DIR [options]    (python -m engine mattes --help)")
+COMMANDS = ("run", "analyze", "mattes")
 
 
 def main(argv=None) -> int:
@@ -16,6 +17,9 @@ def main(argv=None) -> int:
         print(USAGE, file=sys.stderr)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
+    if cmd == "mattes":
+        from engine.mattes import main as mattes_main
+        return mattes_main(rest)
     if cmd in COMMANDS:
         from engine.run import main as run_main
         return run_main(rest, command=cmd)

@@ -89,6 +89,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.common.jobs import report_internal_error
 from engine.pipeline import Cancelled, log
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_VIDEO, EXIT_NO_PERSON, EXIT_MODEL, EXIT_WRITE = 0, 1, 2, 3, 4, 5, 6
@@ -1045,12 +1046,7 @@ def main(argv=None, command: str = "run") -> int:
     except SystemExit:
         raise
     except Exception as err:  # noqa: BLE001 - a bug: keep the traceback
-        import traceback
-        traceback.print_exc()
-        if "jsonl" in argv:
-            real_stdout.write(json.dumps({"event": "error", "code": "internal",
-                                          "message": f"{type(err).__name__}: {err}"}) + "\n")
-            real_stdout.flush()
+        report_internal_error(err, real_stdout, "jsonl" in argv)
         return EXIT_INTERNAL
     finally:
         sys.stdout = real_stdout

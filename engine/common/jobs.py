@@ -39,6 +39,20 @@ EXIT_CANCELLED = 130
 _WINDOWS = os.name == "nt"
 
 
+def report_internal_error(err: BaseException, stdout, jsonl: bool) -> None:
+    """A bug in an engine command: the traceback on stderr and, for ``--progress jsonl``, an
+    ``{"event": "error", "code": "internal"}`` line on ``stdout`` (the real one) so the
+    extension shows it."""
+    import sys
+    import traceback
+
+    traceback.print_exc(file=sys.stderr)
+    if jsonl:
+        stdout.write(json.dumps({"event": "error", "code": "internal",
+                                 "message": f"{type(err).__name__}: {err}"}) + "\n")
+        stdout.flush()
+
+
 def engine_command(python, *args, module: str = "engine") -> list:
     """``[python, -u, -m, engine, *args]`` (or another engine module, e.g. ``engine.check``):
     unbuffered, so progress lines arrive as they are printed."""

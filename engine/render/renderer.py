@@ -52,6 +52,7 @@ Pitfalls:
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,7 +94,7 @@ _CONTEXT_PID = None
 
 
 def gl_context():
-    """The process's moderngl context over EGL, created on first use.
+    """The process's moderngl context (EGL on Linux; WGL / CGL elsewhere), created on first use.
 
     Raises RuntimeError in a fork of a process that already had a context (GL would
     hang there; see the module notes) and whatever moderngl raises when no EGL device
@@ -113,7 +114,9 @@ def gl_context():
     device = os.environ.get("PYMAF_GL_DEVICE", "").strip()
     if device:
         kwargs["device_index"] = int(device)
-    _CONTEXT = moderngl.create_context(standalone=True, backend="egl", **kwargs)
+    if sys.platform.startswith("linux"):   # headless: no X server needed
+        kwargs["backend"] = "egl"
+    _CONTEXT = moderngl.create_context(standalone=True, **kwargs)
     _CONTEXT_PID = os.getpid()
     return _CONTEXT
 

@@ -23,6 +23,8 @@ import math
 
 import numpy as np
 
+from ..common.gaps import BRIDGED_GAP_S, shown_frames  # noqa: F401  (one rule: common/gaps.py)
+
 BLENDER_FRAME_OFFSET = 1  # Blender frame of video frame 0
 
 
@@ -67,26 +69,6 @@ def present_runs(frames) -> list:
     starts = np.r_[0, cut + 1]
     ends = np.r_[cut, len(f) - 1]
     return [(int(f[a]), int(f[b])) for a, b in zip(starts, ends)]
-
-
-# A person missing for at most this long (the estimator lost them for a frame or two) is shown
-# throughout, the pose interpolated across: hiding them would blink the body out (and the
-# exports would collapse it to scale 0, BVH split it into takes). Longer gaps are real absences.
-BRIDGED_GAP_S = 0.1
-
-
-def shown_frames(frames, fps: float, max_gap_s: float = BRIDGED_GAP_S) -> np.ndarray:
-    """Strictly increasing frame numbers (T,) -> the frames a person is shown on: these plus
-    every gap of at most ``max_gap_s`` (int64, sorted)."""
-    f = np.asarray(frames, np.int64)
-    if f.size < 2:
-        return f.copy()
-    longest = int(np.floor(float(max_gap_s) * float(fps) + 1e-9))   # missing frames bridged
-    filled = [f]
-    for a, b in zip(f[:-1], f[1:]):
-        if 1 < b - a <= longest + 1:
-            filled.append(np.arange(a + 1, b, dtype=np.int64))
-    return np.sort(np.concatenate(filled))
 
 
 def visibility_keys(frames, scene_start: int, scene_end: int) -> tuple:
