@@ -13,9 +13,9 @@ retargeting). docs/extension.md describes the whole.
 import bpy
 from bpy.app.handlers import persistent
 
-from . import operators, preferences, properties, retarget_ops, tasks, ui
+from . import operators, preferences, properties, retarget_ops, roto_ops, tasks, ui
 
-_MODULES = (properties, preferences, operators, ui, retarget_ops)
+_MODULES = (properties, preferences, operators, ui, retarget_ops, roto_ops)
 
 
 @persistent
