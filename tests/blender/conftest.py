@@ -66,3 +66,19 @@ def pytest_unconfigure(config):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(_exit["code"])
+
+
+@pytest.fixture
+def addon():
+    """The add-on's operators and panels: the installed extension's when an earlier test
+    installed it, else this checkout's, registered for the test."""
+    if hasattr(bpy.types, "PYMAF_PT_main"):
+        yield
+        return
+    import pymaf_blender
+
+    pymaf_blender.register()
+    try:
+        yield
+    finally:
+        pymaf_blender.unregister()

@@ -21,6 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_retarget as bench  # noqa: E402
+from layout_recorder import Recorder  # noqa: E402
 
 from engine.measure.retarget import TEST_RIGS, humanoid  # noqa: E402
 from pymaf_blender.blender import compat, retarget, scene  # noqa: E402
@@ -247,39 +248,7 @@ def test_refusals_say_what_is_wrong(src):
         retarget.retarget_action(ctx, src["0"], body, rt.PRESETS["MIXAMO"])
 
 
-@pytest.fixture
-def ops(src):
-    """The add-on's operators: the installed extension's when another test installed it, else
-    this checkout's, registered for the test."""
-    if hasattr(bpy.types, "PYMAF_OT_retarget"):
-        yield
-        return
-    import pymaf_blender
-
-    pymaf_blender.register()
-    try:
-        yield
-    finally:
-        pymaf_blender.unregister()
-
-
-class Recorder:
-    """A UILayout stand-in that records the texts a panel draws."""
-
-    def __init__(self):
-        self.texts = []
-
-    def __getattr__(self, name):
-        def call(*args, **kwargs):
-            if "text" in kwargs and kwargs["text"]:
-                self.texts.append(kwargs["text"])
-            if name in ("row", "column", "box", "split"):
-                return self
-            return SimpleNamespace(how="", filepath="")
-        return call
-
-
-def test_operator_user_map_saved_and_loaded(src, ops, tmp_path):
+def test_operator_user_map_saved_and_loaded(src, addon, tmp_path):
     """A rig with its own naming: Guess fills the user map, it is saved in the user folder,
     loaded back, and the operator retargets with it; errors come back as reports."""
     ctx = bpy.context

@@ -27,6 +27,7 @@ import pytest
 from bpy_extras.object_utils import world_to_camera_view
 
 from conftest import REPO, engine_python
+from layout_recorder import Recorder
 from pymaf_blender.blender import roto, scene
 from pymaf_blender.common import silhouette as sil
 from pymaf_blender.common.result_schema import read_result
@@ -464,38 +465,6 @@ def test_bad_input_changes_nothing(shot, mattes, tmp_path):
 
 # --------------------------------------------------------------------------- operators and the panel
 
-@pytest.fixture
-def ops():
-    """The add-on's operators: the installed extension's when another test installed it, else
-    this checkout's, registered for the test."""
-    if hasattr(bpy.types, "PYMAF_OT_roto_setup"):
-        yield
-        return
-    import pymaf_blender
-
-    pymaf_blender.register()
-    try:
-        yield
-    finally:
-        pymaf_blender.unregister()
-
-
-class Recorder:
-    """A UILayout stand-in that records the texts a panel draws."""
-
-    def __init__(self):
-        self.texts = []
-
-    def __getattr__(self, name):
-        def call(*args, **kwargs):
-            if kwargs.get("text"):
-                self.texts.append(kwargs["text"])
-            if name in ("row", "column", "box", "split"):
-                return self
-            return SimpleNamespace()
-        return call
-
-
 def panel_texts():
     rec = Recorder()
     bpy.types.PYMAF_PT_roto.draw(SimpleNamespace(layout=rec), bpy.context)
@@ -572,7 +541,7 @@ def no_chosen_engine():
             prefs.engine_python = value
 
 
-def test_mattes_button_then_set_up_roto(shot, ops, fake_mattes_engine, results, monkeypatch):
+def test_mattes_button_then_set_up_roto(shot, addon, fake_mattes_engine, results, monkeypatch):
     """Mattes runs ``engine mattes`` on the last result (progress, the scene's people, the
     plate, a folder next to the result) and offers its folder to Set Up Roto, which builds masks
     and tracks from it; an engine without the command is explained; panel draws."""
@@ -612,12 +581,12 @@ def test_mattes_button_then_set_up_roto(shot, ops, fake_mattes_engine, results, 
     assert "Import a video first" in panel_texts()
 
 
-def test_set_up_roto_operator_errors(empty_scene, ops):
+def test_set_up_roto_operator_errors(empty_scene, addon):
     with pytest.raises(RuntimeError, match="no PyMAF rig in the scene"):
         bpy.ops.pymaf.roto_setup()
 
 
-def test_real_engine_mattes(shot, ops, results, monkeypatch):
+def test_real_engine_mattes(shot, addon, results, monkeypatch):
     """The real engine's ``mattes`` command through the button. Its contours outline the
     largest visible region of a person (a person split by another in front has more than one),
     so the masks are compared with the contour polygon rasterised at full detail: the mask at
