@@ -70,7 +70,9 @@ import numpy as np
 from engine.common.atomic import atomic_file, check_writable, create_temp, fsync_dir
 from engine.common.gaps import shown_frames
 from engine.common.jobs import report_internal_error
+from engine.common.kinematics import skinned_vertices
 from engine.common.palette import person_color_srgb, srgb_to_linear
+from engine.common.result_schema import track_order
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_VIDEO, EXIT_RENDERER, EXIT_WRITE = 0, 1, 2, 3, 5, 6
 EXIT_CANCELLED = 130
@@ -133,24 +135,6 @@ def load_result(path):
     return res
 
 
-def natural_ids(ids) -> list:
-    return sorted(ids, key=lambda t: (0, int(t), "") if t.isdigit() else (1, 0, t))
-
-
-def skin(rotmats: np.ndarray, rest_joints: np.ndarray, rest_vertices: np.ndarray, weights: np.ndarray,
-         parents: np.ndarray, transl: np.ndarray) -> np.ndarray:
-    """Linear blend skinning of one pose in the camera frame. rotmats (24, 3, 3) local (joint
-    0 = global orient), rest (24, 3) / (V, 3), weights (V, 24), transl (3,) -> (V, 3) float64."""
-    from engine.common.kinematics import forward_kinematics
-
-    joints, world = forward_kinematics(rotmats, rest_joints, parents)            # (24, 3), (24, 3, 3)
-    offset = joints - np.einsum("jab,jb->ja", world, np.asarray(rest_joints, np.float64))
-    blend = np.asarray(weights, np.float64) @ np.concatenate([world.reshape(-1, 9), offset], 1)   # (V, 12)
-    v = np.asarray(rest_vertices, np.float64)
-    out = np.einsum("vab,vb->va", blend[:, :9].reshape(-1, 3, 3), v) + blend[:, 9:]
-    return out + np.asarray(transl, np.float64)
-
-
 class Person:
     """One track's posed mesh per result frame (with the Blender side's short gaps bridged)."""
 
@@ -188,7 +172,8 @@ class Person:
         p = self.pose(frame)
         if p is None:
             return None
-        return skin(p[0], self.rest_j, self.rest_v, self.weights, self.parents, p[1]).astype(np.float32)
+        v = skinned_vertices(p[0], self.rest_j, self.rest_v, self.weights, self.parents)
+        return (v + p[1]).astype(np.float32)
 
 
 def vertex_parts(result, tids) -> np.ndarray:
@@ -707,7 +692,7 @@ def make_mattes(result_path, out_dir, *, video=None, people=None, start=None, st
     width, height = meta["video"].get("width"), meta["video"].get("height")
     if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
         raise _usage("bad_result", f"{result_path}: meta.video.width/height are not positive integers")
-    available = natural_ids(result.tracks)
+    available = sorted(result.tracks, key=track_order)
     if people is None:
         tids = available
     else:

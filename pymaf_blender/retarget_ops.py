@@ -14,6 +14,7 @@ from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntPropert
 
 from .common import retarget as rt
 from .properties import scene_settings_registration
+from .ui import SidebarPanel
 
 PRESET_ITEMS = tuple((k, *rt.PRESET_LABELS[k]) for k in rt.PRESETS) + (
     ("USER", "User Map", "Your own bone map: the one edited below, or a saved map file"),)
@@ -257,10 +258,7 @@ class PYMAF_OT_retarget_map_load(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class PYMAF_PT_retarget(bpy.types.Panel):
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "PyMAF"
+class PYMAF_PT_retarget(SidebarPanel, bpy.types.Panel):
     bl_label = "Retarget"
     bl_parent_id = "PYMAF_PT_main"
     bl_options = {"DEFAULT_CLOSED"}

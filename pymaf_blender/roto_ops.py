@@ -16,9 +16,11 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from . import paths, tasks
+from .common.result_schema import track_order
 from .common.smpl_topology import SMPL_JOINT_NAMES
 from .operators import TaskOperator
 from .properties import scene_settings_registration
+from .ui import SidebarPanel
 
 JOINTS = tuple(SMPL_JOINT_NAMES)
 DEFAULT_JOINTS = {"pelvis", "neck", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
@@ -119,7 +121,7 @@ class MattesTask(tasks.Task):
     def _people(self, context, result) -> list:
         """The people of that result that are in the scene (all of them: None)."""
         ids = {str(a["pymaf"].get("track_id")) for a in self._rigs_of(context, result)}
-        return sorted(ids, key=lambda t: (not t.isdigit(), int(t) if t.isdigit() else 0, t))
+        return sorted(ids, key=track_order)
 
     def _video(self, context, result) -> str:
         """The plate the scene shows for that result (the camera background), if any."""
@@ -259,10 +261,7 @@ class PYMAF_OT_roto_holdout(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class PYMAF_PT_roto(bpy.types.Panel):
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "PyMAF"
+class PYMAF_PT_roto(SidebarPanel, bpy.types.Panel):
     bl_label = "Roto"
     bl_parent_id = "PYMAF_PT_main"
     bl_options = {"DEFAULT_CLOSED"}

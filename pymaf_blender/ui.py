@@ -21,13 +21,14 @@ class PYMAF_UL_tracks(bpy.types.UIList):
         sub.label(text=f"frames {item.first_frame}-{item.last_frame} ({item.frame_count})")
 
 
-class _Panel:
+class SidebarPanel:
+    """The 3D viewport's sidebar tab "PyMAF" (every panel of the add-on, the sub-panels too)."""
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "PyMAF"
 
 
-class PYMAF_PT_main(_Panel, bpy.types.Panel):
+class PYMAF_PT_main(SidebarPanel, bpy.types.Panel):
     bl_label = "PyMAF: Video to Rig"
 
     def draw(self, context):
@@ -117,7 +118,7 @@ def rig_estimator_labels(arms) -> list:
     return [f"Made by: {label} ({', '.join(names)})" for label, names in seen.items()]
 
 
-class PYMAF_PT_rig(_Panel, bpy.types.Panel):
+class PYMAF_PT_rig(SidebarPanel, bpy.types.Panel):
     bl_label = "Rig"
     bl_parent_id = "PYMAF_PT_main"
 
@@ -143,7 +144,7 @@ class PYMAF_PT_rig(_Panel, bpy.types.Panel):
         col.operator("pymaf.overlay", icon="IMAGE_BACKGROUND")
 
 
-class PYMAF_PT_last_run(_Panel, bpy.types.Panel):
+class PYMAF_PT_last_run(SidebarPanel, bpy.types.Panel):
     bl_label = "Last Run"
     bl_parent_id = "PYMAF_PT_main"
     bl_options = {"DEFAULT_CLOSED"}

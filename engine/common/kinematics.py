@@ -52,3 +52,16 @@ def posed_joints(rotmats: np.ndarray, rest_joints: np.ndarray, parents, transl: 
     rotmats (T, J, 3, 3), rest_joints (J, 3), transl (T, 3) -> (T, J, 3)."""
     joints, _ = forward_kinematics(rotmats, rest_joints, parents)
     return joints + np.asarray(transl, np.float64)[:, None, :]
+
+
+def skinned_vertices(rotmats: np.ndarray, rest_joints: np.ndarray, rest_vertices: np.ndarray,
+                     weights: np.ndarray, parents) -> np.ndarray:
+    """Linear blend skinning of one pose (no pose correctives: the mesh a Blender rig shows).
+
+    rotmats (J, 3, 3) local, rest_joints (J, 3), rest_vertices (V, 3), weights (V, J) ->
+    (V, 3) relative to the model origin (add the translation)."""
+    joints, world = forward_kinematics(rotmats, rest_joints, parents)             # (J, 3), (J, 3, 3)
+    offset = joints - np.einsum("jab,jb->ja", world, np.asarray(rest_joints, np.float64))
+    blend = np.asarray(weights, np.float64) @ np.concatenate([world.reshape(-1, 9), offset], 1)   # (V, 12)
+    v = np.asarray(rest_vertices, np.float64)
+    return np.einsum("vab,vb->va", blend[:, :9].reshape(-1, 3, 3), v) + blend[:, 9:]

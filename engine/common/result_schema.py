@@ -508,6 +508,12 @@ class MotionResult:
         return cls(meta=meta, tracks=tracks, timestamps=arrays.get(TIMESTAMPS_KEY), body=body)
 
 
+def track_order(track_id: str) -> tuple:
+    """Sort key of track ids: numbers in numeric order ("2" before "10"), then other ids by name."""
+    tid = str(track_id)
+    return (0, int(tid), "") if tid.isdigit() else (1, 0, tid)
+
+
 def check_schema_version(version, engine_version=None):
     """Raise ResultError unless ``version`` is a schema version this code can read."""
     if isinstance(version, np.ndarray) and version.shape == ():

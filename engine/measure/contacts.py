@@ -25,7 +25,7 @@ import sys
 import numpy as np
 
 from engine.common import contacts as C
-from engine.common.blender_space import project_world_points
+from engine.common.blender_space import project_world_points, smpl_to_world
 from engine.common.floor import FOOT_JOINTS, consecutive_runs, floor_world_of_result, sole_offsets, world_from_camera
 from engine.common.kinematics import forward_kinematics
 from engine.common.rotations import axis_angle_to_rotmat
@@ -263,9 +263,8 @@ def world_pieces(result, scaled: bool = False) -> list:
     for name, R, t, rest, sole in pieces:
         if len(R) < MIN_PIECE:
             continue
-        R = R.copy()
-        R[:, 0] = Rw @ R[:, 0]
-        out.append((name, R, (rest[0] + t) @ Rw.T + tw - rest[0], rest, parents, sole, fps, tw, project))
+        R, t = smpl_to_world(R, t, rest[0], (Rw, tw))
+        out.append((name, R, t, rest, parents, sole, fps, tw, project))
     return out
 
 

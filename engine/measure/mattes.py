@@ -146,9 +146,10 @@ def scores(pred: list, ref: list) -> dict:
 def result_masks(result, tid: str, frames, options=None) -> list:
     """The visible matte of track ``tid`` on result frames ``frames`` (None where not shown),
     made by engine.mattes exactly as the command makes it (all people of the result rendered)."""
-    from engine.mattes import MatteMaker, Options, natural_ids
+    from engine.common.result_schema import track_order
+    from engine.mattes import MatteMaker, Options
 
-    maker = MatteMaker(result, natural_ids(result.tracks), options or Options(formats=("png",)))
+    maker = MatteMaker(result, sorted(result.tracks, key=track_order), options or Options(formats=("png",)))
     maker.open()
     try:
         out = []

@@ -29,7 +29,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from ..common import bvh
+from ..common import bvh, gaps
 from . import compat, datablocks, timing
 
 _FBX_COMMON = {
@@ -110,12 +110,12 @@ def _armatures(objects) -> list:
 
 def present_frames(arm, scene=None) -> np.ndarray:
     """Scene frames (sorted ints) on which the character is present: the track's frames for a
-    PyMAF rig (with the short gaps it is shown across, ``timing.shown_frames``), else every
+    PyMAF rig (with the short gaps it is shown across, ``gaps.shown_frames``), else every
     frame of its action's range (else of the scene's)."""
     from . import animation
     try:
         raw = animation.load_raw(arm)
-        return timing.shown_frames(np.asarray(raw["frames"], np.int64) + int(raw["frame_offset"]), raw["fps"])
+        return gaps.shown_frames(np.asarray(raw["frames"], np.int64) + int(raw["frame_offset"]), raw["fps"])
     except (ValueError, KeyError):
         pass
     ad = arm.animation_data
@@ -519,6 +519,26 @@ def _camera(context, camera):
     return camera
 
 
+def _write_files(context, filepath, ext, objects, *, per_character, camera, hide_absent, progress, write,
+                 **staging) -> list:
+    """The files of ``_plan``, each written by ``write(temporary path, camera or None)`` while its
+    characters are staged (``_staged``: the clip from 0 s, absent frames hidden, bones prefixed
+    when several skeletons share the file) and selected. -> the absolute paths written."""
+    arms = _armatures(objects)
+    cam = _camera(context, camera)
+    plan = _plan(filepath, ext, arms, per_character)
+    written = []
+    for k, (path, group, lo, hi) in enumerate(plan):
+        if progress:
+            progress(k, len(plan))
+        with _staged(context, group, lo, hi, camera=cam, hide_absent=hide_absent,
+                     prefix_bones=len(group) > 1, **staging) as objs, \
+                _selection(context, objs), complete_only(path) as tmp:
+            write(tmp, cam)
+        written.append(path)
+    return written
+
+
 def export_fbx(context, filepath, objects, preset="BLENDER", *, per_character=True, camera=False,
                hide_absent=True, progress=None) -> list:
     """Write the armatures ``objects`` (with their skinned bodies) to FBX with ``preset``
@@ -527,19 +547,12 @@ def export_fbx(context, filepath, objects, preset="BLENDER", *, per_character=Tr
     a camera object to include. -> the absolute paths written."""
     if preset not in FBX_PRESETS:
         raise ValueError(f"unknown FBX preset {preset!r}; expected one of {', '.join(FBX_PRESETS)}")
-    arms = _armatures(objects)
-    cam = _camera(context, camera)
-    plan = _plan(filepath, ".fbx", arms, per_character)
-    written = []
-    for k, (path, group, lo, hi) in enumerate(plan):
-        if progress:
-            progress(k, len(plan))
-        with _staged(context, group, lo, hi, camera=cam, hide_absent=hide_absent,
-                     prefix_bones=len(group) > 1, centimetres=_CENTIMETRE_PRESETS.get(preset)) as objs, \
-                _selection(context, objs), complete_only(path) as tmp:
-            bpy.ops.export_scene.fbx(filepath=tmp, check_existing=False, **FBX_PRESETS[preset])
-        written.append(path)
-    return written
+
+    def write(tmp, _cam):
+        bpy.ops.export_scene.fbx(filepath=tmp, check_existing=False, **FBX_PRESETS[preset])
+    return _write_files(context, filepath, ".fbx", objects, per_character=per_character, camera=camera,
+                        hide_absent=hide_absent, progress=progress, write=write,
+                        centimetres=_CENTIMETRE_PRESETS.get(preset))
 
 
 def export_gltf(context, filepath, objects, *, per_character=True, camera=False, hide_absent=True,
@@ -547,16 +560,8 @@ def export_gltf(context, filepath, objects, *, per_character=True, camera=False,
     """Write the armatures ``objects`` to binary glTF (.glb): skins, one animation ("the
     scene's") sampled on every frame, times in true seconds from 0; files and options as
     ``export_fbx``. -> the absolute paths written."""
-    arms = _armatures(objects)
-    cam = _camera(context, camera)
-    plan = _plan(filepath, ".glb", arms, per_character)
-    written = []
-    for k, (path, group, lo, hi) in enumerate(plan):
-        if progress:
-            progress(k, len(plan))
-        with _staged(context, group, lo, hi, camera=cam, hide_absent=hide_absent,
-                     prefix_bones=len(group) > 1, static_camera_data=True) as objs, \
-                _selection(context, objs), _true_rate_for_gltf(context.scene), complete_only(path) as tmp:
+    def write(tmp, cam):
+        with _true_rate_for_gltf(context.scene):
             bpy.ops.export_scene.gltf(
                 filepath=tmp, check_existing=False, export_format="GLB", use_selection=True,
                 export_animations=True, export_animation_mode="SCENE", export_anim_scene_split_object=False,
@@ -565,8 +570,8 @@ def export_gltf(context, filepath, objects, *, per_character=True, camera=False,
                 export_skins=True, export_def_bones=False, export_apply=False,
                 export_current_frame=True,     # static transforms from one past the clip: _clip_range
                 export_cameras=cam is not None, export_yup=True)
-        written.append(path)
-    return written
+    return _write_files(context, filepath, ".glb", objects, per_character=per_character, camera=camera,
+                        hide_absent=hide_absent, progress=progress, write=write, static_camera_data=True)
 
 
 def scene_frame_time(scene) -> float:

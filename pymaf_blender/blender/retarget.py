@@ -26,7 +26,7 @@ import numpy as np
 from mathutils import Matrix
 
 from ..common import retarget as rt
-from . import compat
+from . import animation, compat
 
 MAX_NAME_BYTES = 63
 MAPS_FOLDER = "retarget_maps"
@@ -162,13 +162,6 @@ def _fcurves(obj, action) -> list:
         return compat.action_fcurves(action, obj)
     finally:
         ad.action = before
-
-
-def source_action(obj):
-    """A PyMAF rig's motion: its active action, or once pushed to the NLA its own take."""
-    from .animation import motion_action
-
-    return motion_action(obj)
 
 
 def _needs_evaluation(target_obj, skel: rt.Skeleton, plan: rt.RetargetPlan) -> list:
@@ -330,7 +323,7 @@ def retarget_action(context, source_obj, target_obj, bone_map: dict, root_mode: 
                          f"retarget onto")
     if target_obj == source_obj:
         raise ValueError("the source and the target are the same armature")
-    src_action = source_action(source_obj)
+    src_action = animation.motion_action(source_obj)   # active, or its own take on the NLA
     if src_action is None or not _fcurves(source_obj, src_action):
         raise ValueError(f"{source_obj.name!r} has no motion (no action with keys) to retarget")
     if root_mode not in rt.ROOT_MODES:

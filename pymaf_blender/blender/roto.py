@@ -41,6 +41,7 @@ import bpy
 import numpy as np
 
 from ..common import gaps, kinematics, silhouette, smpl_topology
+from ..common.result_schema import track_order
 from . import animation, compat, rig, timing
 
 NODE_PREFIX = "PyMAF"
@@ -76,12 +77,8 @@ def imports_in_scene(scene) -> dict:
                 continue
             out.setdefault(name, []).append(ob)
     for arms in out.values():
-        arms.sort(key=lambda a: _natural(str(a[animation.RAW_KEY].get("track_id", ""))))
+        arms.sort(key=lambda a: track_order(a[animation.RAW_KEY].get("track_id", "")))
     return out
-
-
-def _natural(tid):
-    return (0, int(tid), "") if tid.isdigit() else (1, 0, tid)
 
 
 def import_rigs(scene, import_name=None, armatures=None) -> tuple:

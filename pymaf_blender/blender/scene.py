@@ -15,7 +15,8 @@ import re
 import bpy
 import numpy as np
 
-from ..common import blender_space, floor
+from ..common import blender_space, floor, gaps
+from ..common.result_schema import track_order
 from . import animation, camera, datablocks, rig, timing
 
 MAX_NAME_BYTES = 63          # Blender's ID name limit
@@ -44,10 +45,6 @@ def camera_name(import_name: str) -> str:
 
 
 # --------------------------------------------------------------------------- validation
-
-def _natural(tid):
-    return (0, int(tid), "") if tid.isdigit() else (1, 0, tid)
-
 
 def _truncate_utf8(text: str, limit: int) -> str:
     b = text.encode("utf-8")[:max(limit, 0)]
@@ -84,7 +81,7 @@ def _plan(result, track_ids, strength, video_path, name, space="FLOOR", plant_fe
     if not result.has_rig:
         raise ValueError(_NO_RIG)
     meta = result.meta
-    available = sorted(result.tracks, key=_natural)
+    available = sorted(result.tracks, key=track_order)
     if track_ids is None:
         ids = available
     else:
@@ -269,7 +266,7 @@ def _build(context, plan, created):
         created.append(animation.write_pose_keys(arm, p["frames_bl"], q_bone, loc, f"{arm.name}_motion"))
         if p["contacts"] is not None:
             animation.write_contact_keys(arm, p["frames_bl"], p["contacts"])
-        shown = timing.shown_frames(p["frames_bl"], plan["fps"])
+        shown = gaps.shown_frames(p["frames_bl"], plan["fps"])
         kf, hidden = timing.visibility_keys(shown, scene.frame_start, scene.frame_end)
         created.append(animation.write_visibility_keys(body, kf, hidden, f"{body.name}_visibility"))
         animation.store_raw(arm, raw)

@@ -10,8 +10,9 @@ Mapping (docs/blender-scene.md, "Frames and time"):
 shows exactly the video frame the pose was estimated on, and frame numbers in Blender's movie
 clip editor and tracker line up with ours.
 
-``shown_frames``: a person is shown across gaps of at most ``BRIDGED_GAP_S`` (a frame or two the
-estimator missed), hidden in longer ones (``visibility_keys``; the exports use the same frames).
+``common.gaps.shown_frames``: a person is shown across gaps of at most ``BRIDGED_GAP_S`` (a frame
+or two the estimator missed), hidden in longer ones (``visibility_keys``; the exports and the
+mattes use the same frames).
 
 Frame rates are split into Blender's integer ``fps`` and float ``fps_base`` (rate =
 fps / fps_base), with the NTSC family written the way Blender's own presets write it:
@@ -22,8 +23,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from ..common.gaps import BRIDGED_GAP_S, shown_frames  # noqa: F401  (one rule: common/gaps.py)
 
 BLENDER_FRAME_OFFSET = 1  # Blender frame of video frame 0
 

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 from mathutils import Matrix  # noqa: E402
 
 from engine.measure.retarget import TEST_RIGS, format_table, humanoid  # noqa: E402
-from pymaf_blender.blender import retarget  # noqa: E402
+from pymaf_blender.blender import animation, retarget  # noqa: E402
 from pymaf_blender.common import retarget as rt  # noqa: E402
 
 DESCRIPTIONS = {
@@ -125,7 +125,7 @@ def measure(source, target, info, compare=None) -> dict:
     P = len(pairs)
     err = rt.angle_between_vectors((S[:, P:] - S[:, :P]) @ plan.heading.T, T[:, P:2 * P] - T[:, :P])
     # the hip centre against the scaled source motion (rt.root_targets)
-    src_pose = rt.pose_from_basis(src, retarget.action_basis(source, retarget.source_action(source), frames))
+    src_pose = rt.pose_from_basis(src, retarget.action_basis(source, animation.motion_action(source), frames))
     hips, _ = rt.root_targets(plan, src, tgt, src_pose, info.get("mode", "FULL"))
     W = tgt.world
     want = hips @ W[:3, :3].T + W[:3, 3]

@@ -15,7 +15,7 @@ from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
 
 from pymaf_blender.blender import animation, camera, compat, rig, scene, timing
-from pymaf_blender.common import blender_space, kinematics, smoothing
+from pymaf_blender.common import blender_space, gaps, kinematics, smoothing
 from pymaf_blender.common.result_schema import read_result
 
 NAMES = rig.BONE_NAMES
@@ -104,9 +104,9 @@ def test_blender_fps_and_frame_mapping():
     kf, hidden = timing.visibility_keys(np.arange(11, 31), 11, 30)
     assert kf.tolist() == [11] and hidden.tolist() == [0]
     # a frame or two the estimator missed (up to 0.1 s) is bridged; longer gaps are absences
-    assert timing.shown_frames([1, 2, 4, 5, 9, 14], 30.0).tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 14]
-    assert timing.shown_frames([1, 2, 4, 5, 9, 14], 10.0).tolist() == [1, 2, 3, 4, 5, 9, 14]
-    assert timing.shown_frames([7], 30.0).tolist() == [7]
+    assert gaps.shown_frames([1, 2, 4, 5, 9, 14], 30.0).tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 14]
+    assert gaps.shown_frames([1, 2, 4, 5, 9, 14], 10.0).tolist() == [1, 2, 3, 4, 5, 9, 14]
+    assert gaps.shown_frames([7], 30.0).tolist() == [7]
 
 
 def test_bone_tails_point_at_a_child_and_leaves_continue():

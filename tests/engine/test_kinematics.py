@@ -7,7 +7,7 @@ from engine.body.mannequin import build_mannequin
 from engine.body.smpl_torch import SMPL
 from engine.common import blender_space as bs
 from engine.common import rotations
-from engine.common.kinematics import forward_kinematics, posed_joints
+from engine.common.kinematics import forward_kinematics, posed_joints, skinned_vertices
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,23 @@ def test_numpy_fk_equals_smplx_joints(body):
         _, rest_joints = body.rest_shape(betas[t])
         joints, _ = forward_kinematics(R[t:t + 1], rest_joints, body.parents)
         np.testing.assert_allclose(joints[0], ref[t], atol=2e-5)
+
+
+def test_numpy_skinning_equals_smplx_vertices(body):
+    """The mannequin has no pose correctives, so linear blend skinning is smplx's whole mesh."""
+    rng = np.random.default_rng(2)
+    R = random_rotmats(rng, 3)
+    betas = rng.normal(size=(3, 10))
+    smpl = SMPL(body).eval()
+    with torch.no_grad():
+        out = smpl.pose(torch.as_tensor(R, dtype=torch.float32), torch.as_tensor(betas, dtype=torch.float32))
+    ref = out.vertices.double().numpy()
+    for t in range(3):
+        rest_vertices, rest_joints = body.rest_shape(betas[t])[:2]
+        v = skinned_vertices(R[t], rest_joints, rest_vertices, body.weights, body.parents)
+        np.testing.assert_allclose(v, ref[t], atol=5e-5)
+    v0 = skinned_vertices(np.tile(np.eye(3), (24, 1, 1)), rest_joints, rest_vertices, body.weights, body.parents)
+    np.testing.assert_allclose(v0, rest_vertices, atol=1e-12)
 
 
 def test_fk_known_rotation():
