@@ -289,6 +289,19 @@ def test_camera_space_and_in_place(empty_scene, result, ref):
     assert np.ptp(J_floor[:, 0, :2], axis=0).max() > 0.5   # the walker did move
 
 
+def test_no_floor_falls_back_to_camera_space_with_a_warning(empty_scene, result):
+    """Everyone's feet level with the camera: a floor through the camera is a failed estimate;
+    the import goes on in camera space (no floor plane, no planting) and says why."""
+    for tr in result.tracks.values():
+        tr.transl[:, 1] -= 1.77          # the fixture's floor is 1.77 m below the camera
+    out = scene.import_result(bpy.context, result, track_ids=["0"])
+    assert out["space"] == "CAMERA" and out["floor"] is None and out["camera_height"] is None
+    assert any("no floor found" in w and "camera would stand" in w for w in out["warnings"]), out["warnings"]
+    raw = animation.load_raw(out["armatures"]["0"])
+    assert raw["space"] == "CAMERA" and not raw["plant_feet"]
+    assert np.allclose(np.array(out["camera"].matrix_world.to_translation()), 0)
+
+
 def keyed_contacts(arm):
     fcs = {fc.data_path: fc for fc in compat.action_fcurves(arm.animation_data.action, arm)}
     return np.stack([compat.get_keys(fcs[f'["{p}"]'])[1] for p in animation.CONTACT_PROPS], 1) > 0.5
