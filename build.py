@@ -8,7 +8,8 @@
     python3 build.py extension   the installable extension zip (dist/pymaf_blender-<version>.zip)
     python3 build.py bench       benchmarks: the network, then end to end (tables; docs/benchmarks.md)
     python3 build.py setup       only create/update the engine environment and the pose landmark
-                                 models and the person detector (build/assets/*.pt; --blender: and those envs)
+                                 models and the person detector (build/assets/*.pt; --blender: and those envs;
+                                 --extras batch: and Ray, for python -m engine batch)
     python3 build.py mannequin   only (re)generate the project's body model asset
     python3 build.py train-default  train the PyMAF-on-BlazePose heads as shipped (2 CPU cores)
 
@@ -37,6 +38,8 @@ ROOT = Path(__file__).resolve().parent
 VENVS = ROOT / ".venvs"
 ENGINE_VENV = VENVS / "engine"
 ENGINE_REQUIREMENTS = [ROOT / "requirements" / name for name in ("engine.txt", "train.txt", "dev.txt")]
+# Optional parts of the engine environment: ``setup --extras batch``; the tests install them all.
+ENGINE_EXTRAS = {"batch": ROOT / "requirements" / "batch.txt"}
 ENGINE_PYTHON_VERSION = (3, 11)  # the local CPU torch 2.13.0 wheel is cp311
 ASSETS = ROOT / "build" / "assets"
 MANNEQUIN = ASSETS / "mannequin.npz"
@@ -194,6 +197,27 @@ def engine_python(args=None) -> Path:
                        getattr(args, "torch_index_url", "") or "")
 
 
+def ensure_extras(py: Path, names) -> None:
+    """Install optional requirement files into the engine environment (once per content)."""
+    for name in names:
+        req = ENGINE_EXTRAS[name]
+        stamp_file = ENGINE_VENV / f".extra-{name}-stamp"
+        stamp = requirements_stamp([req])
+        if stamp_file.exists() and stamp_file.read_text() == stamp:
+            continue
+        check([py, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", req])
+        stamp_file.write_text(stamp)
+
+
+def parse_extras(text: str) -> list:
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    unknown = [n for n in names if n not in ENGINE_EXTRAS]
+    if unknown:
+        say(f"unknown extra(s) {', '.join(unknown)}; known: {', '.join(ENGINE_EXTRAS)}")
+        sys.exit(2)
+    return names
+
+
 # The generated body model is rebuilt whenever the code that generates it changes.
 MANNEQUIN_SOURCES = [ROOT / "engine" / "body" / "mannequin.py", ROOT / "engine" / "render" / "surface.py"]
 
@@ -310,6 +334,7 @@ def cmd_test(args) -> int:
     asked = _suites_asked(args.extra)
     versions = parse_blender_versions(args.blender)
     py = engine_ready(args, required=False)
+    ensure_extras(py, ENGINE_EXTRAS)   # the batch tests run Ray
     ensure_system_libraries()
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYMAF_ENGINE_PYTHON=str(py))
     results = []
@@ -366,8 +391,10 @@ def cmd_bench(args) -> int:
 
 
 def cmd_setup(args) -> int:
+    extras = parse_extras(args.extras)
     py = engine_python(args)
-    say(f"engine environment ready: {py}")
+    ensure_extras(py, extras)
+    say(f"engine environment ready: {py}" + (f" (with {', '.join(extras)})" if extras else ""))
     ensure_landmark_models(py, force=args.force_landmarks)
     say(f"pose landmark models ready: {landmark_dir()} (BlazePose GHUM 3D by Google, Apache-2.0, "
         f"npm @mediapipe/pose 0.5.1675469404)")
@@ -407,6 +434,7 @@ def stage_extension(stage: Path) -> Path:
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "*.tmp", "tests",
                                                   *NOT_BUNDLED))
     shutil.copy2(ROOT / "requirements" / "engine.txt", stage / "engine" / "requirements.txt")
+    shutil.copy2(ENGINE_EXTRAS["batch"], stage / "engine" / "requirements-batch.txt")
     if not MANNEQUIN.exists():
         sys.exit(f"[build] {MANNEQUIN} is missing; run 'python3 build.py mannequin'")
     (stage / "engine" / "assets").mkdir(exist_ok=True)
@@ -486,6 +514,8 @@ def main(argv=None) -> int:
     p.add_argument("--blender", default="none", help="also these Blender versions: all, none or e.g. 4.2,5.0")
     p.add_argument("--force-landmarks", action="store_true",
                    help="convert the pose landmark models again even when they are up to date")
+    p.add_argument("--extras", default="", help=f"optional parts too, e.g. batch (Ray, for python -m engine batch); "
+                                               f"known: {', '.join(ENGINE_EXTRAS)}")
     p.set_defaults(func=cmd_setup)
     sub.add_parser("mannequin", help="regenerate build/assets/mannequin.npz").set_defaults(func=cmd_mannequin)
     p = sub.add_parser("test", help="run the test suite (extra arguments go to pytest)")

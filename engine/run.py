@@ -835,9 +835,11 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
     if args.estimator == "landmarks":
         follower, prov = loaded["follower"]
         body = loaded["body"]
+        prov["device"] = str(follower.landmarker.device)
     else:
         predictor, prov = loaded["predictor"]
         body = body_of(predictor.model)
+        prov["device"] = str(predictor.device)
     prov.update(source_desc)
     if args.estimator != "landmarks" and wrap_predictor is not None:
         predictor = wrap_predictor(predictor)

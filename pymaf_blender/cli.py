@@ -10,6 +10,7 @@ With the bpy module (a source checkout, from the repository root)::
         [--checkpoint FILE] [--body FILE] [--device auto|cuda|cpu|mps] [--smoothing 0.67]
         [--people 1,3] [--engine-python PY] [--space floor|camera|in-place] [--no-plant-feet]
         [--fbx-preset BLENDER|UNITY|UNREAL] [--fbx-one-file] [--fbx-camera] [--no-overlay]
+        [--result RESULT.npz]     (build the scene from a finished result: no engine run)
 
 With a real Blender and the extension installed (arguments after ``--``)::
 
@@ -63,6 +64,8 @@ def _parser():
                    help="every person in <video>.fbx (bones named <id>_<bone> when there are several) "
                         "instead of one FBX per person, <video>_<id>.fbx (one person: <video>.fbx)")
     p.add_argument("--fbx-camera", action="store_true", help="include the scene camera in the FBX")
+    p.add_argument("--result", default="", help="build the scene from this result file of the engine instead of "
+                                                "running it (the batch's scene step; the Import Result File button)")
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay preview")
     p.add_argument("--png-count", type=int, default=4, help="PNG stills of the overlay")
     return p
@@ -156,7 +159,12 @@ def _job(args, bpy, tasks, paths, video, out_dir, stem) -> dict:
         task = tasks.last(kind)
         return RuntimeError(task.message if task is not None and task.message else "the job failed")
 
-    if args.people:
+    if args.result:
+        if args.people or args.boxes:
+            raise ValueError("--result builds the scene from a finished result: --people and --boxes do not apply")
+        if bpy.ops.pymaf.import_result(filepath=os.path.abspath(args.result), video=video) != {"FINISHED"}:
+            raise failed()
+    elif args.people:
         if bpy.ops.pymaf.analyze(boxes=args.boxes) != {"FINISHED"}:
             raise failed()
         wanted = {p.strip() for p in args.people.split(",") if p.strip()}
@@ -165,7 +173,7 @@ def _job(args, bpy, tasks, paths, video, out_dir, stem) -> dict:
             raise ValueError(f"none of the people {sorted(wanted)} was found (found: {sorted(found)})")
         for t in s.tracks:
             t.use = t.track_id in wanted
-    if bpy.ops.pymaf.import_video(boxes="" if args.people else args.boxes) != {"FINISHED"}:
+    if not args.result and bpy.ops.pymaf.import_video(boxes="" if args.people else args.boxes) != {"FINISHED"}:
         raise failed()
     imp = tasks.last("engine")
     result = {"blend": str(blend), "result": imp.outputs.get("result"), "log": imp.outputs.get("log"),

@@ -19,6 +19,8 @@ no bpy and no torch.
   writes a partial result and exits 130), escalates to SIGTERM after ``grace_s`` and to SIGKILL
   ``kill_s`` later; ``cancel(force=True)`` kills at once. On Windows CTRL_BREAK is sent instead
   (the process ends without a partial file).
+* ``die_with_parent=True`` (Linux): the child is killed when the process that started it dies
+  (a batch worker killed mid-shot leaves no engine behind).
 * ``Sequence([(label, argv), ...])``: steps run one after another (engine setup: make a venv,
   then pip install), with the same interface; one log file for all of them.
 """
@@ -73,6 +75,22 @@ def engine_env(engine_parent, base: Optional[dict] = None, extra: Optional[dict]
     return env
 
 
+def _kill_me_with_parent() -> None:
+    """In the child before exec (Linux): SIGKILL when the thread that started it dies, so a
+    killed batch worker leaves no engine running on (its own session hides it from group
+    signals). Elsewhere a no-op: the orphan finishes and its files are written atomically."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    PR_SET_PDEATHSIG = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:   # the parent died before prctl: do not run as an orphan
+        os._exit(137)
+
+
 def describe_returncode(rc: Optional[int]) -> str:
     if rc is None:
         return "still running"
@@ -121,7 +139,7 @@ class Job:
 
     def __init__(self, argv: Iterable, *, env: Optional[dict] = None, cwd=None, protocol: str = "jsonl",
                  label: str = "the engine", log_path=None, tail_lines: int = 40,
-                 grace_s: float = 60.0, kill_s: float = 5.0):
+                 grace_s: float = 60.0, kill_s: float = 5.0, die_with_parent: bool = False):
         if isinstance(argv, (str, bytes)):
             raise TypeError("argv must be a list of arguments, not a shell string")
         self.argv = [os.fspath(a) for a in argv]
@@ -130,6 +148,7 @@ class Job:
         self.env, self.cwd, self.protocol, self.label = env, cwd, protocol, label
         self.log_path = os.fspath(log_path) if log_path else None
         self.grace_s, self.kill_s = float(grace_s), float(kill_s)
+        self.die_with_parent = die_with_parent
         self._tail = collections.deque(maxlen=tail_lines)
         self._queue: "queue.Queue" = queue.Queue()
         self._log_lock = threading.Lock()
@@ -171,6 +190,8 @@ class Job:
                                        | getattr(subprocess, "CREATE_NO_WINDOW", 0))
         else:
             kwargs["start_new_session"] = True  # our own process group: a terminal's Ctrl+C is ours to pass on
+            if self.die_with_parent:
+                kwargs["preexec_fn"] = _kill_me_with_parent
         try:
             self._proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

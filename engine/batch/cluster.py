@@ -1,0 +1,170 @@
+"""The shots of a batch as Ray tasks: local by default, or on an existing cluster.
+
+* ``ray.init()`` without an address starts Ray on this machine with its cores (and GPUs) as
+  resources; ``address="auto"`` or ``"ray://host:10001"`` / ``"host:6379"`` joins a cluster. The
+  workers run the engine with the same Python (``engine_python``) and see the shots and the
+  output folder at the same paths: on a cluster, a shared file system (docs/batch.md).
+* One task per shot asks for ``cpus_per_job`` CPUs and ``gpus_per_job`` GPUs; Ray runs as many
+  at once as the resources allow and sets ``CUDA_VISIBLE_DEVICES`` for each.
+* Retries are ours, not Ray's (``max_retries=0``): a task that died with its worker (killed, out
+  of memory, node lost) or a shot that failed in a way another try could fix is submitted again,
+  up to ``retries`` more times; then it is recorded as failed and the batch goes on.
+* A ``Board`` actor carries progress from the tasks to this driver and the cancel flag back.
+  Cancel (SIGINT/SIGTERM to the driver): the running shots stop their engines (a cancelled
+  ``run`` keeps a partial result, marked so), the queued ones return at once; a second signal
+  kills the tasks.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Callable, Optional
+
+from . import shot as shot_mod
+
+LOCAL_OBJECT_STORE_BYTES = 256 << 20   # tasks pass small dicts: no need for Ray's 30 % of RAM
+WAIT_S = 0.25
+RAY_REQUIREMENT = "ray==2.60.0"
+
+
+class RayUnavailable(RuntimeError):
+    """Ray is not installed, or the cluster cannot be reached."""
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailable(f"Ray is not installed in the engine environment ({RAY_REQUIREMENT}, an optional "
+                             "dependency): run 'python3 build.py setup --extras batch' in a checkout, or "
+                             f"'pip install -r requirements/batch.txt' / 'pip install {RAY_REQUIREMENT}' with "
+                             "the engine's Python") from None
+    return ray
+
+
+class Board:
+    """Progress events from the tasks (drained by the driver) and the cancel flag (a Ray actor)."""
+
+    def __init__(self):
+        self.events, self.cancel_requested = [], False
+
+    def report(self, event: dict) -> None:
+        self.events.append(event)
+
+    def drain(self) -> list:
+        out, self.events = self.events, []
+        return out
+
+    def cancel(self) -> None:
+        self.cancel_requested = True
+
+    def cancelled(self) -> bool:
+        return self.cancel_requested
+
+
+def _task(plan: dict, board) -> dict:
+    """The Ray task: one shot, progress to the board, the board's cancel flag obeyed."""
+    import ray
+
+    state = {"next": 0.0, "cancelled": False}
+
+    def report(event: dict) -> None:
+        board.report.remote(event)
+
+    def cancelled() -> bool:
+        if not state["cancelled"] and time.monotonic() >= state["next"]:
+            state["next"] = time.monotonic() + shot_mod.CANCEL_CHECK_S
+            state["cancelled"] = bool(ray.get(board.cancelled.remote()))
+        return state["cancelled"]
+
+    return shot_mod.run_shot(plan, report, cancelled)
+
+
+def start(address: Optional[str], *, engine_parent: str, num_cpus: Optional[int] = None):
+    """Connect to ``address`` or start Ray here. -> (ray module, description dict)."""
+    ray = import_ray()
+    env = {"PYTHONPATH": str(engine_parent)}  # the workers import engine.batch to run the task
+    kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="WARNING",
+                  runtime_env={"env_vars": env})
+    try:
+        if address and address != "local":
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                     **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise RayUnavailable(f"could not {'connect to the Ray cluster at ' + address if address and address != 'local' else 'start Ray here'}: "
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    res = ray.cluster_resources()
+    info = {"address": address or "local", "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
+            "cpus": res.get("CPU", 0), "gpus": res.get("GPU", 0)}
+    return ray, info
+
+
+def run_tasks(ray, plans: list, *, cpus_per_job: float, gpus_per_job: float, retries: int,
+              on_event: Callable[[dict], None], on_outcome: Callable[[dict, dict], None],
+              cancel: dict) -> None:
+    """Run every plan as a task; ``on_outcome(plan, outcome)`` for each final outcome (after
+    retries); ``cancel["flag"]`` (set by a signal handler) stops the batch."""
+    board = ray.remote(num_cpus=0)(Board).remote()
+    task = ray.remote(_task).options(num_cpus=cpus_per_job, num_gpus=gpus_per_job, max_retries=0)
+    running = {}
+
+    def submit(plan):
+        running[task.remote(plan, board)] = plan
+
+    for plan in plans:
+        submit(dict(plan, attempt=1))
+    told_board = killed = False
+    try:
+        while running:
+            if cancel["flag"] and not told_board:
+                board.cancel.remote()
+                told_board = True
+            if cancel.get("force") and not killed:
+                for ref in running:
+                    ray.cancel(ref, force=True)
+                killed = True
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_S)
+            for event in ray.get(board.drain.remote()):
+                on_event(event)
+            for ref in ready:
+                plan = running.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except ray.exceptions.TaskCancelledError:
+                    outcome = {"shot": plan["shot"]["shot"], "status": "cancelled", "code": "cancelled",
+                               "message": "killed (cancelled twice)", "retry": False}
+                except ray.exceptions.RayError as e:   # the worker or its node died
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                    outcome = {"shot": plan["shot"]["shot"], "status": "failed", "code": "worker_died",
+                               "message": f"the worker running it died ({type(e).__name__}: {first})"[:500],
+                               "retry": True}
+                    on_event({"event": "shot_end", "shot": outcome["shot"], "status": "failed",
+                              "attempt": plan["attempt"], "code": outcome["code"], "message": outcome["message"]})
+                outcome.setdefault("attempt", plan["attempt"])
+                if outcome.get("retry") and plan["attempt"] <= retries and not cancel["flag"]:
+                    on_event({"event": "retry", "shot": outcome["shot"], "attempt": plan["attempt"] + 1,
+                              "reason": outcome.get("message", "")})
+                    submit(dict(plan, attempt=plan["attempt"] + 1))
+                    continue
+                on_outcome(plan, outcome)
+        for event in ray.get(board.drain.remote()):
+            on_event(event)
+    finally:
+        ray.kill(board)
+
+
+def install_cancel_handlers(cancel: dict) -> None:
+    """SIGINT / SIGTERM: first one cancels gracefully, the second kills the tasks."""
+    def handler(signum, frame):
+        if cancel["flag"]:
+            cancel["force"] = True
+        cancel["flag"] = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, handler)
+        except (ValueError, OSError):   # not the main thread
+            pass
