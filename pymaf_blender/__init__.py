@@ -7,15 +7,16 @@ pieces are the engine's own ``engine/common``, imported as ``pymaf_blender.commo
 Modules: ``properties`` (scene settings), ``preferences``, ``tasks`` (what the buttons run,
 synchronous or driven by a modal timer), ``operators``, ``ui`` (the sidebar panel),
 ``overlay`` (the preview's projection), ``cli`` (the headless main job), ``retarget_ops``
-(retargeting onto other rigs), ``blender/*`` (rig, keys, camera, scene import, takes, export,
+(retargeting onto other rigs), ``roto_ops`` (mattes, masks, tracks), ``batch_ops`` (a folder of
+videos as a batch), ``blender/*`` (rig, keys, camera, scene import, takes, export,
 retargeting). docs/extension.md describes the whole.
 """
 import bpy
 from bpy.app.handlers import persistent
 
-from . import operators, preferences, properties, retarget_ops, roto_ops, tasks, ui
+from . import batch_ops, operators, preferences, properties, retarget_ops, roto_ops, tasks, ui
 
-_MODULES = (properties, preferences, operators, ui, retarget_ops, roto_ops)
+_MODULES = (properties, preferences, operators, ui, retarget_ops, roto_ops, batch_ops)
 
 
 @persistent

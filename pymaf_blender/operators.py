@@ -206,7 +206,8 @@ class PYMAF_OT_cancel(bpy.types.Operator):
     bl_idname = "pymaf.cancel"
     bl_label = "Cancel"
 
-    kind: EnumProperty(items=(("engine", "Engine", ""), ("setup", "Setup", ""), ("check", "Check", "")),
+    kind: EnumProperty(items=(("engine", "Engine", ""), ("setup", "Setup", ""), ("check", "Check", ""),
+                              ("batch", "Batch", "")),
                        default="engine", options={"SKIP_SAVE"})
     force: BoolProperty(name="Now", description="Kill at once instead of asking the engine to stop",
                         options={"SKIP_SAVE"})

@@ -81,6 +81,13 @@ def engine_requirements() -> Path:
     return bundled if bundled.is_file() else ENGINE_PARENT / "requirements" / "engine.txt"
 
 
+def batch_requirements() -> Path:
+    """Ray, for Batch (optional): ``engine/requirements-batch.txt`` in the extension, in a
+    checkout ``requirements/batch.txt``."""
+    bundled = ENGINE_ROOT / "requirements-batch.txt"
+    return bundled if bundled.is_file() else ENGINE_PARENT / "requirements" / "batch.txt"
+
+
 def bundled_body() -> Optional[Path]:
     """The default body model (the project's mannequin): bundled as ``engine/assets/mannequin.npz``,
     in a checkout ``build/assets/mannequin.npz`` (``python3 build.py mannequin``)."""

