@@ -202,7 +202,7 @@ def _people(text: str):
     return ids
 
 
-def _nonneg(text):
+def nonneg_int(text):
     v = int(text)
     if v < 0:
         raise argparse.ArgumentTypeError("must be >= 0")
@@ -252,9 +252,9 @@ def build_parser(command: str = "run") -> _Parser:
         p.add_argument("--batch-size", type=_positive_int, default=16)
         p.add_argument("--autocast", default="none", choices=("none", "bf16", "fp16"),
                        help="reduced precision for the trunk and pyramid (fp16: GPU only)")
-    p.add_argument("--start", type=_nonneg, default=None,
+    p.add_argument("--start", type=nonneg_int, default=None,
                    help="first video frame (0-based; default 0, or the --tracks file's first frame)")
-    p.add_argument("--stop", type=_nonneg, default=None, help="stop before this video frame")
+    p.add_argument("--stop", type=nonneg_int, default=None, help="stop before this video frame")
     if not analyze:
         p.add_argument("--people", type=_people, default=None, help="'all' (default) or track ids, e.g. 1,3")
         p.add_argument("--focal-px", type=_positive_float, default=None,

@@ -32,7 +32,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..common import jobs
+from ..run import build_parser as run_parser
+from ..run import nonneg_int
 from . import record as rec
 from .shots import ShotListError, list_shots
 
@@ -55,13 +56,6 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _nonneg(text):
-    v = int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return v
-
-
 def _resource(text):
     v = float(text)
     if not v >= 0:
@@ -80,11 +74,11 @@ def build_parser() -> _Parser:
     p.add_argument("--cpus-per-job", type=_resource, default=None,
                    help="CPUs each shot asks for, also its PyTorch threads (default 1; 4 with --gpus-per-job)")
     p.add_argument("--gpus-per-job", type=_resource, default=0.0, help="GPUs each shot asks for (default 0)")
-    p.add_argument("--retries", type=_nonneg, default=2,
+    p.add_argument("--retries", type=nonneg_int, default=2,
                    help="tries after the first for a shot that failed or whose worker died (default 2)")
-    p.add_argument("--start", type=_nonneg, default=None, help="first video frame of every shot (a CSV list's "
+    p.add_argument("--start", type=nonneg_int, default=None, help="first video frame of every shot (a CSV list's "
                                                                "start column wins)")
-    p.add_argument("--stop", type=_nonneg, default=None, help="stop before this frame (a CSV's stop column wins)")
+    p.add_argument("--stop", type=nonneg_int, default=None, help="stop before this frame (a CSV's stop column wins)")
     p.add_argument("--mattes", action="store_true", help="also the per-person mattes (python -m engine mattes)")
     p.add_argument("--mattes-format", choices=MATTES_FORMATS, default="all")
     p.add_argument("--mattes-dilate", type=float, default=0.0, metavar="PX")
@@ -152,7 +146,6 @@ def check_run_args(extra: list) -> list:
         if a.split("=")[0] in NOT_PASSED:
             raise ValueError(f"{a.split('=')[0]} cannot be used in a batch (each shot has its own video and "
                              "outputs)")
-    from engine.run import build_parser as run_parser
     run_parser("run").parse_args(["shot.mp4", "-o", "shot.npz", *extra])   # exits 2 with its message
     return list(extra)
 
@@ -256,7 +249,8 @@ def main(argv=None) -> int:
     except OSError as e:
         return fail(EXIT_WRITE, "write_failed", f"cannot write to {out}: {e.strerror or e}")
 
-    from .shot import pending_steps
+    from .shot import clear_cancel, pending_steps
+    clear_cancel(out)   # a flag left by a batch that was killed while cancelling
     entries = {p["shot"]["shot"]: _entry(p) for p in plans}
     todo = []
     for plan in plans:

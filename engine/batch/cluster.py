@@ -9,10 +9,10 @@
 * Retries are ours, not Ray's (``max_retries=0``): a task that died with its worker (killed, out
   of memory, node lost) or a shot that failed in a way another try could fix is submitted again,
   up to ``retries`` more times; then it is recorded as failed and the batch goes on.
-* A ``Board`` actor carries progress from the tasks to this driver and the cancel flag back.
-  Cancel (SIGINT/SIGTERM to the driver): the running shots stop their engines (a cancelled
-  ``run`` keeps a partial result, marked so), the queued ones return at once; a second signal
-  kills the tasks.
+* A ``Board`` actor carries progress from the tasks to this driver. Cancel (SIGINT/SIGTERM to
+  the driver) writes a flag file in the output folder (which every worker sees): the running
+  shots stop their engines (a cancelled ``run`` keeps a partial result, marked so), the queued
+  ones return at once; a second signal kills the tasks.
 """
 from __future__ import annotations
 
@@ -44,10 +44,10 @@ def import_ray():
 
 
 class Board:
-    """Progress events from the tasks (drained by the driver) and the cancel flag (a Ray actor)."""
+    """Progress events from the tasks, drained by the driver (a Ray actor)."""
 
     def __init__(self):
-        self.events, self.cancel_requested = [], False
+        self.events = []
 
     def report(self, event: dict) -> None:
         self.events.append(event)
@@ -56,29 +56,17 @@ class Board:
         out, self.events = self.events, []
         return out
 
-    def cancel(self) -> None:
-        self.cancel_requested = True
-
-    def cancelled(self) -> bool:
-        return self.cancel_requested
-
 
 def _task(plan: dict, board) -> dict:
-    """The Ray task: one shot, progress to the board, the board's cancel flag obeyed."""
-    import ray
+    """The Ray task: one shot; progress to the board, fire and forget.
 
-    state = {"next": 0.0, "cancelled": False}
-
+    It never calls ``ray.get`` or ``ray.wait``: Ray lends a task's CPUs to other tasks while it
+    waits in them (even ``timeout=0``), which would start more shots than the resources allow.
+    Cancel comes as a flag file in the output folder (``shot.cancel_requested``) instead."""
     def report(event: dict) -> None:
         board.report.remote(event)
 
-    def cancelled() -> bool:
-        if not state["cancelled"] and time.monotonic() >= state["next"]:
-            state["next"] = time.monotonic() + shot_mod.CANCEL_CHECK_S
-            state["cancelled"] = bool(ray.get(board.cancelled.remote()))
-        return state["cancelled"]
-
-    return shot_mod.run_shot(plan, report, cancelled)
+    return shot_mod.run_shot(plan, report, lambda: shot_mod.cancel_requested(plan["out_dir"]))
 
 
 def start(address: Optional[str], *, engine_parent: str, num_cpus: Optional[int] = None):
@@ -116,12 +104,12 @@ def run_tasks(ray, plans: list, *, cpus_per_job: float, gpus_per_job: float, ret
 
     for plan in plans:
         submit(dict(plan, attempt=1))
-    told_board = killed = False
+    flagged = killed = False
     try:
         while running:
-            if cancel["flag"] and not told_board:
-                board.cancel.remote()
-                told_board = True
+            if cancel["flag"] and not flagged:
+                shot_mod.request_cancel(plans[0]["out_dir"])
+                flagged = True
             if cancel.get("force") and not killed:
                 for ref in running:
                     ray.cancel(ref, force=True)
@@ -154,6 +142,7 @@ def run_tasks(ray, plans: list, *, cpus_per_job: float, gpus_per_job: float, ret
             on_event(event)
     finally:
         ray.kill(board)
+        shot_mod.clear_cancel(plans[0]["out_dir"])
 
 
 def install_cancel_handlers(cancel: dict) -> None:

@@ -34,6 +34,22 @@ from . import record as rec
 NOT_RETRIED_EXIT_CODES = frozenset((2, 3, 4))
 POLL_S = 0.1
 CANCEL_CHECK_S = 0.3
+CANCEL_FLAG = ".cancel-batch"   # in the output folder: the batch was cancelled
+
+
+def request_cancel(out_dir) -> None:
+    (Path(out_dir) / CANCEL_FLAG).touch()
+
+
+def clear_cancel(out_dir) -> None:
+    try:
+        (Path(out_dir) / CANCEL_FLAG).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def cancel_requested(out_dir) -> bool:
+    return (Path(out_dir) / CANCEL_FLAG).exists()
 
 
 def shot_folder(plan: dict) -> Path:

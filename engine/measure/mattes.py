@@ -42,13 +42,12 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.measure.report import write_section
+
 ROOT = Path(__file__).resolve().parents[2]
 FOOTAGE = ROOT.parent / "shared" / "footage"
 SEED0 = 2000
 GOAL_RENDERS, GOAL_DANCER = 0.9, 0.8
-# docs/mattes.md: the measured part sits between these lines; the rest of the page is kept
-BEGIN = "<!-- measured: python -m engine.measure.mattes writes from here -->"
-END = "<!-- measured: end -->"
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -449,18 +448,6 @@ def report(renders, dancer, speed, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_report(path: Path, text: str) -> None:
-    """Put ``text`` between BEGIN and END in ``path`` (the rest of the page kept), or write a
-    page of its own when the markers are not there."""
-    old = path.read_text() if path.is_file() else ""
-    if BEGIN in old and END in old.split(BEGIN, 1)[1]:
-        head, rest = old.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        path.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
-    else:
-        path.write_text(f"{old}{BEGIN}\n{text}\n{END}\n")
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(ROOT / "docs" / "mattes.md"))
@@ -478,7 +465,8 @@ def main(argv=None) -> int:
     command = "python -m engine.measure.mattes " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     if args.report_from:
         saved = json.loads(Path(args.report_from).read_text())
-        write_report(Path(args.out), report(saved["renders"], saved["dancer"], saved["speed"], saved["command"]))
+        write_section(Path(args.out), report(saved["renders"], saved["dancer"], saved["speed"], saved["command"]),
+                      "engine.measure.mattes")
         return 0
 
     def log(msg):

@@ -80,9 +80,27 @@ def started(events) -> list:
 
 @pytest.fixture(scope="module")
 def first_run(clips, tmp_path_factory):
+    """Every core per shot: Ray may run one shot at a time only."""
     out = tmp_path_factory.mktemp("batch") / "out"
-    code, events, err = batch(shot_list(clips, "a", "b", "corrupt"), out)
+    code, events, err = batch(shot_list(clips, "a", "b", "corrupt"), out, "--cpus-per-job", os.cpu_count())
     return out, code, events, err
+
+
+def most_at_once(events) -> int:
+    running, peak = set(), 0
+    for e in events:
+        if e["event"] == "shot_start":
+            running.add(e["shot"])
+            peak = max(peak, len(running))
+        elif e["event"] == "shot_end":
+            running.discard(e["shot"])
+    return peak
+
+
+def test_ray_runs_no_more_shots_at_once_than_the_cpus_allow(first_run):
+    _, _, events, _ = first_run
+    assert sum(e["event"] == "shot_start" for e in events) == 3
+    assert most_at_once(events) == 1
 
 
 def test_manifest_says_what_each_shot_did_and_a_corrupt_one_does_not_stop_the_others(clips, first_run):
