@@ -925,11 +925,12 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
         if not partial or k > 0:
             write(args, info, stamps, track_results, k, partial, prov, body)
     if outcome.status == "cancelled":
-        log(f"cancelled: wrote a partial result with {k} of {n} frames to {args.output}")
+        # of the frames asked for, not of those decoded before the cancel
+        log(f"cancelled: wrote a partial result with {k} of {max(total, n)} frames to {args.output}")
         raise RunError(EXIT_CANCELLED, "cancelled",
-                       f"cancelled; partial result ({k} of {n} frames) written to {args.output}")
+                       f"cancelled; partial result ({k} of {max(total, n)} frames) written to {args.output}")
     if outcome.status == "out_of_memory":
-        written = f"partial result ({k} of {n} frames) written to {args.output}" if k else "no result written"
+        written = f"partial result ({k} of {max(total, n)} frames) written to {args.output}" if k else "no result written"
         raise RunError(EXIT_MODEL, "out_of_memory", f"{outcome.message}; {written}. Free GPU memory or run "
                        f"with --device cpu")
     seconds = time.monotonic() - t0

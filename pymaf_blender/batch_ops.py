@@ -258,7 +258,9 @@ class PYMAF_OT_batch_import(bpy.types.Operator):
             return {"CANCELLED"}
         shot = b.shots[i]
         if not shot.result or not os.path.isfile(shot.result):
-            self.report({"ERROR"}, f"shot {shot.name} has no result yet ({shot.status})")
+            why = {"failed": f"it failed: {shot.message}", "cancelled": "it was cancelled",
+                   "running": "it is still running"}.get(shot.status, "it has not run yet")
+            self.report({"ERROR"}, f"shot {shot.name} has no result: {why}")
             return {"CANCELLED"}
         mode = "INVOKE_DEFAULT" if context.window is not None and not bpy.app.background else "EXEC_DEFAULT"
         return bpy.ops.pymaf.import_result(mode, filepath=shot.result, video=shot.video, name=shot.name)

@@ -141,13 +141,41 @@ def make_plans(args, run_args: list) -> list:
 
 
 def check_run_args(extra: list) -> list:
-    """The options meant for ``engine run``, checked by its own parser before anything starts."""
+    """The options meant for ``engine run``, checked by its own parser before anything starts.
+    Raises ValueError with what is wrong."""
+    import contextlib
+    import io
+
     for a in extra:
         if a.split("=")[0] in NOT_PASSED:
             raise ValueError(f"{a.split('=')[0]} cannot be used in a batch (each shot has its own video and "
                              "outputs)")
-    run_parser("run").parse_args(["shot.mp4", "-o", "shot.npz", *extra])   # exits 2 with its message
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            run_parser("run").parse_args(["shot.mp4", "-o", "shot.npz", *extra])
+    except SystemExit:
+        why = next((line[len("error: "):] for line in reversed(said.getvalue().splitlines())
+                    if line.startswith("error: ")), "not accepted")
+        if why.startswith("unrecognized arguments"):
+            raise ValueError(f"{why}: neither an option of 'python -m engine batch' nor of 'python -m engine run' "
+                             "(see --help of each)") from None
+        raise ValueError(f"{why} (an option passed to 'python -m engine run')") from None
     return list(extra)
+
+
+def check_options(args, argv: list) -> None:
+    """Options that would be ignored, or an engine Python that cannot run: refused before anything
+    starts. Raises ValueError."""
+    given = {a.split("=")[0] for a in argv if a.startswith("--")}
+    for needs, options in (("--mattes", ("--mattes-format", "--mattes-dilate", "--mattes-feather")),
+                           ("--blender", ("--fbx-preset", "--space", "--no-plant-feet"))):
+        unused = [o for o in options if o in given]
+        if unused and not getattr(args, needs[2:]):
+            raise ValueError(f"{', '.join(unused)} only apply with {needs}")
+    py = os.path.abspath(os.path.expanduser(args.engine_python))
+    if args.ray in ("", "local") and not (os.path.isfile(py) and os.access(py, os.X_OK)):
+        raise ValueError(f"--engine-python: no Python to run at {py}")
 
 
 class Reporter:
@@ -173,8 +201,12 @@ class Reporter:
             line = f"  {shot}: started (try {event.get('attempt')}) on {event.get('host')}"
         elif kind == "step":
             line = f"  {shot}: {event.get('step')} ({event.get('why')})"
+        elif kind == "ray":
+            line = (f"Ray ({event.get('address')}): {event.get('nodes')} node(s), {event.get('cpus'):g} CPUs, "
+                    f"{event.get('gpus'):g} GPUs; {event.get('shots')} of {self.total} shots to run")
         elif kind == "retry":
-            line = f"  {shot}: trying again (try {event.get('attempt')}): {event.get('reason', '')[:200]}"
+            reason = (event.get("reason") or "").strip().splitlines() or [""]
+            line = f"  {shot}: trying again (try {event.get('attempt')}): {reason[0]}"
         elif kind == "shot_end":
             return
         elif kind == "shot_final":
@@ -235,22 +267,23 @@ def main(argv=None) -> int:
     if args.cpus_per_job is None:
         args.cpus_per_job = 4.0 if args.gpus_per_job > 0 else 1.0
     try:
+        check_options(args, argv)
         run_args = check_run_args(extra)
         plans = make_plans(args, run_args)
     except (ShotListError, ValueError) as e:
         return fail(EXIT_USAGE, "usage", str(e))
-    except SystemExit:   # engine run's parser said what is wrong on stderr
-        return fail(EXIT_USAGE, "usage", "options for 'python -m engine run' that it does not accept (see above)")
     out = Path(args.out).resolve()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        from ..common.atomic import check_writable
-        check_writable(out / rec.MANIFEST_JSON)
-    except OSError as e:
-        return fail(EXIT_WRITE, "write_failed", f"cannot write to {out}: {e.strerror or e}")
+    if not args.list:   # --list writes nothing
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            from ..common.atomic import check_writable
+            check_writable(out / rec.MANIFEST_JSON)
+        except OSError as e:
+            return fail(EXIT_WRITE, "write_failed", f"cannot write to {out}: {e.strerror or e}")
 
     from .shot import clear_cancel, pending_steps
-    clear_cancel(out)   # a flag left by a batch that was killed while cancelling
+    if not args.list:
+        clear_cancel(out)   # a flag left by a batch that was killed while cancelling
     entries = {p["shot"]["shot"]: _entry(p) for p in plans}
     todo = []
     for plan in plans:
@@ -261,8 +294,9 @@ def main(argv=None) -> int:
         else:
             _complete_entry(plan, entries[plan["shot"]["shot"]])
     report = Reporter(args.progress, len(plans), stream)
-    report({"event": "batch", "out": str(out), "shots": [{"shot": e["shot"], "video": e["video"],
-                                                          "status": e["status"]} for e in entries.values()]})
+    report({"event": "batch", "out": str(out), "shots": [
+        {"shot": e["shot"], "video": e["video"], "status": e["status"],
+         **({"why": e["message"]} if e["status"] == "pending" else {})} for e in entries.values()]})
     if args.list:
         for e in entries.values():
             print(f"{e['shot']}: {'complete' if e['status'] == 'skipped' else 'to run (' + e['message'] + ')'}")
@@ -284,7 +318,6 @@ def main(argv=None) -> int:
         write_manifest(False)
         if todo:
             from . import cluster
-            cluster.install_cancel_handlers(cancel)
             try:
                 ray, info = cluster.start(args.ray, engine_parent=str(ENGINE_PARENT))
             except cluster.RayUnavailable as e:
@@ -292,8 +325,14 @@ def main(argv=None) -> int:
                     entries[plan["shot"]["shot"]].update(status="failed", code="ray", message=str(e))
                 write_manifest(True)
                 return fail(EXIT_RAY, "ray", str(e))
-            ray_info.update(info)
-            report({"event": "ray", **info})
+            except KeyboardInterrupt:   # Ctrl+C while Ray starts: nothing ran
+                cancel["flag"] = True
+                ray = None
+            if ray is not None:
+                # after ray.init, which installs its own SIGTERM handler: ours cancel gracefully
+                cluster.install_cancel_handlers(cancel)
+                ray_info.update(info)
+                report({"event": "ray", **info, "shots": len(todo)})
 
             def on_event(event: dict) -> None:
                 e = entries.get(event.get("shot"))
@@ -313,11 +352,12 @@ def main(argv=None) -> int:
                 write_manifest(False)
                 report({"event": "shot_final", "shot": e["shot"], "entry": e})
 
-            try:
-                cluster.run_tasks(ray, todo, cpus_per_job=args.cpus_per_job, gpus_per_job=args.gpus_per_job,
-                                  retries=args.retries, on_event=on_event, on_outcome=on_outcome, cancel=cancel)
-            finally:
-                ray.shutdown()
+            if ray is not None:
+                try:
+                    cluster.run_tasks(ray, todo, cpus_per_job=args.cpus_per_job, gpus_per_job=args.gpus_per_job,
+                                      retries=args.retries, on_event=on_event, on_outcome=on_outcome, cancel=cancel)
+                finally:
+                    ray.shutdown()
         for e in entries.values():
             if e["status"] in ("pending", "running"):
                 e.update(status="cancelled", code="cancelled", message="not run: the batch was cancelled")

@@ -25,6 +25,7 @@ from . import shot as shot_mod
 
 LOCAL_OBJECT_STORE_BYTES = 256 << 20   # tasks pass small dicts: no need for Ray's 30 % of RAM
 WAIT_S = 0.25
+CONNECT_TIMEOUT_S = 5.0
 RAY_REQUIREMENT = "ray==2.60.0"
 
 
@@ -69,9 +70,27 @@ def _task(plan: dict, board) -> dict:
     return shot_mod.run_shot(plan, report, lambda: shot_mod.cancel_requested(plan["out_dir"]))
 
 
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """A ``host:port`` or ``ray://host:port`` address must accept a connection: Ray itself keeps
+    retrying an unreachable one for minutes, deaf to Ctrl+C. Raises RayUnavailable."""
+    import socket
+
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return   # "auto" and other forms: Ray resolves them itself, quickly
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise RayUnavailable(f"cannot reach the Ray cluster at {address} ({e.strerror or e}): is it running, "
+                             "and is this the head node's address?") from None
+
+
 def start(address: Optional[str], *, engine_parent: str, num_cpus: Optional[int] = None):
     """Connect to ``address`` or start Ray here. -> (ray module, description dict)."""
     ray = import_ray()
+    if address and address != "local":
+        check_reachable(address)
     env = {"PYTHONPATH": str(engine_parent)}  # the workers import engine.batch to run the task
     kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="WARNING",
                   runtime_env={"env_vars": env})

@@ -32,8 +32,9 @@ RECORD_FORMAT, RECORD_VERSION = "pymaf-shot", 1
 MANIFEST_JSON, MANIFEST_CSV = "manifest.json", "manifest.csv"
 MANIFEST_FORMAT, MANIFEST_VERSION = "pymaf-batch", 1
 STEPS = ("result", "mattes", "scene")
+NOT_FINISHED = "not finished before"
 CSV_FIELDS = ("shot", "status", "attempts", "seconds", "frames", "people", "estimator", "device", "video",
-              "result", "code", "error")
+              "start", "stop", "result", "host", "gpus", "code", "error")
 
 
 def now_iso() -> str:
@@ -110,8 +111,12 @@ def save_step(folder: Path, record: dict, step: str, key: str, outputs, **info) 
 
 def step_problem(folder: Path, record: Optional[dict], shot: dict, step: str, key: str) -> Optional[str]:
     """Why ``step`` of this shot must (re)run, or None when its outputs are complete and valid."""
+    if step == "result" and (Path(folder) / f"{shot['shot']}.npz").is_file():
+        partial = result_problem(Path(folder) / f"{shot['shot']}.npz")   # a cancelled run's partial file
+        if partial is not None and "partial" in partial:
+            return partial
     if record is None:
-        return "not run before"
+        return NOT_FINISHED
     if record.get("video") != shot["video"] or (record.get("start"), record.get("stop")) != (
             shot.get("start"), shot.get("stop")):
         return "the shot's video or frame range changed"
@@ -119,9 +124,9 @@ def step_problem(folder: Path, record: Optional[dict], shot: dict, step: str, ke
         return "the video changed"
     entry = record["steps"].get(step)
     if not isinstance(entry, dict) or not isinstance(entry.get("outputs"), dict) or not entry["outputs"]:
-        return "not run before"
+        return NOT_FINISHED
     if entry.get("key") != key:
-        return "run with other options"
+        return "run with other options" if step == "result" else "run with other options or on another result"
     for rel, want in entry["outputs"].items():
         path = Path(folder) / rel
         if not path.is_file():
@@ -133,6 +138,25 @@ def step_problem(folder: Path, record: Optional[dict], shot: dict, step: str, ke
     if step == "result":
         return result_problem(Path(folder) / entry["result"]) if entry.get("result") else "no result recorded"
     return None
+
+
+def drop_steps(folder: Path, record: dict, steps) -> None:
+    """Forget ``steps`` and remove their output folders: they were made from a result that is
+    being replaced (a cancel or failure of the new one must not leave them beside it)."""
+    import shutil
+
+    for step in steps:
+        record["steps"].pop(step, None)
+        target = Path(folder) / step_folder(step)
+        if step != "result" and target.is_dir():
+            shutil.rmtree(target)
+    if (Path(folder) / RECORD_NAME).is_file():
+        write_json(Path(folder) / RECORD_NAME, record)
+
+
+def step_folder(step: str) -> str:
+    """The folder a later step writes into, in the shot's folder."""
+    return {"mattes": "mattes", "scene": "scene"}.get(step, "")
 
 
 def result_problem(path: Path) -> Optional[str]:

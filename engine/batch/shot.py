@@ -104,8 +104,11 @@ def _run_child(argv: list, *, plan: dict, step: str, protocol: str, report: Call
                cwd: Path, pythonpath: Optional[str] = None):
     """Run one child to the end, forwarding its progress; -> jobs.JobResult."""
     env = jobs.engine_env(pythonpath or plan["engine_parent"], extra=plan.get("env"))
+    log = shot_folder(plan) / "logs" / f"{step}.log"
+    with open(log, "a", encoding="utf-8") as f:   # one log per step, appended: say which try this is
+        f.write(f"\n=== {rec.now_iso()} {socket.gethostname()}: try {plan.get('attempt', 1)} ===\n")
     job = jobs.Job(argv, env=env, cwd=str(cwd), protocol=protocol, label=f"the {step} step",
-                   log_path=shot_folder(plan) / "logs" / f"{step}.log", grace_s=30.0, die_with_parent=True)
+                   log_path=log, grace_s=30.0, die_with_parent=True)
     job.start()
     shot = plan["shot"]["shot"]
     report({"event": "child", "shot": shot, "step": step, "pid": job.pid})
@@ -167,6 +170,8 @@ def run_shot(plan: dict, report: Callable[[dict], None] = lambda e: None,
         if record is None or "result" in pending and pending["result"] in (
                 "the shot's video or frame range changed", "the video changed"):
             record = rec.new_record(shot)
+        if "result" in pending:   # what was made from the old result goes with it
+            rec.drop_steps(folder, record, [st for st in rec.STEPS if st != "result"])
         if not pending:
             outcome["status"] = "skipped"
         result = result_path(plan)
@@ -186,14 +191,14 @@ def run_shot(plan: dict, report: Callable[[dict], None] = lambda e: None,
                 res = _run_child(argv, plan=plan, step=step, protocol="jsonl", report=report,
                                  cancelled=cancelled, cwd=folder)
             elif step == "mattes":
-                _clear(folder / "mattes")
+                _clear(folder / rec.step_folder(step))
                 argv = jobs.engine_command(py, "mattes", result, "--out", folder / "mattes", "--video", shot["video"],
                                            "--progress", "jsonl", *plan["mattes_args"])
                 outputs = [folder / "mattes"]
                 res = _run_child(argv, plan=plan, step=step, protocol="jsonl", report=report,
                                  cancelled=cancelled, cwd=folder)
             else:
-                _clear(folder / "scene")
+                _clear(folder / rec.step_folder(step))
                 argv = [*plan["scene"]["command"], shot["video"], "--out", str(folder / "scene"),
                         "--result", str(result), "--engine-python", py, *plan["scene"]["args"]]
                 outputs = [folder / "scene"]

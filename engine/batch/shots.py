@@ -8,7 +8,8 @@ their parent folders (``a/take1.mov``, ``b/take1.mov`` -> ``a_take1``, ``b_take1
 * glob: ``shots/**/*.mov`` (``**`` recurses), sorted;
 * ``.txt``: one video per line, ``#`` comments, paths relative to the list's folder;
 * ``.csv``: a header with a ``video`` column and optional ``name``, ``start``, ``stop`` columns
-  (frame range per shot, video frame indices as ``engine run --start/--stop``).
+  (frame range per shot, video frame indices as ``engine run --start/--stop``); other columns
+  (a shot list's notes, artists, ...) are ignored.
 
 A listed video that does not exist is still a shot: it fails on its own (exit 3) without stopping
 the others. Empty lists, unreadable lists, a video listed twice and clashing names are errors.
@@ -82,9 +83,6 @@ def _read_csv_list(path: Path) -> list:
     if "video" not in fields:
         raise ShotListError(f"{path}: a CSV shot list needs a header with a 'video' column "
                             f"(and optionally {', '.join(CSV_COLUMNS[1:])}); found {fields or 'no header'}")
-    unknown = sorted(set(fields) - set(CSV_COLUMNS))
-    if unknown:
-        raise ShotListError(f"{path}: unknown column(s) {', '.join(unknown)} (known: {', '.join(CSV_COLUMNS)})")
     rows = []
     for line_no, raw in enumerate(reader, start=2):
         row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k is not None}

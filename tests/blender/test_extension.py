@@ -230,6 +230,8 @@ def test_installed_extension_registers_everything(ext, prefs):
     assert importlib.import_module(MODULE + ".common.jobs").Job
     assert ext.paths.bundled_body() == installed / "engine" / "assets" / "mannequin.npz"
     assert ext.paths.engine_requirements() == installed / "engine" / "requirements.txt"
+    batch_req = ext.paths.batch_requirements()     # Ray, for the Batch panel (optional)
+    assert batch_req == installed / "engine" / "requirements-batch.txt" and "ray==" in batch_req.read_text()
     assert "torch" not in sys.modules
     # the user directory is the extension's own
     assert ext.paths.user_dir().is_relative_to(Path(os.environ["BLENDER_USER_RESOURCES"]))
@@ -798,6 +800,15 @@ def test_setup_engine_makes_the_extensions_own_environment(ext, scene, prefs, fa
         assert log.index("-r " + str(ext.paths.engine_requirements())) < log.index("engine.landmarks.setup")
         assert "Pose landmark models: BlazePose GHUM 3D by Google, Apache License 2.0" in log
         assert "Pose landmark models:" in prefs.setup_report
+        assert "-r " + str(ext.paths.batch_requirements()) not in log
+        prefs.batch_processing = True    # Batch processing (Ray): one more requirements file, after the engine's
+        try:
+            assert bpy.ops.pymaf.setup_engine() == {"FINISHED"}
+        finally:
+            prefs.batch_processing = False
+        log = (ext.paths.user_dir() / "engine-setup.log").read_text()
+        assert log.index("-r " + str(ext.paths.engine_requirements())) < \
+            log.index("-r " + str(ext.paths.batch_requirements())) < log.index("engine.landmarks.setup")
         # a set-up refused before it starts leaves a ready environment ready
         monkeypatch.setattr(ext.paths, "online_access", lambda: False)
         with pytest.raises(RuntimeError, match="Online access is off"):

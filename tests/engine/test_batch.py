@@ -213,14 +213,16 @@ def test_without_retries_a_killed_worker_is_a_failed_shot(clips, tmp_path):
     assert "failed" in (out / rec.MANIFEST_CSV).read_text()
 
 
-def test_cancel_keeps_what_was_computed_and_the_rerun_finishes(clips, tmp_path):
+def test_sigterm_cancels_keeps_what_was_computed_and_the_rerun_finishes(clips, tmp_path):
+    """SIGTERM (what farm managers and ``timeout`` send) cancels like Ctrl+C (the Blender tests
+    cancel with SIGINT)."""
     out = tmp_path / "out"
     sent = []
 
     def interrupt(event, proc):
         if event["event"] == "progress" and event["shot"] == "long" and event["done"] >= 1 and not sent:
             sent.append(True)
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGTERM)
 
     code, events, err = batch(shot_list(clips, "long"), out, on_event=interrupt)
     assert code == 130, err
@@ -231,6 +233,9 @@ def test_cancel_keeps_what_was_computed_and_the_rerun_finishes(clips, tmp_path):
     if npz.exists():                                   # the engine's partial result, marked so
         res = read_result(npz)
         assert res.partial and 0 < res.meta["frames_done"] < 192
+        assert f"({res.meta['frames_done']} of 192 frames)" in e["message"]
+        code, events, err = batch(shot_list(clips, "long"), out, "--list")
+        assert "long: to run (result: long.npz is a partial result (cancelled after" in err
     code, events, err = batch(shot_list(clips, "long"), out)
     assert code == 0, err
     assert started(events) == ["long"]
@@ -253,9 +258,19 @@ def test_bad_batch_input_is_a_clear_usage_error(clips, tmp_path):
     r = _batch_quick(clips, "--out", tmp_path / "o", "--tracks", "t.json")
     assert r.returncode == 2 and "--tracks cannot be used in a batch" in r.stderr
     r = _batch_quick(clips, "--out", tmp_path / "o", "--estimator", "nonsense")
-    assert r.returncode == 2 and "invalid choice" in r.stderr
+    assert r.returncode == 2 and "invalid choice" in r.stderr and "passed to 'python -m engine run'" in r.stderr
+    r = _batch_quick(clips, "--out", tmp_path / "o", "--frobnicate", "--progress", "jsonl")
+    assert r.returncode == 2 and "usage: python -m engine run" not in r.stderr
+    assert "neither an option of 'python -m engine batch' nor of 'python -m engine run'" in \
+        json.loads(r.stdout.splitlines()[-1])["message"]
+    r = _batch_quick(clips, "--out", tmp_path / "o", "--mattes-dilate", "2")
+    assert r.returncode == 2 and "--mattes-dilate only apply with --mattes" in r.stderr
+    r = _batch_quick(clips, "--out", tmp_path / "o", "--engine-python", tmp_path / "no" / "python")
+    assert r.returncode == 2 and "--engine-python: no Python to run" in r.stderr
     r = _batch_quick(clips, "--out", tmp_path / "o", "--retries", "-1")
     assert r.returncode == 2
+    r = _batch_quick(clips, "--out", tmp_path / "listed", "--list")
+    assert r.returncode == 0 and "a: to run" in r.stdout and not (tmp_path / "listed").exists()
     blocked = tmp_path / "file"
     blocked.write_text("")
     r = _batch_quick(clips, "--out", blocked / "out")
@@ -266,4 +281,11 @@ def test_without_ray_the_batch_says_how_to_install_it(clips, tmp_path):
     r = _batch_quick(shot_list(clips, "a"), "--out", tmp_path / "o", pre="import sys; sys.modules['ray'] = None; ")
     assert r.returncode == 5, r.stderr
     assert "build.py setup --extras batch" in r.stderr
+    assert manifest(tmp_path / "o")["a"]["code"] == "ray"
+
+
+def test_an_unreachable_cluster_is_a_quick_clear_error(clips, tmp_path):
+    r = _batch_quick(shot_list(clips, "a"), "--out", tmp_path / "o", "--ray", "127.0.0.1:1", "--progress", "jsonl")
+    assert r.returncode == 5, r.stderr
+    assert "cannot reach the Ray cluster at 127.0.0.1:1" in json.loads(r.stdout.splitlines()[-1])["message"]
     assert manifest(tmp_path / "o")["a"]["code"] == "ray"

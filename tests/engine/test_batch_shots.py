@@ -52,14 +52,13 @@ def test_text_list_is_relative_to_its_folder_with_comments(tmp_path):
 def test_csv_list_with_names_and_frame_ranges(tmp_path):
     _touch(tmp_path / "x.mp4")
     lst = tmp_path / "shots.csv"
-    lst.write_text("video,name,start,stop\nx.mp4,hero,10,50\nx.mp4,,50,\nx.mp4,,,\n")
+    lst.write_text("video,name,start,stop,notes\nx.mp4,hero,10,50,approved\nx.mp4,,50,,\nx.mp4,,,,\n")
     shots = list_shots(str(lst))
     assert [(s.name, s.start, s.stop) for s in shots] == [("hero", 10, 50), ("x_50-end", 50, None), ("x", None, None)]
 
 
 @pytest.mark.parametrize("text,match", [
     ("name\nx.mp4\n", "'video' column"),
-    ("video,colour\nx.mp4,red\n", "unknown column"),
     ("video,start\nx.mp4,ten\n", "frame number"),
     ("video,start,stop\nx.mp4,20,10\n", "must be after start"),
     ("video,name\nx.mp4,a\ny.mp4,a\n", "same folder"),
@@ -113,7 +112,7 @@ def _finish_result(tmp_path, plan, partial=False):
 def test_a_finished_step_is_complete_until_anything_it_depends_on_changes(tmp_path):
     video = _touch(tmp_path / "v.mp4", b"video")
     plan = _plan(tmp_path, video)
-    assert shot_mod.pending_steps(plan) == {"result": "not run before"}
+    assert shot_mod.pending_steps(plan) == {"result": rec.NOT_FINISHED}
     folder = _finish_result(tmp_path, plan)
     assert shot_mod.pending_steps(plan) == {}
     # other options
@@ -121,7 +120,7 @@ def test_a_finished_step_is_complete_until_anything_it_depends_on_changes(tmp_pa
         "result": "run with other options"}
     # mattes asked for later: only they run; they start from this result
     with_mattes = dict(plan, mattes_args=["--format", "png"])
-    assert shot_mod.pending_steps(with_mattes) == {"mattes": "not run before"}
+    assert shot_mod.pending_steps(with_mattes) == {"mattes": rec.NOT_FINISHED}
     # the result file damaged, with the same size: the hash notices
     data = bytearray((folder / "s.npz").read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -138,7 +137,7 @@ def test_a_changed_video_or_a_partial_or_foreign_record_means_rerun(tmp_path):
     os.utime(video, ns=(1, 1))
     assert shot_mod.pending_steps(plan) == {"result": "the video changed"}
     (folder / rec.RECORD_NAME).write_text(json.dumps({"format": "something else"}))
-    assert shot_mod.pending_steps(plan) == {"result": "not run before"}
+    assert shot_mod.pending_steps(plan) == {"result": rec.NOT_FINISHED}
 
 
 def test_a_partial_result_never_counts_as_complete(tmp_path):
@@ -173,3 +172,16 @@ def test_manifest_csv_has_a_row_per_shot(tmp_path):
     assert rows[1]["error"] == "went wrong, badly" and rows[0]["error"] == ""
     data = json.loads((tmp_path / rec.MANIFEST_JSON).read_text())
     assert data["counts"] == {"done": 1, "failed": 1} and data["finished"] is True
+
+
+def test_a_new_result_takes_what_was_made_from_the_old_one_with_it(tmp_path):
+    video = _touch(tmp_path / "v.mp4", b"video")
+    plan = _plan(tmp_path, video, mattes=["--format", "png"])
+    folder = _finish_result(tmp_path, plan)
+    record = rec.read_record(folder)
+    _touch(folder / "mattes" / "s_person1.0001.png")
+    rec.save_step(folder, record, "mattes", shot_mod.step_keys(plan, record)["mattes"], [folder / "mattes"])
+    assert shot_mod.pending_steps(plan) == {}
+    rec.drop_steps(folder, record, ["mattes", "scene"])
+    assert not (folder / "mattes").exists() and "mattes" not in rec.read_record(folder)["steps"]
+    assert shot_mod.pending_steps(plan) == {"mattes": rec.NOT_FINISHED}
