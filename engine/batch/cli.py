@@ -73,7 +73,10 @@ def build_parser() -> _Parser:
                         "'host:6379', 'ray://host:10001')")
     p.add_argument("--cpus-per-job", type=_resource, default=None,
                    help="CPUs each shot asks for, also its PyTorch threads (default 1; 4 with --gpus-per-job)")
-    p.add_argument("--gpus-per-job", type=_resource, default=0.0, help="GPUs each shot asks for (default 0)")
+    p.add_argument("--gpus-per-job", type=_resource, default=0.0,
+                   help="GPUs each shot asks for (default 0; a fraction shares a GPU, e.g. 0.25: 4 shots per GPU)")
+    p.add_argument("--local-gpus", type=_resource, default=None,
+                   help="local Ray only: how many of this machine's GPUs the batch may use (default: all it finds)")
     p.add_argument("--retries", type=nonneg_int, default=2,
                    help="tries after the first for a shot that failed or whose worker died (default 2)")
     p.add_argument("--start", type=nonneg_int, default=None, help="first video frame of every shot (a CSV list's "
@@ -173,6 +176,8 @@ def check_options(args, argv: list) -> None:
         unused = [o for o in options if o in given]
         if unused and not getattr(args, needs[2:]):
             raise ValueError(f"{', '.join(unused)} only apply with {needs}")
+    if args.local_gpus is not None and args.ray not in ("", "local"):
+        raise ValueError("--local-gpus is for a local Ray; a cluster's nodes declare their own GPUs")
     py = os.path.abspath(os.path.expanduser(args.engine_python))
     if args.ray in ("", "local") and not (os.path.isfile(py) and os.access(py, os.X_OK)):
         raise ValueError(f"--engine-python: no Python to run at {py}")
@@ -319,7 +324,7 @@ def main(argv=None) -> int:
         if todo:
             from . import cluster
             try:
-                ray, info = cluster.start(args.ray, engine_parent=str(ENGINE_PARENT))
+                ray, info = cluster.start(args.ray, engine_parent=str(ENGINE_PARENT), num_gpus=args.local_gpus)
             except cluster.RayUnavailable as e:
                 for plan in todo:
                     entries[plan["shot"]["shot"]].update(status="failed", code="ray", message=str(e))

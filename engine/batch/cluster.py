@@ -86,8 +86,10 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
                              "and is this the head node's address?") from None
 
 
-def start(address: Optional[str], *, engine_parent: str, num_cpus: Optional[int] = None):
-    """Connect to ``address`` or start Ray here. -> (ray module, description dict)."""
+def start(address: Optional[str], *, engine_parent: str, num_cpus: Optional[int] = None,
+          num_gpus: Optional[float] = None):
+    """Connect to ``address`` or start Ray here (``num_gpus``: the GPUs it may use here; None:
+    those it finds). -> (ray module, description dict)."""
     ray = import_ray()
     if address and address != "local":
         check_reachable(address)
@@ -98,8 +100,8 @@ def start(address: Optional[str], *, engine_parent: str, num_cpus: Optional[int]
         if address and address != "local":
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-                     **kwargs)
+            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus,
+                     object_store_memory=LOCAL_OBJECT_STORE_BYTES, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise RayUnavailable(f"could not {'connect to the Ray cluster at ' + address if address and address != 'local' else 'start Ray here'}: "
                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None

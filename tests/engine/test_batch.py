@@ -289,3 +289,18 @@ def test_an_unreachable_cluster_is_a_quick_clear_error(clips, tmp_path):
     assert r.returncode == 5, r.stderr
     assert "cannot reach the Ray cluster at 127.0.0.1:1" in json.loads(r.stdout.splitlines()[-1])["message"]
     assert manifest(tmp_path / "o")["a"]["code"] == "ray"
+
+
+def test_gpus_are_resources_shots_wait_for_and_the_manifest_says_which(clips, tmp_path):
+    """One GPU declared to the local Ray (this machine may have none: Ray then hands out the
+    logical GPU and the engine, finding no CUDA, runs on the CPU): with a whole GPU per shot
+    they run one at a time, each told GPU 0 through CUDA_VISIBLE_DEVICES."""
+    out = tmp_path / "out"
+    code, events, err = batch(shot_list(clips, "a", "b"), out, "--local-gpus", 1, "--gpus-per-job", 1,
+                              "--cpus-per-job", 1)
+    assert code == 0, err
+    assert next(e for e in events if e["event"] == "ray")["gpus"] == 1
+    assert most_at_once(events) == 1
+    m = manifest(out)
+    assert m["a"]["gpus"] == m["b"]["gpus"] == "0"
+    assert json.loads((out / rec.MANIFEST_JSON).read_text())["options"]["gpus_per_job"] == 1
