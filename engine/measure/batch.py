@@ -181,9 +181,10 @@ def report(f: dict, command: str) -> str:
     lines += [f"Results: with the same number of torch threads as the sequential runs ({f['cores']} CPUs per "
               f"shot), the batch's results equal them: largest joint-position difference {worst:.3g} mm over all "
               "shots, people and frames. With 1 thread per shot they differ from the 2-thread runs, as "
-              "`OMP_NUM_THREADS=1 python -m engine run` does: rounding changes the landmark fit's optimisation "
-              "path (an ambiguous arm on the dancer; the depth of small, distant people on vtest.avi; on "
-              "vtest_0 even which tracks are kept). The engine is deterministic for a given thread count.", "",
+              "`OMP_NUM_THREADS=1 python -m engine run` does: rounding moves the detector's boxes (by up to 9 px "
+              "on dancer_22), hence the crops, the landmarks (up to 25 px there) and the fit (an ambiguous arm "
+              "on the dancer; the depth of small, distant people on vtest.avi; on vtest_0 even which tracks are "
+              "kept). The engine is deterministic for a given thread count.", "",
               "| shot | same threads: max mm | 1 thread vs 2: median mm | 1 thread vs 2: max mm |", "|---|---|---|---|"]
     for name in f["equal"]:
         t = f["threads"][name]
