@@ -67,6 +67,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.cli_args import UsageParser, finite_float, nonneg_float
 from engine.common.atomic import atomic_file, check_writable, create_temp, fsync_dir
 from engine.common.gaps import shown_frames
 from engine.common.jobs import report_internal_error
@@ -807,18 +808,6 @@ def _prepare_folder(out_dir: Path, stem: str) -> None:
 # ----------------------------------------------------------------------------- command line
 
 
-class _Parser(argparse.ArgumentParser):
-    jsonl_stdout = None
-
-    def error(self, message):  # usage errors: exit 2, JSON error in jsonl mode
-        self.print_usage(sys.stderr)
-        print(f"error: {message}", file=sys.stderr, flush=True)
-        if self.jsonl_stdout is not None:
-            self.jsonl_stdout.write(json.dumps({"event": "error", "code": "usage", "message": message}) + "\n")
-            self.jsonl_stdout.flush()
-        raise SystemExit(EXIT_USAGE)
-
-
 def _people_arg(text: str):
     if text == "all":
         return None
@@ -826,20 +815,6 @@ def _people_arg(text: str):
     if not ids:
         raise argparse.ArgumentTypeError("--people: no track id given")
     return ids
-
-
-def _nonneg(text: str) -> float:
-    v = float(text)
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text!r}")
-    return v
-
-
-def _finite(text: str) -> float:
-    v = float(text)
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
-    return v
 
 
 def _points(text: str) -> int:
@@ -856,8 +831,8 @@ def _frame(text: str) -> int:
     return v
 
 
-def build_parser() -> _Parser:
-    p = _Parser(prog="python -m engine mattes",
+def build_parser() -> UsageParser:
+    p = UsageParser(prog="python -m engine mattes",
                 description="Per-person mattes (PNG / multilayer EXR sequences, contours) rendered from a "
                             "result's fitted bodies; docs/mattes.md.")
     p.add_argument("result", help="result file of `python -m engine run` (.npz)")
@@ -869,8 +844,8 @@ def build_parser() -> _Parser:
     p.add_argument("--format", choices=tuple(FORMATS), default="all", help="all = png + exr")
     p.add_argument("--parts", choices=PART_KINDS, default="densepose",
                    help="24 DensePose parts or 14 coarse groups")
-    p.add_argument("--dilate", type=_finite, default=0.0, help="grow (negative: shrink) each matte by PX pixels")
-    p.add_argument("--feather", type=_nonneg, default=0.0, help="soft edge PX pixels wide, centred on the edge")
+    p.add_argument("--dilate", type=finite_float, default=0.0, help="grow (negative: shrink) each matte by PX pixels")
+    p.add_argument("--feather", type=nonneg_float, default=0.0, help="soft edge PX pixels wide, centred on the edge")
     p.add_argument("--contour-points", type=_points, default=DEFAULT_CONTOUR_POINTS,
                    help="points per contour in the contours file")
     p.add_argument("--name", help="file name stem (default: the result file's stem)")

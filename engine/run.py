@@ -89,6 +89,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.cli_args import UsageParser, nonneg_int
 from engine.common.jobs import report_internal_error
 from engine.pipeline import Cancelled, log
 
@@ -176,18 +177,6 @@ class Progress:
 
 
 # ----------------------------------------------------------------------------- arguments
-class _Parser(argparse.ArgumentParser):
-    jsonl_stdout = None
-
-    def error(self, message):  # usage errors: exit 2, JSON error in jsonl mode
-        self.print_usage(sys.stderr)
-        log(f"error: {message}")
-        if self.jsonl_stdout is not None:
-            self.jsonl_stdout.write(json.dumps({"event": "error", "code": "usage", "message": message}) + "\n")
-            self.jsonl_stdout.flush()
-        raise SystemExit(EXIT_USAGE)
-
-
 def _people(text: str):
     if text == "all":
         return None
@@ -200,13 +189,6 @@ def _people(text: str):
     if ids[0] < 1:
         raise argparse.ArgumentTypeError(f"--people: track ids count from 1, not {ids[0]}")
     return ids
-
-
-def nonneg_int(text):
-    v = int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return v
 
 
 def _positive_int(text):
@@ -223,11 +205,11 @@ def _positive_float(text):
     return v
 
 
-def build_parser(command: str = "run") -> _Parser:
+def build_parser(command: str = "run") -> UsageParser:
     from engine.people.detect import DETECTOR_NAMES
 
     analyze = command == "analyze"
-    p = _Parser(prog=f"python -m engine {command}",
+    p = UsageParser(prog=f"python -m engine {command}",
                 description="Find and track the people in a video, without the network; write the tracks "
                             "as JSON." if analyze else "Estimate SMPL motion for the people in a video.")
     p.add_argument("video", help="input video file")

@@ -25,15 +25,14 @@ shots failed (the manifest says which and why); 130 cancelled (SIGINT/SIGTERM; a
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
+from ..cli_args import UsageParser, finite_float, nonneg_float, nonneg_int
 from ..run import build_parser as run_parser
-from ..run import nonneg_int
 from . import record as rec
 from .shots import ShotListError, list_shots
 
@@ -45,37 +44,19 @@ MATTES_FORMATS = ("all", "png", "exr")
 FBX_PRESETS = ("BLENDER", "UNITY", "UNREAL")
 
 
-class _Parser(argparse.ArgumentParser):
-    jsonl = False
-
-    def error(self, message):
-        self.print_usage(sys.stderr)
-        print(f"error: {message}", file=sys.stderr)
-        if self.jsonl:
-            print(json.dumps({"event": "error", "code": "usage", "message": message}), flush=True)
-        raise SystemExit(EXIT_USAGE)
-
-
-def _resource(text):
-    v = float(text)
-    if not v >= 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return v
-
-
-def build_parser() -> _Parser:
-    p = _Parser(prog="python -m engine batch", description="Run many shots as a batch on Ray. Options not listed "
+def build_parser() -> UsageParser:
+    p = UsageParser(prog="python -m engine batch", description="Run many shots as a batch on Ray. Options not listed "
                 "here go to 'python -m engine run' for every shot (e.g. --estimator, --device, --smoothing).")
     p.add_argument("shots", help="a folder of videos, a glob, or a .txt / .csv shot list")
     p.add_argument("--out", required=True, help="output folder: DIR/<shot>/ per shot, DIR/manifest.json/.csv")
     p.add_argument("--ray", default="local", metavar="ADDRESS",
                    help="'local' (default): start Ray on this machine; else a cluster address ('auto', "
                         "'host:6379', 'ray://host:10001')")
-    p.add_argument("--cpus-per-job", type=_resource, default=None,
+    p.add_argument("--cpus-per-job", type=nonneg_float, default=None,
                    help="CPUs each shot asks for, also its PyTorch threads (default 1; 4 with --gpus-per-job)")
-    p.add_argument("--gpus-per-job", type=_resource, default=0.0,
+    p.add_argument("--gpus-per-job", type=nonneg_float, default=0.0,
                    help="GPUs each shot asks for (default 0; a fraction shares a GPU, e.g. 0.25: 4 shots per GPU)")
-    p.add_argument("--local-gpus", type=_resource, default=None,
+    p.add_argument("--local-gpus", type=nonneg_float, default=None,
                    help="local Ray only: how many of this machine's GPUs the batch may use (default: all it finds)")
     p.add_argument("--retries", type=nonneg_int, default=2,
                    help="tries after the first for a shot that failed or whose worker died (default 2)")
@@ -84,8 +65,8 @@ def build_parser() -> _Parser:
     p.add_argument("--stop", type=nonneg_int, default=None, help="stop before this frame (a CSV's stop column wins)")
     p.add_argument("--mattes", action="store_true", help="also the per-person mattes (python -m engine mattes)")
     p.add_argument("--mattes-format", choices=MATTES_FORMATS, default="all")
-    p.add_argument("--mattes-dilate", type=float, default=0.0, metavar="PX")
-    p.add_argument("--mattes-feather", type=float, default=0.0, metavar="PX")
+    p.add_argument("--mattes-dilate", type=finite_float, default=0.0, metavar="PX")
+    p.add_argument("--mattes-feather", type=nonneg_float, default=0.0, metavar="PX")
     p.add_argument("--blender", metavar="PATH", default="",
                    help="also the Blender scene (.blend) and FBX per shot: a Blender executable, or a Python "
                         "with the bpy module")
@@ -256,8 +237,9 @@ def events_stream(jsonl: bool):
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    parser.jsonl = any(a == "--progress=jsonl" or (a == "jsonl" and i and argv[i - 1] == "--progress")
-                       for i, a in enumerate(argv))
+    if any(a == "--progress=jsonl" or (a == "jsonl" and i and argv[i - 1] == "--progress")
+           for i, a in enumerate(argv)):
+        parser.jsonl_stdout = sys.stdout   # usage errors come before the events stream exists
     args, extra = parser.parse_known_args(argv)
     jsonl = args.progress == "jsonl"
     stream = events_stream(jsonl)

@@ -111,10 +111,6 @@ def save_step(folder: Path, record: dict, step: str, key: str, outputs, **info) 
 
 def step_problem(folder: Path, record: Optional[dict], shot: dict, step: str, key: str) -> Optional[str]:
     """Why ``step`` of this shot must (re)run, or None when its outputs are complete and valid."""
-    if step == "result" and (Path(folder) / f"{shot['shot']}.npz").is_file():
-        partial = result_problem(Path(folder) / f"{shot['shot']}.npz")   # a cancelled run's partial file
-        if partial is not None and "partial" in partial:
-            return partial
     if record is None:
         return NOT_FINISHED
     if record.get("video") != shot["video"] or (record.get("start"), record.get("stop")) != (
@@ -157,6 +153,14 @@ def drop_steps(folder: Path, record: dict, steps) -> None:
 def step_folder(step: str) -> str:
     """The folder a later step writes into, in the shot's folder."""
     return {"mattes": "mattes", "scene": "scene"}.get(step, "")
+
+
+def partial_problem(path: Path) -> Optional[str]:
+    """What to say of a result file that a cancelled run left (None: no such file there)."""
+    if not Path(path).is_file():
+        return None
+    why = result_problem(path)
+    return why if why is not None and "partial" in why else None
 
 
 def result_problem(path: Path) -> Optional[str]:

@@ -94,7 +94,9 @@ def pending_steps(plan: dict) -> dict:
         if pending:
             pending[step] = "it starts from a new result"
             continue
-        why = rec.step_problem(folder, record, plan["shot"], step, keys[step])
+        why = rec.partial_problem(result_path(plan)) if step == "result" else None   # a cancelled run's
+        if why is None:
+            why = rec.step_problem(folder, record, plan["shot"], step, keys[step])
         if why is not None:
             pending[step] = why
     return pending
