@@ -11,6 +11,7 @@ With the bpy module (a source checkout, from the repository root)::
         [--people 1,3] [--engine-python PY] [--space floor|camera|in-place] [--no-plant-feet]
         [--fbx-preset BLENDER|UNITY|UNREAL] [--fbx-one-file] [--fbx-camera] [--no-overlay]
         [--result RESULT.npz]     (build the scene from a finished result: no engine run)
+        [--name STEM]             (the .blend and FBX file stem and the objects' name; default: the video's)
 
 With a real Blender and the extension installed (arguments after ``--``)::
 
@@ -66,6 +67,8 @@ def _parser():
     p.add_argument("--fbx-camera", action="store_true", help="include the scene camera in the FBX")
     p.add_argument("--result", default="", help="build the scene from this result file of the engine instead of "
                                                 "running it (the batch's scene step; the Import Result File button)")
+    p.add_argument("--name", default="", help="file stem of the .blend and FBX files and name of the imported objects "
+                                              "(default: the video's file name)")
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay preview")
     p.add_argument("--png-count", type=int, default=4, help="PNG stills of the overlay")
     return p
@@ -122,7 +125,7 @@ def run(args) -> dict:
         raise ValueError(f"video not found: {video}")
     out_dir = Path(args.out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = paths.safe_stem(video)
+    stem = paths.safe_name(args.name) if args.name else paths.safe_stem(video)
 
     prefs = paths.preferences()
     if args.engine_python:
@@ -162,7 +165,8 @@ def _job(args, bpy, tasks, paths, video, out_dir, stem) -> dict:
     if args.result:
         if args.people or args.boxes:
             raise ValueError("--result builds the scene from a finished result: --people and --boxes do not apply")
-        if bpy.ops.pymaf.import_result(filepath=os.path.abspath(args.result), video=video) != {"FINISHED"}:
+        if bpy.ops.pymaf.import_result(filepath=os.path.abspath(args.result), video=video,
+                                       name=args.name) != {"FINISHED"}:
             raise failed()
     elif args.people:
         if bpy.ops.pymaf.analyze(boxes=args.boxes) != {"FINISHED"}:
@@ -173,7 +177,8 @@ def _job(args, bpy, tasks, paths, video, out_dir, stem) -> dict:
             raise ValueError(f"none of the people {sorted(wanted)} was found (found: {sorted(found)})")
         for t in s.tracks:
             t.use = t.track_id in wanted
-    if not args.result and bpy.ops.pymaf.import_video(boxes="" if args.people else args.boxes) != {"FINISHED"}:
+    if not args.result and bpy.ops.pymaf.import_video(boxes="" if args.people else args.boxes,
+                                                      name=args.name) != {"FINISHED"}:
         raise failed()
     imp = tasks.last("engine")
     result = {"blend": str(blend), "result": imp.outputs.get("result"), "log": imp.outputs.get("log"),

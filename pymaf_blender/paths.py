@@ -286,7 +286,12 @@ def unsaved_results_folder() -> Path:
 
 
 def safe_stem(path: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem).strip("._") or "video"
+    return safe_name(Path(path).stem)
+
+
+def safe_name(text: str) -> str:
+    """A file stem from any name: letters, digits, ``_.-``; at most 60 characters."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "video"
     return stem[:60]
 
 

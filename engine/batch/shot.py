@@ -202,7 +202,8 @@ def run_shot(plan: dict, report: Callable[[dict], None] = lambda e: None,
             else:
                 _clear(folder / rec.step_folder(step))
                 argv = [*plan["scene"]["command"], shot["video"], "--out", str(folder / "scene"),
-                        "--result", str(result), "--engine-python", py, *plan["scene"]["args"]]
+                        "--result", str(result), "--engine-python", py, "--name", shot["shot"],
+                        *plan["scene"]["args"]]
                 outputs = [folder / "scene"]
                 res = _run_child(argv, plan=plan, step=step, protocol="plain", report=report,
                                  cancelled=cancelled, cwd=folder, pythonpath=plan["scene"]["pythonpath"])

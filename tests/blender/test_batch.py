@@ -10,6 +10,7 @@ what is finished.
 """
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -200,3 +201,17 @@ def test_the_panel_and_the_missing_ray_message(addon):
     assert "Estimator and world: the settings above" in rec.texts and "Not a video file" in rec.texts
     msg = batch_ops.BatchTask().error_message(JobResult("error", 5, "ray", "Ray is not installed"))
     assert "Batch processing (Ray)" in msg and "Set up Engine" in msg
+
+
+def test_the_scene_job_names_its_files_after_the_shot(batch_run, tmp_path):
+    """A shot is often a range of a longer video: its .blend and FBX carry the shot's name (the
+    batch passes --name), not the video's."""
+    out = tmp_path / "scene"
+    video = batch_run.shots["a"][5]
+    r = subprocess.run([sys.executable, "-m", "pymaf_blender.cli", video, "--out", str(out),
+                        "--result", str(batch_run.out / "a" / "a.npz"), "--name", "sh010_v2.0", "--no-overlay",
+                        "--engine-python", str(engine_python())],
+                       cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["sh010_v2.0.blend", "sh010_v2.0.fbx"]
