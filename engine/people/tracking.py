@@ -7,10 +7,12 @@ soon as no later frame can change it, with the same ids and boxes, so a video st
 through with a bounded look-ahead (``max_lag`` frames).
 
 Association is ByteTrack-style: each live track predicts its
-box with a constant velocity (exponentially smoothed), high-score detections are matched
-first (Hungarian on 1 - IoU, plus an appearance distance when the detections carry
-descriptors, ``with_appearance``), then low-score ones to the tracks still unmatched; lost
-tracks are re-identified by appearance; the remaining high-score detections start tracks
+box (its last box moved by the centre's exponentially smoothed velocity), high-score
+detections are matched first (Hungarian on 1 - IoU, plus an appearance distance when the
+detections carry descriptors, ``with_appearance``), then low-score ones to the tracks still
+unmatched; a track holding a box that looks less like it than a spare box beside it gives
+it back (``_take_back``: where two people separated after overlapping); lost tracks are
+re-identified by appearance; the remaining high-score detections start tracks
 unless they overlap a live track (``birth_iou``); a track unmatched for more than
 ``max_lost`` frames ends. Gaps of at most ``max_gap`` frames inside a track are filled by
 linear interpolation (``Track.interpolated``); tracks with fewer than
@@ -139,7 +141,12 @@ class TrackerParams:
 
     ``occluder_margin``: where people cross and one box fits both tracks (association costs
     within this margin; 0 = off), the nearer person (lower box bottom) keeps it
-    (``_prefer_occluders``)."""
+    (``_prefer_occluders``).
+
+    ``swap_margin``: after two people separate, a track holding a box takes a spare one that
+    looks like it instead, when a lost track looks like the box it holds (the two people
+    paired the other way round by appearance), or else when the spare box looks closer by
+    this much (``_take_back``; 0 = off)."""
     high_thresh: float = 0.5
     low_thresh: float = 0.1
     new_thresh: float | None = None
@@ -154,6 +161,7 @@ class TrackerParams:
     appearance_alpha: float = 0.2
     birth_iou: float = 0.3
     occluder_margin: float = 0.15
+    swap_margin: float = 0.15
 
 
 RELINK_SECONDS = 1.0   # a person the detector misses for up to this long keeps their id
@@ -166,25 +174,31 @@ def relink_frames(fps: float, base: int = TrackerParams.max_lost) -> int:
     return max(int(base), int(round(fps * RELINK_SECONDS))) if fps and fps > 0 else int(base)
 
 
+def _centre(xyxy: np.ndarray) -> np.ndarray:
+    """(..., 4) boxes -> (..., 2) centres."""
+    return (xyxy[..., :2] + xyxy[..., 2:4]) / 2
+
+
 class _Live:
     def __init__(self, tid, frame, box, score, app=None):
         self.id, self.first, self.last, self.box = tid, frame, frame, np.asarray(box, np.float64)
-        self.vel = np.zeros(4)
+        self.vel = np.zeros(2)   # the box centre's velocity, px per frame (exponentially smoothed)
         self.seen = 1
         self.sent = frame   # OnlineTracker: first frame not handed to _ready yet
         self.obs = [(frame, self.box.copy(), float(score))]
         self.app = app      # (K,) appearance descriptor or None
 
     def predict(self, frame):
-        return self.box + self.vel * (frame - self.last)
+        """The box expected at ``frame``: the last one moved by the centre's velocity, same size.
+        Extrapolating each edge on its own collapses the box of a person going out of view
+        (their box shrinks as they go) within a few frames, and then nothing re-links to it."""
+        return self.box + np.tile(self.vel, 2) * (frame - self.last)
 
     def update(self, frame, box, score, alpha):
         box = np.asarray(box, np.float64)
         dt = frame - self.last
-        if self.seen == 1:
-            self.vel = (box - self.box) / dt
-        else:
-            self.vel = alpha * (box - self.box) / dt + (1 - alpha) * self.vel
+        step = (_centre(box) - _centre(self.box)) / dt
+        self.vel = step if self.seen == 1 else alpha * step + (1 - alpha) * self.vel
         self.box, self.last = box, frame
         self.seen += 1
         self.obs.append((frame, box.copy(), float(score)))
@@ -252,12 +266,54 @@ def _reidentify(tracks, boxes, apps, frame, max_dist, reach) -> list:
         return []
     dist = _app_distance(tracks, apps)
     pred = np.array([t.predict(frame) for t in tracks])
-    centre = lambda b: (b[..., :2] + b[..., 2:4]) / 2  # noqa: E731
-    far = np.linalg.norm(centre(pred)[:, None] - centre(boxes)[None], axis=-1)
+    far = np.linalg.norm(_centre(pred)[:, None] - _centre(boxes)[None], axis=-1)
     ok = (dist <= max_dist) & (far <= reach * (pred[:, 3] - pred[:, 1])[:, None]) \
         & np.array([t.app is not None for t in tracks])[:, None]
     r, c = linear_sum_assignment(np.where(ok, dist, 10.0))
     return [(i, j) for i, j in zip(r, c) if ok[i, j]]
+
+
+def _near(track, boxes, frame, reach) -> np.ndarray:
+    """(N,) bool: boxes whose centre lies within ``reach`` box heights of ``track``'s predicted centre."""
+    pred = track.predict(frame)
+    return np.linalg.norm(_centre(boxes) - _centre(pred), axis=-1) <= reach * (pred[3] - pred[1])
+
+
+def _take_back(tracks, pairs, spare, lost, boxes, apps, frame, p) -> tuple:
+    """After two people overlapped, a track may hold the other person's box while its own
+    person's box, reappearing beside it, is left over (or only found with a low score). A
+    track A holding box j takes a spare box u instead when u is near A's predicted box
+    (``reid_reach`` box heights) and looks like A (appearance distance <= ``reid_dist``), and
+    either a lost track B near j looks like j (<= ``reid_dist``) with d(A, u) + d(B, j) <
+    d(A, j) + d(B, u) (appearance pairs the two people the other way round), or, with no such
+    B, d(A, u) + ``swap_margin`` < d(A, j). The box given up becomes spare (B re-identifies it).
+    ``tracks``: the live tracks; ``pairs``: [(track index, detection index)]; ``spare``:
+    unmatched detection indices; ``lost``: indices of lost tracks; ``boxes`` (N, 4), ``apps``
+    (N, K): all detections. -> (pairs, spare)."""
+    pairs, spare = list(pairs), list(spare)
+    lost = [tracks[k] for k in lost if tracks[k].app is not None]
+    for n, (i, j) in enumerate(pairs):
+        a = tracks[i]
+        if a.app is None or not spare:
+            continue
+        cand = np.array(spare)
+        d_a = appearance_distance(a.app[None], apps[np.append(cand, j)])[0]
+        ok = _near(a, boxes[cand], frame, p.reid_reach) & (d_a[:-1] <= p.reid_dist)
+        if not ok.any():
+            continue
+        k = int(np.flatnonzero(ok)[np.argmin(d_a[:-1][ok])])
+        u, d_au, d_aj = int(cand[k]), d_a[k], d_a[-1]
+        better = d_au + p.swap_margin < d_aj
+        for b in lost:
+            d_b = appearance_distance(b.app[None], apps[[j, u]])[0]
+            if _near(b, boxes[j:j + 1], frame, p.reid_reach)[0] and d_b[0] <= p.reid_dist \
+                    and d_au + d_b[0] < d_aj + d_b[1]:
+                better = True
+                break
+        if better:
+            pairs[n] = (i, u)
+            spare[spare.index(u)] = j
+    return pairs, spare
 
 
 class _Associator:
@@ -292,16 +348,22 @@ class _Associator:
 
         pairs, rest, new = _match(live, d[hi_i, :4], f, p.iou_thresh, app(hi_i), p.appearance_weight,
                                   p.occluder_margin)
+        # stage 2: low-score detections, only for tracks seen on the last frame the detector looked at
+        recent = [i for i in rest if live[i].last == self.examined]
+        pairs2, _, _ = _match([live[i] for i in recent], d[lo_i, :4], f, max(p.iou_thresh, 0.3), app(lo_i),
+                              p.appearance_weight, p.occluder_margin)
+        pairs = [(i, hi_i[j]) for i, j in pairs] + [(recent[i], lo_i[j]) for i, j in pairs2]   # rows of d
+        spare = [j for j in range(len(d)) if j not in {j for _, j in pairs}]
+        if p.swap_margin > 0 and apps is not None:
+            paired = {i for i, _ in pairs}
+            lost = [i for i in range(len(live)) if live[i].last < self.examined and i not in paired]
+            pairs, spare = _take_back(live, pairs, spare, lost, d[:, :4], apps, f, p)
         for i, j in pairs:
-            take(live[i], hi_i[j])
-        # stage 2: only tracks seen on the last frame the detector looked at
-        recent = [live[i] for i in rest if live[i].last == self.examined]
-        pairs2, _, _ = _match(recent, d[lo_i, :4], f, max(p.iou_thresh, 0.3), app(lo_i), p.appearance_weight,
-                              p.occluder_margin)
-        for i, j in pairs2:
-            take(recent[i], lo_i[j])
-        lost = [live[i] for i in rest if live[i].last < f]
-        new_i = np.array([hi_i[j] for j in new if d[hi_i[j], 4] >= self.new_thresh], int)
+            take(live[i], j)
+        rest = [i for i in range(len(live)) if live[i].last < f]
+        new = [j for j in spare if d[j, 4] >= p.high_thresh]
+        lost = [live[i] for i in rest]
+        new_i = np.array([j for j in new if d[j, 4] >= self.new_thresh], int)
         revived = set()
         for i, j in _reidentify(lost, d[new_i, :4], app(new_i), f, p.reid_dist, p.reid_reach):
             take(lost[i], new_i[j])

@@ -313,3 +313,58 @@ def test_the_nearer_person_keeps_the_box_where_two_cross():
     assert who(tracks, 0, near) == who(tracks, T - 1, near) and who(tracks, 0, far) == who(tracks, T - 1, far)
     off = tk.track(dets, min_track_frames=5, occluder_margin=0.0)
     assert who(off, 0, near) != who(off, T - 1, near)
+
+
+RED, BLACK = np.array([0.7, 0.1, 0.1, 0.1]), np.array([0.1, 0.1, 0.1, 0.7])   # appearance descriptors
+
+
+def _with(rows, apps) -> np.ndarray:
+    """Detections [x1, y1, x2, y2, score] with the given appearance descriptors -> (N, 5 + K)."""
+    return np.array([[*r, *a] for r, a in zip(rows, apps)]).reshape(-1, 5 + len(RED))
+
+
+def test_a_person_going_out_of_view_is_found_again():
+    """A person walks behind a wall: the box's bottom rises by 20 px a frame for 3 frames (the
+    legs hidden), then no box for 6 frames, then the whole person again where their walk leads.
+    The lost track is predicted at its last size (moved by the centre's velocity), so it is
+    re-identified: one id. Extrapolating each edge shrank the predicted box to nothing within
+    those frames, and the person came back under a new id."""
+    T, rows = 30, []
+    for t in range(T):
+        x = 100 + 6 * t
+        bottom = 300 - (20 * (t - 9) if 10 <= t < 13 else 0)
+        rows.append([] if 13 <= t < 19 else [[x, 100, x + 50, bottom, 0.9]])
+    dets = [_with(r, [RED] * len(r)) for r in rows]
+    tracks = tk.track(dets, min_track_frames=5)
+    assert len(tracks) == 1 and list(tracks.values())[0].frames.tolist() == list(range(T))
+
+
+def test_a_track_gives_back_a_box_it_took_over():
+    """A man (black) walks left and stops behind a woman (red) walking right, in front of him:
+    for 11 frames one box around both (she keeps it, the nearer person; his track coasts on
+    left, past where he stopped), then both boxes again, hers with a low score at first. Her
+    track, overlapping his box most, takes it; by appearance it gives it back and takes hers,
+    and his lost track re-identifies his box: each keeps one id. Without that
+    (``swap_margin=0``) his track ends and she comes out under a new id."""
+    rows, apps, merged = [], [], None
+    for t in range(40):
+        xw, xm = 100 + 4 * t, max(260 - 4 * t, 180)                 # he stops at x = 180
+        if abs(xw - xm) < 30:                                       # one box around both
+            merged = t
+            rows.append([[min(xw, xm), 100, max(xw, xm) + 40, 240, 0.9]])
+            apps.append([(RED + BLACK) / 2])
+        else:
+            low = merged is not None and t - merged <= 2
+            rows.append([[xm, 100, xm + 40, 220, 0.9], [xw, 110, xw + 40, 240, 0.3 if low else 0.9]])
+            apps.append([BLACK, RED])
+    dets = [_with(r, a) for r, a in zip(rows, apps)]
+
+    def who(tracks, frame):
+        """{track id: 'man' / 'woman'} of the boxes at ``frame`` (his box ends at x = 180)."""
+        return {tid: "man" if abs(tr.xyxy[list(tr.frames).index(frame), 0] - max(260 - 4 * frame, 180)) < 1
+                else "woman" for tid, tr in tracks.items() if frame in tr.frames}
+
+    tracks = tk.track(dets, min_track_frames=5)
+    assert who(tracks, 0) == who(tracks, 39) and sorted(who(tracks, 0).values()) == ["man", "woman"]
+    off = tk.track(dets, min_track_frames=5, swap_margin=0.0)
+    assert len(off) == 3 and who(off, 0) != who(off, 39)
