@@ -143,10 +143,9 @@ class TrackerParams:
     within this margin; 0 = off), the nearer person (lower box bottom) keeps it
     (``_prefer_occluders``).
 
-    ``swap_margin``: after two people separate, a track holding a box takes a spare one that
-    looks like it instead, when a lost track looks like the box it holds (the two people
-    paired the other way round by appearance), or else when the spare box looks closer by
-    this much (``_take_back``; 0 = off)."""
+    ``take_back``: after two people separate, a track holding a box takes a spare one that
+    looks like it instead when a lost track looks like the box it holds (appearance pairs
+    the two people the other way round, ``_take_back``)."""
     high_thresh: float = 0.5
     low_thresh: float = 0.1
     new_thresh: float | None = None
@@ -161,7 +160,7 @@ class TrackerParams:
     appearance_alpha: float = 0.2
     birth_iou: float = 0.3
     occluder_margin: float = 0.15
-    swap_margin: float = 0.15
+    take_back: bool = True
 
 
 RELINK_SECONDS = 1.0   # a person the detector misses for up to this long keeps their id
@@ -282,11 +281,11 @@ def _near(track, boxes, frame, reach) -> np.ndarray:
 def _take_back(tracks, pairs, spare, lost, boxes, apps, frame, p) -> tuple:
     """After two people overlapped, a track may hold the other person's box while its own
     person's box, reappearing beside it, is left over (or only found with a low score). A
-    track A holding box j takes a spare box u instead when u is near A's predicted box
-    (``reid_reach`` box heights) and looks like A (appearance distance <= ``reid_dist``), and
-    either a lost track B near j looks like j (<= ``reid_dist``) with d(A, u) + d(B, j) <
-    d(A, j) + d(B, u) (appearance pairs the two people the other way round), or, with no such
-    B, d(A, u) + ``swap_margin`` < d(A, j). The box given up becomes spare (B re-identifies it).
+    track A holding box j takes a spare box u instead when appearance pairs the two people
+    the other way round: u is near A's predicted box (``reid_reach`` box heights) and looks
+    like A (appearance distance <= ``reid_dist``), a lost track B near j looks like j
+    (<= ``reid_dist``), and d(A, u) + d(B, j) < d(A, j) + d(B, u). The box given up becomes
+    spare, for B to re-identify.
     ``tracks``: the live tracks; ``pairs``: [(track index, detection index)]; ``spare``:
     unmatched detection indices; ``lost``: indices of lost tracks; ``boxes`` (N, 4), ``apps``
     (N, K): all detections. -> (pairs, spare)."""
@@ -294,7 +293,7 @@ def _take_back(tracks, pairs, spare, lost, boxes, apps, frame, p) -> tuple:
     lost = [tracks[k] for k in lost if tracks[k].app is not None]
     for n, (i, j) in enumerate(pairs):
         a = tracks[i]
-        if a.app is None or not spare:
+        if a.app is None or not spare or not lost:
             continue
         cand = np.array(spare)
         d_a = appearance_distance(a.app[None], apps[np.append(cand, j)])[0]
@@ -303,16 +302,13 @@ def _take_back(tracks, pairs, spare, lost, boxes, apps, frame, p) -> tuple:
             continue
         k = int(np.flatnonzero(ok)[np.argmin(d_a[:-1][ok])])
         u, d_au, d_aj = int(cand[k]), d_a[k], d_a[-1]
-        better = d_au + p.swap_margin < d_aj
         for b in lost:
             d_b = appearance_distance(b.app[None], apps[[j, u]])[0]
             if _near(b, boxes[j:j + 1], frame, p.reid_reach)[0] and d_b[0] <= p.reid_dist \
                     and d_au + d_b[0] < d_aj + d_b[1]:
-                better = True
+                pairs[n] = (i, u)
+                spare[spare.index(u)] = j
                 break
-        if better:
-            pairs[n] = (i, u)
-            spare[spare.index(u)] = j
     return pairs, spare
 
 
@@ -354,7 +350,7 @@ class _Associator:
                               p.appearance_weight, p.occluder_margin)
         pairs = [(i, hi_i[j]) for i, j in pairs] + [(recent[i], lo_i[j]) for i, j in pairs2]   # rows of d
         spare = [j for j in range(len(d)) if j not in {j for _, j in pairs}]
-        if p.swap_margin > 0 and apps is not None:
+        if p.take_back and apps is not None:
             paired = {i for i, _ in pairs}
             lost = [i for i in range(len(live)) if live[i].last < self.examined and i not in paired]
             pairs, spare = _take_back(live, pairs, spare, lost, d[:, :4], apps, f, p)

@@ -345,7 +345,7 @@ def test_a_track_gives_back_a_box_it_took_over():
     left, past where he stopped), then both boxes again, hers with a low score at first. Her
     track, overlapping his box most, takes it; by appearance it gives it back and takes hers,
     and his lost track re-identifies his box: each keeps one id. Without that
-    (``swap_margin=0``) his track ends and she comes out under a new id."""
+    (``take_back=False``) his track ends and she comes out under a new id."""
     rows, apps, merged = [], [], None
     for t in range(40):
         xw, xm = 100 + 4 * t, max(260 - 4 * t, 180)                 # he stops at x = 180
@@ -366,5 +366,5 @@ def test_a_track_gives_back_a_box_it_took_over():
 
     tracks = tk.track(dets, min_track_frames=5)
     assert who(tracks, 0) == who(tracks, 39) and sorted(who(tracks, 0).values()) == ["man", "woman"]
-    off = tk.track(dets, min_track_frames=5, swap_margin=0.0)
+    off = tk.track(dets, min_track_frames=5, take_back=False)
     assert len(off) == 3 and who(off, 0) != who(off, 39)
