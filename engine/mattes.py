@@ -10,7 +10,8 @@ each pixel, so a person's matte has the parts other people hide removed.
 
     python -m engine mattes RESULT.npz --out DIR [--video PLATE] [--people all|1,3]
         [--start N] [--stop N] [--format png|png16|exr|all] [--parts densepose|coarse]
-        [--dilate PX] [--feather PX] [--contour-points 32] [--name STEM] [--progress tty|jsonl]
+        [--alpha body|segmentation] [--dilate PX] [--feather PX] [--contour-points 32] [--name STEM]
+        [--progress tty|jsonl]
 
 ``--start/--stop`` are video frame indices (``stop`` exclusive), as in ``engine run``; default:
 the result's frames. Files are numbered by **Blender frame = video frame index + 1**
@@ -25,6 +26,13 @@ the result's frames. Files are numbered by **Blender frame = video frame index +
                                      parts table, options
     DIR/<stem>_contours.npz          outer contour of each person's largest visible region per
                                      frame, N points (for Blender Mask datablocks)
+
+``--alpha segmentation`` (with ``--video``): a person's matte is what the BlazePose landmark
+network segments as the person on the plate (``engine.landmarks.segmentation``: hair, clothes,
+the real outline), kept within ``SEGMENT_MARGIN`` (0.1) of the body's height around their
+fitted body and minus other people's bodies in front (``segmented_visible``); where the
+network sees nobody, or the track has no box (a bridged gap), the body's silhouette. Ids
+follow the mattes; parts and depth stay the body's (part 0 on hair and clothes outside it).
 
 A person's PNG is written for every frame of the range (black where they are not seen), so
 each kind of file is a gap-free sequence. ``--dilate PX`` grows (negative: shrinks) each
@@ -79,6 +87,8 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_VIDEO, EXIT_RENDERER, EXIT_WRITE = 0, 1
 EXIT_CANCELLED = 130
 FORMATS = {"png": ("png",), "png16": ("png16",), "exr": ("exr",), "all": ("png", "exr")}
 PART_KINDS = ("densepose", "coarse")
+ALPHA_KINDS = ("body", "segmentation")
+SEGMENT_MARGIN = 0.1              # --alpha segmentation: how far (x the body's height) outside its body a person's matte may reach
 BLENDER_FRAME_OFFSET = 1          # Blender frame of video frame 0 (pymaf_blender/blender/timing.py)
 BACKGROUND_Z = 1.0e10             # depth.Z where no person is (Blender's own background Z)
 DEFAULT_CONTOUR_POINTS = 32
@@ -152,6 +162,13 @@ class Person:
         self.rest_j = np.asarray(tr.rest_joints, np.float64)
         self.weights = np.asarray(result.body.weights, np.float64)
         self.parents = np.asarray(result.body.parents, np.int64)
+        self.boxes = ({} if tr.boxes is None else
+                      {int(f): np.asarray(b, np.float64) for f, b in zip(tr.frames, tr.boxes)})
+
+    def box_xyxy(self, frame: int):
+        """The track's square box (x1, y1, x2, y2) at result frame ``frame``, or None."""
+        b = self.boxes.get(frame)
+        return None if b is None else np.array([b[0] - b[2] / 2, b[1] - b[2] / 2, b[0] + b[2] / 2, b[1] + b[2] / 2])
 
     def pose(self, frame: int):
         """(rotmats (24, 3, 3), transl (3,)) at result frame ``frame``, or None where not shown."""
@@ -230,6 +247,40 @@ def composite(masks: np.ndarray, depths: np.ndarray, parts: np.ndarray):
     owner = np.where(covered, owner, -1)
     part = np.where(covered, np.take_along_axis(parts, np.maximum(owner, 0)[None], 0)[0], 0).astype(np.uint8)
     return owner, np.where(covered, zmin, BACKGROUND_Z).astype(np.float32), part
+
+
+def segmented_visible(owner: np.ndarray, bodies: np.ndarray, segments: list, depths: np.ndarray,
+                      margins: np.ndarray) -> np.ndarray:
+    """Each person's visible matte from their segmentation, over one window of the frame.
+
+    ``owner`` (H, W) int: the person whose body is nearest at each pixel (-1: no body;
+    ``composite``); ``bodies`` (P, H, W) bool: each person's whole body silhouette;
+    ``segments``: P masks (H, W) bool, or None for a person without one this frame (their
+    matte stays their visible body); ``depths`` (P,): each person's median camera depth;
+    ``margins`` (P,) px. A person's matte is their segmentation within ``margins`` of their
+    body (hair, clothes; not a neighbour the crop also holds), minus the pixels where another
+    person's body is in front; a pixel outside every body that two people's segmentations
+    claim goes to the nearer person. -> (P, H, W) bool."""
+    import cv2
+
+    P = len(bodies)
+    out = np.zeros(bodies.shape, bool)
+    claims = np.zeros(bodies.shape, bool)
+    for k in range(P):
+        if segments[k] is None:
+            out[k] = owner == k
+            continue
+        r = max(int(round(margins[k])), 0)
+        near = bodies[k] if r == 0 else cv2.dilate(bodies[k].astype(np.uint8), cv2.getStructuringElement(
+            cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) > 0
+        claims[k] = segments[k] & near & ((owner < 0) | (owner == k))
+    free = owner < 0
+    if P > 1 and (claims.sum(0) > 1).any():       # outside the bodies: the nearer person's
+        z = np.where(claims, np.asarray(depths, np.float64)[:, None, None], np.inf)
+        first = np.argmin(z, axis=0)
+        for k in range(P):
+            claims[k] &= ~free | (first == k)
+    return out | claims
 
 
 def _bbox(mask: np.ndarray):
@@ -452,6 +503,7 @@ class Options:
     dilate: float = 0.0
     feather: float = 0.0
     contour_points: int = DEFAULT_CONTOUR_POINTS
+    alpha: str = "body"            # "body": the fitted body's silhouette; "segmentation": see segmented_visible
 
 
 class MatteMaker:
@@ -473,6 +525,7 @@ class MatteMaker:
         self.vertex_parts = vertex_parts(result, self.tids)
         self.part_lut = COARSE_OF_PART if options.parts == "coarse" else np.arange(256, dtype=np.uint8)
         self.renderer = None
+        self.segmenter = None
 
     def open(self) -> None:
         from engine.render.renderer import Renderer
@@ -487,14 +540,17 @@ class MatteMaker:
             raise MatteError(EXIT_RENDERER, "renderer",
                              f"cannot start the offscreen renderer (EGL): {type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        if self.options.alpha == "segmentation":
+            self.segmenter = open_segmenter()
 
     def close(self) -> None:
         if self.renderer is not None:
             self.renderer.close()
             self.renderer = None
 
-    def frame(self, result_frame: int) -> FrameMattes:
-        """The mattes of one result frame (the work is done inside the people's bounding box)."""
+    def frame(self, result_frame: int, image: np.ndarray = None) -> FrameMattes:
+        """The mattes of one result frame (the work is done inside the people's bounding box).
+        ``image``: the plate's frame (RGB), needed with ``alpha="segmentation"``."""
         H, W = self.height, self.width
         posed = [(p, p.vertices(result_frame)) for p in self.people]
         posed = [(p, v) for p, v in posed if v is not None]
@@ -509,22 +565,53 @@ class MatteMaker:
         box = _bbox(r.mask.any(0))
         if box is None:
             return fm
+        segments = self._segments(result_frame, image, posed, r.mask) if self.segmenter is not None else None
+        if segments is not None:                         # the window holds the segmentations too
+            box = _bbox(r.mask.any(0) | np.any([s for s in segments if s is not None], 0))
         y0, y1, x0, x1 = box
         crop = (slice(None), slice(y0, y1), slice(x0, x1))
         owner, zc, pc = composite(r.mask[crop], r.depth[crop], r.part[crop])
         depth[y0:y1, x0:x1] = zc
         parts[y0:y1, x0:x1] = self.part_lut[pc]
+        for k in range(len(posed)):
+            m = r.mask[k][crop[1:]]
+            if m.any():
+                fm.person_depth[posed[k][0].tid] = float(np.median(r.depth[k][crop[1:]][m]))
+        if segments is None:
+            vis = np.stack([owner == k for k in range(len(posed))])
+        else:
+            far = np.array([fm.person_depth.get(p.tid, np.inf) for p, _ in posed])
+            heights = np.array([np.ptp(np.flatnonzero(m.any(1))) + 1 if m.any() else 0 for m in r.mask])
+            vis = segmented_visible(owner, r.mask[crop], [None if s is None else s[crop[1:]] for s in segments],
+                                    far, SEGMENT_MARGIN * heights)
         reach = int(math.ceil(max(self.options.dilate, 0.0) + self.options.feather / 2.0)) + 2
         fm.box = (max(y0 - reach, 0), min(y1 + reach, H), max(x0 - reach, 0), min(x1 + reach, W))
         for k, (p, _) in enumerate(posed):
-            vis = owner == k
-            ids[y0:y1, x0:x1][vis] = p.value
-            visible[p.tid][y0:y1, x0:x1] = vis
+            ids[y0:y1, x0:x1][vis[k]] = p.value
+            visible[p.tid][y0:y1, x0:x1] = vis[k]
             alphas[p.tid] = soften(visible[p.tid], self.options.dilate, self.options.feather)
-            m = r.mask[k][crop[1:]]
-            if m.any():
-                fm.person_depth[p.tid] = float(np.median(r.depth[k][crop[1:]][m]))
         return fm
+
+    def _segments(self, result_frame: int, image, posed: list, bodies: np.ndarray) -> list:
+        """Each posed person's segmentation mask (H, W) on the plate, or None (no box there, or
+        the landmark model sees nobody in the crop)."""
+        boxes = [(p.tid, p.box_xyxy(result_frame)) for p, _ in posed]
+        got = self.segmenter.step(image, [(t, b) for t, b in boxes if b is not None])
+        return [None if got.get(p.tid) is None else got[p.tid].mask(self.height, self.width) for p, _ in posed]
+
+
+def open_segmenter():
+    """The landmark network (``full``) on the CPU as a ``PersonSegmenter``; MatteError (exit 5)
+    when it is not installed or not usable."""
+    from engine.landmarks.assets import LandmarkModelError, require_converted
+
+    try:
+        from engine.landmarks.landmarker import Landmarker
+        from engine.landmarks.segmentation import PersonSegmenter
+
+        return PersonSegmenter(Landmarker(require_converted("full"), "full", device="cpu"))
+    except LandmarkModelError as exc:
+        raise MatteError(EXIT_RENDERER, "landmark_model", f"--alpha segmentation needs the landmark model: {exc}") from None
 
 
 def exr_channels(fm: FrameMattes, people: list) -> dict:
@@ -631,7 +718,7 @@ def sidecar(*, result_path, stem, maker: MatteMaker, names: dict, first: int, la
         "parts": {"kind": options.parts, "background": 0, "table": part_table(options.parts)},
         "contours": contours_name,
         "options": {"format": "+".join(options.formats), "parts": options.parts, "dilate": options.dilate,
-                    "feather": options.feather, "contour_points": options.contour_points},
+                    "feather": options.feather, "contour_points": options.contour_points, "alpha": options.alpha},
     }
 
 
@@ -716,6 +803,10 @@ def make_mattes(result_path, out_dir, *, video=None, people=None, start=None, st
     if start < lo or stop > hi:
         raise _usage("frame_range", f"--start/--stop [{start}, {stop}) is outside the result's video frames "
                                     f"[{lo}, {hi})")
+    if options.alpha not in ALPHA_KINDS:
+        raise _usage("usage", f"alpha {options.alpha!r}: one of {', '.join(ALPHA_KINDS)}")
+    if options.alpha == "segmentation" and video is None:
+        raise _usage("usage", "--alpha segmentation reads the people off the plate: give it with --video")
     if video is not None:
         _check_plate(video, width, height)
     out_dir = Path(out_dir)
@@ -733,13 +824,14 @@ def make_mattes(result_path, out_dir, *, video=None, people=None, start=None, st
     contours_name = f"{stem}_contours.npz"
     error = None
     maker.open()
+    plate = _plate_frames(video, start, stop) if options.alpha == "segmentation" else None
     try:
         for video_frame in range(start, stop):
             if cancel is not None and cancel():
                 raise MatteError(EXIT_CANCELLED, "cancelled", f"cancelled after {written} of {total} frames "
                                                               f"(Blender frames {first_bf}..{first_bf + written - 1} kept)")
             bf = video_frame + BLENDER_FRAME_OFFSET
-            fm = maker.frame(video_frame - off)
+            fm = maker.frame(video_frame - off, None if plate is None else next(plate))
             try:
                 files += write_frame(out_dir, names, bf, fm, maker.people, options.formats)
             except OSError as exc:
@@ -765,6 +857,8 @@ def make_mattes(result_path, out_dir, *, video=None, people=None, start=None, st
         error = exc
     finally:
         maker.close()
+        if plate is not None:
+            plate.close()
     last_bf = first_bf + written - 1
     side = sidecar(result_path=result_path, stem=stem, maker=maker, names=names, first=first_bf,
                    last=last_bf if error is None else first_bf + total - 1, done=written,
@@ -791,6 +885,21 @@ def make_mattes(result_path, out_dir, *, video=None, people=None, start=None, st
             "contours": str((out_dir / contours_name).resolve()), "frames": written, "files": files,
             "first_frame": first_bf, "last_frame": last_bf, "people": tids,
             "seconds": round(seconds, 3), "fps": round(written / max(seconds, 1e-9), 3)}
+
+
+def _plate_frames(video, start: int, stop: int):
+    """The plate's RGB frames ``start .. stop - 1``, one per ``next``; a frame that does not
+    decode is MatteError (exit 3) naming it."""
+    from engine.video.decode import VideoError, iter_frames
+
+    frames = iter_frames(video, start=start, stop=stop)
+    for k in range(start, stop):
+        try:
+            yield next(frames).image
+        except (StopIteration, VideoError) as exc:
+            why = exc.message if isinstance(exc, VideoError) else "the video ends there"
+            raise MatteError(EXIT_VIDEO, getattr(exc, "code", "truncated"),
+                             f"the plate {video}: frame {k} does not decode ({why})") from None
 
 
 def _prepare_folder(out_dir: Path, stem: str) -> None:
@@ -844,6 +953,9 @@ def build_parser() -> UsageParser:
     p.add_argument("--format", choices=tuple(FORMATS), default="all", help="all = png + exr")
     p.add_argument("--parts", choices=PART_KINDS, default="densepose",
                    help="24 DensePose parts or 14 coarse groups")
+    p.add_argument("--alpha", choices=ALPHA_KINDS, default="body",
+                   help="body: the fitted body's silhouette; segmentation: the person as the landmark network "
+                        "segments them on the plate (hair, clothes), near their body (needs --video)")
     p.add_argument("--dilate", type=finite_float, default=0.0, help="grow (negative: shrink) each matte by PX pixels")
     p.add_argument("--feather", type=nonneg_float, default=0.0, help="soft edge PX pixels wide, centred on the edge")
     p.add_argument("--contour-points", type=_points, default=DEFAULT_CONTOUR_POINTS,
@@ -891,7 +1003,7 @@ def main(argv=None) -> int:
                 print(f"\rmattes: {done}/{total} (frame {frame}, {rate:.1f}/s)", end="", file=sys.stderr, flush=True)
 
         options = Options(formats=FORMATS[args.format], parts=args.parts, dilate=args.dilate,
-                          feather=args.feather, contour_points=args.contour_points)
+                          feather=args.feather, contour_points=args.contour_points, alpha=args.alpha)
         try:
             done = make_mattes(args.result, args.out, video=args.video, people=args.people, start=args.start,
                                stop=args.stop, options=options, name=args.name, progress=progress,

@@ -274,48 +274,28 @@ def _mean_pairs(pairs) -> tuple:
 # ----------------------------------------------------------------------------- dancer
 def segmentation_masks(video, result, tid: str, size: str = "full") -> list:
     """BlazePose's person segmentation for track ``tid`` on each result frame (None where the
-    track has no box): the landmark network on the crop that follows the person (as engine run
-    crops), its segmentation logits warped back to the frame, > 0 (probability 0.5)."""
-    import cv2
-    import torch
-
-    from engine.landmarks import roi as rois
+    track has no box or the model sees nobody): ``engine.landmarks.segmentation``, the crops
+    following the person as engine run crops, probability > 0.5."""
     from engine.landmarks.assets import converted_path
-    from engine.landmarks.landmarker import Landmarker, PersonFollower
+    from engine.landmarks.landmarker import Landmarker
+    from engine.landmarks.segmentation import PersonSegmenter
     from engine.video.decode import iter_frames
 
     tr = result.tracks[tid]
     off = int(result.meta.get("frame_start") or 0)
     boxes = {int(f): b for f, b in zip(tr.frames, tr.boxes)}
-    lm = Landmarker(converted_path(size), size, device="cpu")
-    follower = PersonFollower(lm)
+    segmenter = PersonSegmenter(Landmarker(converted_path(size), size, device="cpu"))
     out = []
     n = int(result.meta["frames_done"])
     for frame in iter_frames(video, start=off, stop=off + n):
-        k = frame.index - off
-        b = boxes.get(k)
+        b = boxes.get(frame.index - off)
         if b is None:
+            segmenter.step(frame.image, [])
             out.append(None)
-            follower.step(frame.image, [])
             continue
         cx, cy, side = b
-        obs = follower.step(frame.image, [(1, np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]))])[1]
-        if obs is None:
-            out.append(None)
-            continue
-        crop = rois.crop_image(frame.image, obs.roi)
-        x = torch.from_numpy(np.ascontiguousarray(crop[None])).permute(0, 3, 1, 2).float().div_(255.0)
-        with torch.inference_mode():
-            logits = lm.network(x).segmentation[0].float().numpy()
-        # image pixel (x, y) -> crop pixel through the ROI's inverse map; OpenCV samples at
-        # integer pixel positions, ours have centres at +0.5 (as rois.crop_image)
-        A = rois.crop_to_image_matrix(obs.roi)
-        M = A.copy()
-        M[:, 2] = A[:, 2] + A[:, :2] @ np.array([0.5, 0.5]) - 0.5
-        h, w = frame.image.shape[:2]
-        back = cv2.warpAffine(logits, M, (w, h), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=-100.0)
-        out.append(back > 0)
+        got = segmenter.step(frame.image, [(1, np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]))])[1]
+        out.append(None if got is None else got.mask(*frame.image.shape[:2]))
     return out
 
 
