@@ -36,6 +36,10 @@ KEYING_ITEMS = (("AUTO", "Automatic", "Mask shape keys (the Mask editor's own ke
                                       "else F-Curves on the points"),
                 ("SHAPE_KEYS", "Shape Keys", "Mask layer shape keys (needs a window)"),
                 ("FCURVES", "F-Curves", "F-Curves on the mask points (works in background mode)"))
+ALPHA_ITEMS = (("BODY", "Body", "Each person's fitted body, rendered through the camera (engine --alpha body)"),
+               ("SEGMENTATION", "Segmentation", "The person as the landmark network segments them on the plate, "
+                                                "near their body: hair, clothes, the real outline (engine --alpha "
+                                                "segmentation; slower; needs the plate)"))
 MATTES_FOLDER_SUFFIX = "_mattes"
 MIN_CONTOUR_POINTS = 64            # asked of the engine: masks may then use up to this many
 
@@ -60,6 +64,8 @@ class PYMAF_PG_roto(bpy.types.PropertyGroup):
                                           "through); off: their own material")
     matte_format: EnumProperty(name="Format", items=FORMAT_ITEMS, default="png",
                                description="What Mattes writes (engine --format)")
+    matte_alpha: EnumProperty(name="Matte From", items=ALPHA_ITEMS, default="BODY",
+                              description="What a person's matte is made from")
     keying: EnumProperty(name="Mask Keys", items=KEYING_ITEMS, default="AUTO")
 
 
@@ -107,6 +113,10 @@ class MattesTask(tasks.Task):
         video = paths.abspath(self.video_override) if self.video_override else self._video(context, result)
         if video:
             args += ["--video", video]
+        elif r.matte_alpha == "SEGMENTATION":
+            raise tasks.TaskError("Segmentation mattes are read off the plate, and the scene shows none for this "
+                                  "result: import the video again, or choose Matte From: Body")
+        args += ["--alpha", r.matte_alpha.lower()]
         people = self._people(context, result)
         if people:
             args += ["--people", ",".join(people)]
@@ -280,6 +290,7 @@ class PYMAF_PT_roto(SidebarPanel, bpy.types.Panel):
             row = col.row(align=True)
             row.enabled = bool(s.last_result) and running is None
             row.prop(r, "matte_format", text="")
+            row.prop(r, "matte_alpha", text="")
             row.operator("pymaf.roto_mattes", icon="RENDER_RESULT")
             if not s.last_result:
                 col.label(text="Import a video first", icon="INFO")

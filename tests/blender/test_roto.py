@@ -16,6 +16,7 @@ import contextlib
 import inspect
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -539,7 +540,7 @@ def test_mattes_button_then_set_up_roto(shot, addon, fake_mattes_engine, results
     opt = lambda k: argv[argv.index(k) + 1]   # noqa: E731
     assert opt("--out") == str(out_dir) and opt("--progress") == "jsonl" and opt("--name") == "multi"
     assert opt("--people") == "0,3,7" and os.path.samefile(opt("--video"), results / "video.mp4")
-    assert opt("--format") == "png" and int(opt("--contour-points")) >= 32
+    assert opt("--format") == "png" and int(opt("--contour-points")) >= 32 and opt("--alpha") == "body"
     assert sc.pymaf_roto.mattes_path == str(out_dir) and (out_dir / "multi_contours.npz").is_file()
     assert "press Set Up Roto" in sc.pymaf.last_summary
     sc.pymaf_roto.mask_points = 24
@@ -555,6 +556,15 @@ def test_mattes_button_then_set_up_roto(shot, addon, fake_mattes_engine, results
     joints = sc.pymaf_roto.bl_rna.properties["joints"]
     assert joints.default_flag == set(roto.DEFAULT_JOINTS)
     assert [i.identifier for i in joints.enum_items] == list(roto.JOINT_NAMES)
+    sc.pymaf_roto.matte_alpha = "SEGMENTATION"
+    assert bpy.ops.pymaf.roto_mattes() == {"FINISHED"}
+    argv = [json.loads(l) for l in fake_mattes_engine.read_text().splitlines()][-1]
+    assert argv[argv.index("--alpha") + 1] == "segmentation" and "--video" in argv
+    elsewhere = results / "not_in_scene.npz"            # a result no rig of the scene shows: no plate
+    shutil.copyfile(result_path, elsewhere)
+    with pytest.raises(RuntimeError, match="Segmentation mattes are read off the plate"):
+        bpy.ops.pymaf.roto_mattes(result=str(elsewhere), out_dir=str(results / "x"))
+    sc.pymaf_roto.matte_alpha = "BODY"
     monkeypatch.setenv("ROTO_FAKE_MODE", "old")
     with pytest.raises(RuntimeError, match="this engine has no 'mattes' command"):
         bpy.ops.pymaf.roto_mattes()
