@@ -57,7 +57,8 @@ Progress and exit codes follow ``python -m engine run`` (docs/engine-cli.md)::
 
     0 ok; 1 internal error; 2 bad arguments or bad input (no result / not a result, no body or
     camera in it, unknown person, frame range outside the result, plate of another size);
-    3 plate video unreadable; 5 renderer or EXR writer unavailable; 6 cannot write (disk full,
+    3 plate video unreadable; 5 renderer, EXR writer or (``--alpha segmentation``) landmark model
+    unavailable; 6 cannot write (disk full,
     folder not writable); 130 cancelled.
 """
 from __future__ import annotations

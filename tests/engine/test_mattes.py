@@ -545,3 +545,37 @@ def test_segmentation_alpha_needs_the_plate(one, capsys):
     d, _, _, _ = one
     rc, events = run([d / "shot.npz", "--out", d / "seg", "--alpha", "segmentation"], capsys)
     assert rc == 2 and events[-1]["code"] == "usage" and "--video" in events[-1]["message"]
+
+
+def _grey_clip(path, size, n):
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, size)
+    for _ in range(n):
+        w.write(np.full((size[1], size[0], 3), 90, np.uint8))
+    w.release()
+    return path
+
+
+def test_segmentation_alpha_without_the_landmark_model(one, tmp_path, monkeypatch, capsys):
+    from engine.landmarks import assets
+
+    def missing(size, *a, **k):
+        raise assets.LandmarkModelError(assets.missing_message(size))
+    monkeypatch.setattr(assets, "require_converted", missing)
+    d, _, _, _ = one
+    rc, events = run([d / "shot.npz", "--out", tmp_path / "m", "--video", _grey_clip(tmp_path / "p.avi", (W, H), 10),
+                      "--alpha", "segmentation"], capsys)
+    assert rc == 5 and events[-1]["code"] == "landmark_model" and "build.py setup" in events[-1]["message"], events
+
+
+@pytest.mark.skipif(not __import__("engine.landmarks.assets", fromlist=["x"]).converted_path("full").is_file(),
+                    reason="converted BlazePose models not set up")
+def test_segmentation_alpha_on_a_plate_that_ends_early(one, tmp_path, capsys):
+    """The result covers video frames 5..8; a plate of 7 frames ends after frame 6: exit 3
+    naming frame 7, the frames before it written and kept (Blender 6 and 7)."""
+    d, _, _, _ = one
+    out = tmp_path / "m"
+    rc, events = run([d / "shot.npz", "--out", out, "--video", _grey_clip(tmp_path / "short.avi", (W, H), 7),
+                      "--alpha", "segmentation", "--format", "png"], capsys)
+    assert rc == 3 and "frame 7" in events[-1]["message"], events
+    assert sorted(p.name for p in out.glob("shot_person1.*.png")) == ["shot_person1.0006.png", "shot_person1.0007.png"]
+    assert leftovers(out) == []
