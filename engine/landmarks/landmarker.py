@@ -81,9 +81,10 @@ class Landmarker:
         self.network = net.to(self.device)
         self.size, self.refine = size, refine
 
-    def predict(self, crops: np.ndarray) -> dict:
+    def predict(self, crops: np.ndarray, segmentation: bool = False) -> dict:
         """crops (B, 256, 256, 3) uint8 RGB -> {"landmarks": (B, 39, 5) crop px x, y, z and
-        visibility / presence probabilities, "world": (B, 39, 3) m, "presence": (B,)}."""
+        visibility / presence probabilities, "world": (B, 39, 3) m, "presence": (B,)}, and with
+        ``segmentation`` "segmentation": (B, 256, 256) float32 person-mask logits of the crops."""
         x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
         with torch.inference_mode():
@@ -98,10 +99,14 @@ class Landmarker:
                 lm[:, :, :2] = refine_from_heatmaps(lm[:, :, :2], out.heatmaps)
             packed = torch.cat([lm.reshape(len(x), -1), out.world.reshape(len(x), -1), out.presence[:, None]], 1)
             flat = packed.float().cpu().numpy()      # one device -> host copy
+            seg = out.segmentation.float().cpu().numpy() if segmentation else None
         n = lm.shape[1]
-        return {"landmarks": flat[:, :n * 5].reshape(-1, n, 5),
-                "world": flat[:, n * 5:n * 8].reshape(-1, n, 3),
-                "presence": flat[:, -1]}
+        got = {"landmarks": flat[:, :n * 5].reshape(-1, n, 5),
+               "world": flat[:, n * 5:n * 8].reshape(-1, n, 3),
+               "presence": flat[:, -1]}
+        if segmentation:
+            got["segmentation"] = seg
+        return got
 
 
 def observation_from(pred: dict, i: int, roi: np.ndarray) -> tuple:
@@ -128,23 +133,29 @@ class PersonFollower:
     ``boxes``: [(track id, xyxy)] of one frame. All crops of a frame go through the network
     as one batch; a second small batch re-runs the people whose crop came from a box (aligned
     with their fresh landmarks) or whose landmark crop lost them (from the box). None: the
-    model does not see a person there (presence below the threshold): a gap, never a guess."""
+    model does not see a person there (presence below the threshold): a gap, never a guess.
+    ``keep_segmentation``: after each ``step``, ``segmentation`` holds {track id: (256, 256)
+    segmentation logits of the crop its Observation came from (``Observation.roi``)}."""
 
-    def __init__(self, landmarker: Landmarker, presence_threshold: float = PRESENCE_THRESHOLD):
+    def __init__(self, landmarker: Landmarker, presence_threshold: float = PRESENCE_THRESHOLD,
+                 keep_segmentation: bool = False):
         self.landmarker = landmarker
         self.threshold = presence_threshold
         self.next_roi: dict = {}   # track id -> ROI from the previous frame's landmarks
+        self.keep_segmentation = keep_segmentation
+        self.segmentation: dict = {}
 
     def _run(self, image: np.ndarray, jobs: list) -> list:
-        """jobs [(id, roi)] -> [(id, roi, Observation, landmarks (39, 3) image px)]."""
+        """jobs [(id, roi)] -> [(id, roi, Observation, landmarks (39, 3) image px, segmentation
+        logits (256, 256) or None)]."""
         if not jobs:
             return []
         crops = np.stack([rois.crop_image(image, r) for _, r in jobs])
-        pred = self.landmarker.predict(crops)
+        pred = self.landmarker.predict(crops, segmentation=self.keep_segmentation)
         out = []
         for i, (tid, r) in enumerate(jobs):
             obs, lm = observation_from(pred, i, r)
-            out.append((tid, r, obs, lm))
+            out.append((tid, r, obs, lm, pred["segmentation"][i] if self.keep_segmentation else None))
         return out
 
     def step(self, image: np.ndarray, boxes: list) -> dict:
@@ -156,21 +167,24 @@ class PersonFollower:
                 from_box.add(tid)
             first.append((tid, r))
         box_of = {tid: np.asarray(xyxy, np.float64) for tid, xyxy in boxes}
-        results = {tid: (r, obs, lm) for tid, r, obs, lm in self._run(image, first)}
+        results = {tid: (r, obs, lm, seg) for tid, r, obs, lm, seg in self._run(image, first)}
         retry = []
-        for tid, (r, obs, lm) in results.items():
+        for tid, (r, obs, lm, _) in results.items():
             if obs.presence >= self.threshold and tid in from_box:
                 retry.append((tid, rois.roi_from_landmarks(lm)))   # align the first crop
             elif obs.presence < self.threshold and tid not in from_box:
                 retry.append((tid, rois.roi_from_box(box_of[tid])))  # the landmark crop lost them
-        for tid, r, obs, lm in self._run(image, retry):
+        for tid, r, obs, lm, seg in self._run(image, retry):
             if obs.presence >= self.threshold or results[tid][1].presence < self.threshold:
-                results[tid] = (r, obs, lm)
+                results[tid] = (r, obs, lm, seg)
         frame = {}
-        for tid, (r, obs, lm) in results.items():
+        self.segmentation = {}
+        for tid, (r, obs, lm, seg) in results.items():
             if obs.presence >= self.threshold:
                 self.next_roi[tid] = rois.roi_from_landmarks(lm)
                 frame[tid] = obs
+                if seg is not None:
+                    self.segmentation[tid] = seg
             else:
                 self.next_roi.pop(tid, None)
                 frame[tid] = None

@@ -4,8 +4,8 @@ The landmark network has a second head besides the landmarks: person-mask logits
 256 x 256 crop (``LandmarkOutputs.segmentation``), trained on real people with their hair and
 clothes. ``PersonSegmenter.step(image, boxes)`` follows each person with the crops
 ``engine run`` uses (``PersonFollower``: the crop from the last frame's landmarks, or from the
-track's box), runs the network on the crop it settled on and warps the logits back to the
-frame (bilinear), only over the crop's footprint. Used by ``engine mattes --alpha
+track's box), keeps the segmentation of the crop it settled on and warps the logits back to
+the frame (bilinear), only over the crop's footprint. Used by ``engine mattes --alpha
 segmentation``; its measurement (engine/measure/mattes.py) uses the same function.
 """
 from __future__ import annotations
@@ -66,24 +66,14 @@ class PersonSegmenter:
     model sees no person in the crop (presence below its threshold)."""
 
     def __init__(self, landmarker: Landmarker):
-        self.landmarker = landmarker
-        self.follower = PersonFollower(landmarker)
+        self.follower = PersonFollower(landmarker, keep_segmentation=True)
 
     def step(self, image: np.ndarray, boxes: list) -> dict:
-        import torch
-
         seen = self.follower.step(image, boxes)
-        tids = [t for t, obs in seen.items() if obs is not None]
         out = {t: None for t in seen}
-        if not tids:
-            return out
-        crops = np.stack([rois.crop_image(image, seen[t].roi) for t in tids])
-        x = torch.from_numpy(crops).to(self.landmarker.device).permute(0, 3, 1, 2).float().div_(255.0)
-        with torch.inference_mode():
-            logits = self.landmarker.network(x).segmentation.float().cpu().numpy()
         h, w = image.shape[:2]
-        for k, t in enumerate(tids):
+        for t, logits in self.follower.segmentation.items():
             window = roi_window(seen[t].roi, h, w)
             if window is not None:
-                out[t] = PersonMask(window, crop_logits_to_frame(logits[k], seen[t].roi, window))
+                out[t] = PersonMask(window, crop_logits_to_frame(logits, seen[t].roi, window))
         return out
