@@ -500,10 +500,10 @@ def main(argv=None) -> int:
     renders = None if args.skip_renders else measure_renders(args.clips_per_motion, args.frames, log, args.cache)
     dancer = None if args.skip_dancer else measure_dancer(dancer_result, log)
     speed = None if args.skip_speed else measure_speed(dancer_result, log)
-    write_report(Path(args.out), report(renders, dancer, speed, command.strip()))
-    if args.json:
+    if args.json:                                       # first: the figures survive a failing report
         Path(args.json).write_text(json.dumps({"renders": renders, "dancer": dancer, "speed": speed,
                                                "command": command.strip()}, indent=1, default=float))
+    write_section(Path(args.out), report(renders, dancer, speed, command.strip()), "engine.measure.mattes")
     log(f"wrote {args.out}")
     return 0
 
