@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from ..cli_args import UsageParser, finite_float, nonneg_float, nonneg_int
+from ..mattes import ALPHA_KINDS
 from ..run import build_parser as run_parser
 from . import record as rec
 from .shots import ShotListError, list_shots
@@ -67,6 +68,9 @@ def build_parser() -> UsageParser:
     p.add_argument("--mattes-format", choices=MATTES_FORMATS, default="all")
     p.add_argument("--mattes-dilate", type=finite_float, default=0.0, metavar="PX")
     p.add_argument("--mattes-feather", type=nonneg_float, default=0.0, metavar="PX")
+    p.add_argument("--mattes-alpha", choices=ALPHA_KINDS, default="body",
+                   help="what a matte is made from (engine mattes --alpha): the fitted body, or the landmark "
+                        "network's segmentation of the person on the shot's video")
     p.add_argument("--blender", metavar="PATH", default="",
                    help="also the Blender scene (.blend) and FBX per shot: a Blender executable, or a Python "
                         "with the bpy module")
@@ -110,6 +114,8 @@ def make_plans(args, run_args: list) -> list:
     if args.mattes:
         mattes = ["--format", args.mattes_format, "--dilate", str(args.mattes_dilate),
                   "--feather", str(args.mattes_feather)]
+        if args.mattes_alpha != "body":         # the default stays out: older records keep matching
+            mattes += ["--alpha", args.mattes_alpha]
     if not any(a == "--smoothing" or a.startswith("--smoothing=") for a in run_args):
         # stored raw, like the panel's Import: Blender smooths on import (its slider, re-smoothable)
         run_args = ["--smoothing", "none", *run_args]
@@ -152,7 +158,7 @@ def check_options(args, argv: list) -> None:
     """Options that would be ignored, or an engine Python that cannot run: refused before anything
     starts. Raises ValueError."""
     given = {a.split("=")[0] for a in argv if a.startswith("--")}
-    for needs, options in (("--mattes", ("--mattes-format", "--mattes-dilate", "--mattes-feather")),
+    for needs, options in (("--mattes", ("--mattes-format", "--mattes-dilate", "--mattes-feather", "--mattes-alpha")),
                            ("--blender", ("--fbx-preset", "--space", "--no-plant-feet"))):
         unused = [o for o in options if o in given]
         if unused and not getattr(args, needs[2:]):

@@ -185,3 +185,16 @@ def test_a_new_result_takes_what_was_made_from_the_old_one_with_it(tmp_path):
     rec.drop_steps(folder, record, ["mattes", "scene"])
     assert not (folder / "mattes").exists() and "mattes" not in rec.read_record(folder)["steps"]
     assert shot_mod.pending_steps(plan) == {"mattes": rec.NOT_FINISHED}
+
+
+def test_mattes_options_reach_the_mattes_step(tmp_path):
+    """--mattes-alpha segmentation is passed to engine mattes; the default adds nothing (a batch
+    finished before the option existed keeps its mattes step's key)."""
+    from engine.batch.cli import build_parser, make_plans
+
+    (tmp_path / "a.mp4").write_bytes(b"")
+    base = [str(tmp_path), "--out", str(tmp_path / "o"), "--cpus-per-job", "1", "--mattes", "--mattes-format", "png"]
+    plain = make_plans(build_parser().parse_args(base), [])[0]["mattes_args"]
+    assert plain == ["--format", "png", "--dilate", "0.0", "--feather", "0.0"]
+    seg = make_plans(build_parser().parse_args([*base, "--mattes-alpha", "segmentation"]), [])[0]["mattes_args"]
+    assert seg == [*plain, "--alpha", "segmentation"]
