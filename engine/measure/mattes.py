@@ -456,11 +456,13 @@ def report(renders, dancer, speed, command: str) -> str:
         lines += ["### Speed", "",
                   "`engine.mattes.make_mattes` (what the command does: posing, rendering, compositing, contours, "
                   "encoding and writing every file with fsync and rename) on the dancer result at 1920x1080, all "
-                  "its frames; \"3 people\": the dancer's track three times side by side at different depths. "
-                  "2 CPU cores shared with other work: between two runs the same case varied by up to 40 % "
-                  "(e.g. png 9.4 and 6.7 frames/s); read the table as the order of magnitude and the ratios "
-                  "between cases. Per frame at 1080p, unloaded: render (llvmpipe, 2 threads) about 40 ms a "
-                  "person, compositing and feathering 15 ms, 10-20 ms a PNG, about 70 ms the EXR (ZIP).", "",
+                  "its frames; \"3 people\": the dancer's track three times side by side at different depths; "
+                  "`segmentation`: `--alpha segmentation`, which adds the landmark network on each person's crop "
+                  "(one or two runs a person and frame, as `engine run` follows people). On these 2 CPU cores the "
+                  "same case varied by up to 40 % between runs while other work shared them: read the table as "
+                  "the order of magnitude and the ratios between cases. Per frame at 1080p, unloaded: render "
+                  "(llvmpipe, 2 threads) about 40 ms a person, compositing and feathering 15 ms, 10-20 ms a PNG, "
+                  "about 70 ms the EXR (ZIP).", "",
                   "| people | format | alpha | frames | frames/s | MB per frame |", "|---|---|---|---|---|---|"]
         for r in speed:
             lines.append(f"| {r['people']} | {r['format']} | {r.get('alpha', 'body')} | {r['frames']} | {r['fps']:.1f} | "
