@@ -168,8 +168,10 @@ class Person:
 
     def box_xyxy(self, frame: int):
         """The track's square box (x1, y1, x2, y2) at result frame ``frame``, or None."""
+        from engine.people.tracking import square_to_xyxy
+
         b = self.boxes.get(frame)
-        return None if b is None else np.array([b[0] - b[2] / 2, b[1] - b[2] / 2, b[0] + b[2] / 2, b[1] + b[2] / 2])
+        return None if b is None else square_to_xyxy(b)
 
     def pose(self, frame: int):
         """(rotmats (24, 3, 3), transl (3,)) at result frame ``frame``, or None where not shown."""
@@ -566,7 +568,7 @@ class MatteMaker:
         box = _bbox(r.mask.any(0))
         if box is None:
             return fm
-        segments = self._segments(result_frame, image, posed, r.mask) if self.segmenter is not None else None
+        segments = self._segments(result_frame, image, posed) if self.segmenter is not None else None
         if segments is not None:                         # the window holds the segmentations too
             box = _bbox(r.mask.any(0) | np.any([s for s in segments if s is not None], 0))
         y0, y1, x0, x1 = box
@@ -582,8 +584,9 @@ class MatteMaker:
             vis = np.stack([owner == k for k in range(len(posed))])
         else:
             far = np.array([fm.person_depth.get(p.tid, np.inf) for p, _ in posed])
-            heights = np.array([np.ptp(np.flatnonzero(m.any(1))) + 1 if m.any() else 0 for m in r.mask])
-            vis = segmented_visible(owner, r.mask[crop], [None if s is None else s[crop[1:]] for s in segments],
+            bodies = r.mask[crop]                          # the window holds every body pixel
+            heights = np.array([np.ptp(np.flatnonzero(m.any(1))) + 1 if m.any() else 0 for m in bodies])
+            vis = segmented_visible(owner, bodies, [None if s is None else s[crop[1:]] for s in segments],
                                     far, SEGMENT_MARGIN * heights)
         reach = int(math.ceil(max(self.options.dilate, 0.0) + self.options.feather / 2.0)) + 2
         fm.box = (max(y0 - reach, 0), min(y1 + reach, H), max(x0 - reach, 0), min(x1 + reach, W))
@@ -593,7 +596,7 @@ class MatteMaker:
             alphas[p.tid] = soften(visible[p.tid], self.options.dilate, self.options.feather)
         return fm
 
-    def _segments(self, result_frame: int, image, posed: list, bodies: np.ndarray) -> list:
+    def _segments(self, result_frame: int, image, posed: list) -> list:
         """Each posed person's segmentation mask (H, W) on the plate, or None (no box there, or
         the landmark model sees nobody in the crop)."""
         boxes = [(p.tid, p.box_xyxy(result_frame)) for p, _ in posed]
@@ -825,7 +828,7 @@ def make_mattes(result_path, out_dir, *, video=None, people=None, start=None, st
     contours_name = f"{stem}_contours.npz"
     error = None
     maker.open()
-    plate = _plate_frames(video, start, stop) if options.alpha == "segmentation" else None
+    plate = plate_frames(video, start, stop) if options.alpha == "segmentation" else None
     try:
         for video_frame in range(start, stop):
             if cancel is not None and cancel():
@@ -888,7 +891,7 @@ def make_mattes(result_path, out_dir, *, video=None, people=None, start=None, st
             "seconds": round(seconds, 3), "fps": round(written / max(seconds, 1e-9), 3)}
 
 
-def _plate_frames(video, start: int, stop: int):
+def plate_frames(video, start: int, stop: int):
     """The plate's RGB frames ``start .. stop - 1``, one per ``next``; a frame that does not
     decode is MatteError (exit 3) naming it."""
     from engine.video.decode import VideoError, iter_frames

@@ -147,13 +147,13 @@ def result_masks(result, tid: str, frames, options=None, video=None) -> list:
     not shown), made by engine.mattes exactly as the command makes it (all people of the result
     rendered). ``video``: the plate, for ``options.alpha == "segmentation"``."""
     from engine.common.result_schema import track_order
-    from engine.mattes import MatteMaker, Options, _plate_frames
+    from engine.mattes import MatteMaker, Options, plate_frames
 
     options = options or Options(formats=("png",))
     maker = MatteMaker(result, sorted(result.tracks, key=track_order), options)
     frames = [int(f) for f in frames]
     off = int(result.meta.get("frame_start") or 0)
-    plate = (_plate_frames(video, off + frames[0], off + frames[-1] + 1)
+    plate = (plate_frames(video, off + frames[0], off + frames[-1] + 1)
              if options.alpha == "segmentation" and frames else None)
     maker.open()
     try:
@@ -295,6 +295,7 @@ def segmentation_masks(video, result, tid: str, size: str = "full") -> list:
     from engine.landmarks.assets import converted_path
     from engine.landmarks.landmarker import Landmarker
     from engine.landmarks.segmentation import PersonSegmenter
+    from engine.people.tracking import square_to_xyxy
     from engine.video.decode import iter_frames
 
     tr = result.tracks[tid]
@@ -309,8 +310,7 @@ def segmentation_masks(video, result, tid: str, size: str = "full") -> list:
             segmenter.step(frame.image, [])
             out.append(None)
             continue
-        cx, cy, side = b
-        got = segmenter.step(frame.image, [(1, np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]))])[1]
+        got = segmenter.step(frame.image, [(1, square_to_xyxy(b))])[1]
         out.append(None if got is None else got.mask(*frame.image.shape[:2]))
     return out
 

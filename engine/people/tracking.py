@@ -53,6 +53,13 @@ class Track:
         return xyxy_to_square(self.xyxy)
 
 
+def square_to_xyxy(square) -> np.ndarray:
+    """(..., 3) square boxes (cx, cy, side) -> (..., 4) boxes (x1, y1, x2, y2)."""
+    s = np.asarray(square, np.float64)
+    half = s[..., 2:3] / 2
+    return np.concatenate([s[..., :2] - half, s[..., :2] + half], -1)
+
+
 def xyxy_to_square(xyxy) -> np.ndarray:
     """(..., 4) boxes (x1, y1, x2, y2) -> (..., 3) official square boxes (cx, cy, side = max(w, h))."""
     b = np.asarray(xyxy, np.float64)
@@ -257,6 +264,14 @@ def _prefer_occluders(pairs, pred, cost, allowed, margin: float) -> list:
     return pairs
 
 
+def _near(tracks, boxes, frame, reach) -> np.ndarray:
+    """(T, N) bool: detection ``boxes`` (N, 4) whose centre lies within ``reach`` predicted box
+    heights of each track's predicted centre."""
+    pred = np.array([t.predict(frame) for t in tracks]).reshape(-1, 4)
+    far = np.linalg.norm(_centre(pred)[:, None] - _centre(np.asarray(boxes).reshape(-1, 4))[None], axis=-1)
+    return far <= reach * (pred[:, 3] - pred[:, 1])[:, None]
+
+
 def _reidentify(tracks, boxes, apps, frame, max_dist, reach) -> list:
     """Lost tracks vs. detections that would start tracks: Hungarian on appearance distance,
     pairs with distance <= max_dist and the detection's centre within ``reach`` predicted box
@@ -264,18 +279,10 @@ def _reidentify(tracks, boxes, apps, frame, max_dist, reach) -> list:
     if not tracks or apps is None or not len(boxes):
         return []
     dist = _app_distance(tracks, apps)
-    pred = np.array([t.predict(frame) for t in tracks])
-    far = np.linalg.norm(_centre(pred)[:, None] - _centre(boxes)[None], axis=-1)
-    ok = (dist <= max_dist) & (far <= reach * (pred[:, 3] - pred[:, 1])[:, None]) \
+    ok = (dist <= max_dist) & _near(tracks, boxes, frame, reach) \
         & np.array([t.app is not None for t in tracks])[:, None]
     r, c = linear_sum_assignment(np.where(ok, dist, 10.0))
     return [(i, j) for i, j in zip(r, c) if ok[i, j]]
-
-
-def _near(track, boxes, frame, reach) -> np.ndarray:
-    """(N,) bool: boxes whose centre lies within ``reach`` box heights of ``track``'s predicted centre."""
-    pred = track.predict(frame)
-    return np.linalg.norm(_centre(boxes) - _centre(pred), axis=-1) <= reach * (pred[3] - pred[1])
 
 
 def _take_back(tracks, pairs, spare, lost, boxes, apps, frame, p) -> tuple:
@@ -297,14 +304,14 @@ def _take_back(tracks, pairs, spare, lost, boxes, apps, frame, p) -> tuple:
             continue
         cand = np.array(spare)
         d_a = appearance_distance(a.app[None], apps[np.append(cand, j)])[0]
-        ok = _near(a, boxes[cand], frame, p.reid_reach) & (d_a[:-1] <= p.reid_dist)
+        ok = _near([a], boxes[cand], frame, p.reid_reach)[0] & (d_a[:-1] <= p.reid_dist)
         if not ok.any():
             continue
         k = int(np.flatnonzero(ok)[np.argmin(d_a[:-1][ok])])
         u, d_au, d_aj = int(cand[k]), d_a[k], d_a[-1]
         for b in lost:
             d_b = appearance_distance(b.app[None], apps[[j, u]])[0]
-            if _near(b, boxes[j:j + 1], frame, p.reid_reach)[0] and d_b[0] <= p.reid_dist \
+            if _near([b], boxes[j:j + 1], frame, p.reid_reach)[0, 0] and d_b[0] <= p.reid_dist \
                     and d_au + d_b[0] < d_aj + d_b[1]:
                 pairs[n] = (i, u)
                 spare[spare.index(u)] = j
@@ -342,24 +349,23 @@ class _Associator:
             if clean[j]:
                 t.learn_appearance(app(j), p.appearance_alpha)
 
-        pairs, rest, new = _match(live, d[hi_i, :4], f, p.iou_thresh, app(hi_i), p.appearance_weight,
-                                  p.occluder_margin)
+        pairs, rest, _ = _match(live, d[hi_i, :4], f, p.iou_thresh, app(hi_i), p.appearance_weight,
+                                p.occluder_margin)
         # stage 2: low-score detections, only for tracks seen on the last frame the detector looked at
         recent = [i for i in rest if live[i].last == self.examined]
         pairs2, _, _ = _match([live[i] for i in recent], d[lo_i, :4], f, max(p.iou_thresh, 0.3), app(lo_i),
                               p.appearance_weight, p.occluder_margin)
         pairs = [(i, hi_i[j]) for i, j in pairs] + [(recent[i], lo_i[j]) for i, j in pairs2]   # rows of d
-        spare = [j for j in range(len(d)) if j not in {j for _, j in pairs}]
+        held = {j for _, j in pairs}
+        spare = [j for j in range(len(d)) if j not in held]
         if p.take_back and apps is not None:
             paired = {i for i, _ in pairs}
             lost = [i for i in range(len(live)) if live[i].last < self.examined and i not in paired]
             pairs, spare = _take_back(live, pairs, spare, lost, d[:, :4], apps, f, p)
         for i, j in pairs:
             take(live[i], j)
-        rest = [i for i in range(len(live)) if live[i].last < f]
-        new = [j for j in spare if d[j, 4] >= p.high_thresh]
-        lost = [live[i] for i in rest]
-        new_i = np.array([j for j in new if d[j, 4] >= self.new_thresh], int)
+        lost = [t for t in live if t.last < f]
+        new_i = np.array([j for j in spare if d[j, 4] >= max(p.high_thresh, self.new_thresh)], int)
         revived = set()
         for i, j in _reidentify(lost, d[new_i, :4], app(new_i), f, p.reid_dist, p.reid_reach):
             take(lost[i], new_i[j])

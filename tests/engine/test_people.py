@@ -368,3 +368,9 @@ def test_a_track_gives_back_a_box_it_took_over():
     assert who(tracks, 0) == who(tracks, 39) and sorted(who(tracks, 0).values()) == ["man", "woman"]
     off = tk.track(dets, min_track_frames=5, take_back=False)
     assert len(off) == 3 and who(off, 0) != who(off, 39)
+
+
+def test_square_and_xyxy_boxes_convert_both_ways():
+    sq = np.array([[100.0, 50.0, 40.0], [7.5, 9.0, 3.0]])
+    np.testing.assert_array_equal(tk.square_to_xyxy(sq), [[80, 30, 120, 70], [6, 7.5, 9, 10.5]])
+    np.testing.assert_array_equal(tk.xyxy_to_square(tk.square_to_xyxy(sq)), sq)
