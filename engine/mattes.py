@@ -31,7 +31,8 @@ the result's frames. Files are numbered by **Blender frame = video frame index +
 network segments as the person on the plate (``engine.landmarks.segmentation``: hair, clothes,
 the real outline), kept within ``SEGMENT_MARGIN`` (0.1) of the body's height around their
 fitted body and minus other people's bodies in front (``segmented_visible``); where the
-network sees nobody, or the track has no box (a bridged gap), the body's silhouette. Ids
+network sees nobody, the track has no box (a bridged gap), or the segmentation misses most of
+the body (the crop followed a neighbour), the body's silhouette. Ids
 follow the mattes; parts and depth stay the body's (part 0 on hair and clothes outside it).
 
 A person's PNG is written for every frame of the range (black where they are not seen), so
@@ -263,7 +264,9 @@ def segmented_visible(owner: np.ndarray, bodies: np.ndarray, segments: list, dep
     ``margins`` (P,) px. A person's matte is their segmentation within ``margins`` of their
     body (hair, clothes; not a neighbour the crop also holds), minus the pixels where another
     person's body is in front; a pixel outside every body that two people's segmentations
-    claim goes to the nearer person. -> (P, H, W) bool."""
+    claim goes to the nearer person. A segmentation covering less than half of the person's
+    visible body is someone else's (the crop followed a neighbour): their visible body is used.
+    -> (P, H, W) bool."""
     import cv2
 
     P = len(bodies)
@@ -277,6 +280,10 @@ def segmented_visible(owner: np.ndarray, bodies: np.ndarray, segments: list, dep
         near = bodies[k] if r == 0 else cv2.dilate(bodies[k].astype(np.uint8), cv2.getStructuringElement(
             cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) > 0
         claims[k] = segments[k] & near & ((owner < 0) | (owner == k))
+        own = owner == k
+        if (claims[k] & own).sum() < 0.5 * own.sum():
+            claims[k] = False
+            out[k] = own
     free = owner < 0
     if P > 1 and (claims.sum(0) > 1).any():       # outside the bodies: the nearer person's
         z = np.where(claims, np.asarray(depths, np.float64)[:, None, None], np.inf)

@@ -496,6 +496,11 @@ def test_segmented_visible_keeps_hair_near_the_body_and_resolves_people():
     assert (vis[0] & vis[1]).sum() == 0 and vis[1, 20:25, 30:34].all()
     np.testing.assert_array_equal(M.segmented_visible(owner, bodies, [None, seg1], np.array([3.0, 2.0]),
                                                       np.array([8.0, 8.0]))[0], owner == 0)
+    # a segmentation that misses most of the body is a neighbour's (the crop followed them)
+    stray = np.zeros((h, w), bool)
+    stray[10:40, 17:24] = True                                # a sliver of body 0, the rest beside it
+    vis = M.segmented_visible(owner, bodies, [stray, seg1], np.array([3.0, 2.0]), np.array([8.0, 8.0]))
+    np.testing.assert_array_equal(vis[0], owner == 0)
 
 
 @pytest.mark.skipif(not __import__("engine.landmarks.assets", fromlist=["x"]).converted_path("full").is_file(),
