@@ -5,7 +5,8 @@ plain numpy arrays (sigmoid-ed scores, heatmap-refined 2D landmarks). ``PersonFo
 chooses each person's crop the way BlazePose does in video: from the tracker's box on a
 track's first frame (then once more from the landmarks of that same frame, so the first crop
 is aligned too), from the previous frame's landmarks afterwards, and back to the box when the
-presence score drops or the landmark ROI leaves the box.
+presence score drops, the landmark ROI leaves the box, or the landmarks fit another person's
+box of the frame better than the person's own (the crop drifted onto a neighbour).
 
 Per person-frame observation (``Observation``), image pixels and metres:
 
@@ -28,6 +29,7 @@ from engine.landmarks.network import NUM_BODY_LANDMARKS, load_landmark_network
 from engine.model.inference import resolve_autocast, resolve_device
 
 PRESENCE_THRESHOLD = 0.5     # BlazePose's own threshold for "a person is in the crop"
+DRIFT_MARGIN = 0.1           # IoU by which another person's box must fit the landmarks better
 HEATMAP_KERNEL = 7           # refinement window (heatmap pixels), as BlazePose's graph
 HEATMAP_MIN_CONFIDENCE = 0.5
 
@@ -120,6 +122,24 @@ def observation_from(pred: dict, i: int, roi: np.ndarray) -> tuple:
                        ), lm
 
 
+def landmark_box(landmarks_px) -> np.ndarray:
+    """Image-pixel landmarks (..., N, >=2) -> (..., 4) x0, y0, x1, y1 of the 33 body landmarks."""
+    xy = np.asarray(landmarks_px, np.float64)[..., :NUM_BODY_LANDMARKS, :2]
+    return np.concatenate([xy.min(-2), xy.max(-2)], -1)
+
+
+def fits_another_box(landmarks_px, own: int, box_of: dict, margin: float = DRIFT_MARGIN) -> bool:
+    """The landmarks' box overlaps another track's box (``box_of`` {id: xyxy}) by more than
+    ``margin`` IoU over the track ``own``'s box: the network found the neighbour in the crop.
+    Side by side at vtest.avi's sizes a crop from the last frame's landmarks holds both people
+    and stays centred within the right box while the landmarks slide onto the other."""
+    from engine.people.tracking import box_iou
+
+    b = landmark_box(landmarks_px)
+    mine = box_iou(b, box_of[own])
+    return any(box_iou(b, xyxy) > mine + margin for tid, xyxy in box_of.items() if tid != own)
+
+
 def _centre_in_box(roi: np.ndarray, xyxy: np.ndarray, margin: float = 0.25) -> bool:
     """The ROI centre lies in the box grown by ``margin`` of its size on each side."""
     x0, y0, x1, y1 = xyxy
@@ -133,14 +153,18 @@ class PersonFollower:
     ``boxes``: [(track id, xyxy)] of one frame. All crops of a frame go through the network
     as one batch; a second small batch re-runs the people whose crop came from a box (aligned
     with their fresh landmarks) or whose landmark crop lost them (from the box). None: the
-    model does not see a person there (presence below the threshold): a gap, never a guess.
+    model does not see a person there (presence below the threshold) or sees only another
+    tracked person (``fits_another_box``, from the box crop too): a gap, never a guess.
     ``keep_segmentation``: after each ``step``, ``segmentation`` holds {track id: (256, 256)
-    segmentation logits of the crop its Observation came from (``Observation.roi``)}."""
+    segmentation logits of the crop its Observation came from (``Observation.roi``)}.
+    ``drift_margin``: ``fits_another_box``'s margin; None turns the check off (its measurement,
+    engine/measure/follower.py, compares)."""
 
     def __init__(self, landmarker: Landmarker, presence_threshold: float = PRESENCE_THRESHOLD,
-                 keep_segmentation: bool = False):
+                 keep_segmentation: bool = False, drift_margin: float | None = DRIFT_MARGIN):
         self.landmarker = landmarker
         self.threshold = presence_threshold
+        self.drift_margin = drift_margin
         self.next_roi: dict = {}   # track id -> ROI from the previous frame's landmarks
         self.keep_segmentation = keep_segmentation
         self.segmentation: dict = {}
@@ -167,20 +191,25 @@ class PersonFollower:
                 from_box.add(tid)
             first.append((tid, r))
         box_of = {tid: np.asarray(xyxy, np.float64) for tid, xyxy in boxes}
+
+        def sees_own(tid, obs, lm) -> bool:
+            return obs.presence >= self.threshold and (
+                self.drift_margin is None or not fits_another_box(lm, tid, box_of, self.drift_margin))
+
         results = {tid: (r, obs, lm, seg) for tid, r, obs, lm, seg in self._run(image, first)}
         retry = []
         for tid, (r, obs, lm, _) in results.items():
-            if obs.presence >= self.threshold and tid in from_box:
+            if tid in from_box and obs.presence >= self.threshold:
                 retry.append((tid, rois.roi_from_landmarks(lm)))   # align the first crop
-            elif obs.presence < self.threshold and tid not in from_box:
+            elif tid not in from_box and not sees_own(tid, obs, lm):
                 retry.append((tid, rois.roi_from_box(box_of[tid])))  # the landmark crop lost them
         for tid, r, obs, lm, seg in self._run(image, retry):
-            if obs.presence >= self.threshold or results[tid][1].presence < self.threshold:
+            if sees_own(tid, obs, lm) or not sees_own(tid, *results[tid][1:3]):
                 results[tid] = (r, obs, lm, seg)
         frame = {}
         self.segmentation = {}
         for tid, (r, obs, lm, seg) in results.items():
-            if obs.presence >= self.threshold:
+            if sees_own(tid, obs, lm):
                 self.next_roi[tid] = rois.roi_from_landmarks(lm)
                 frame[tid] = obs
                 if seg is not None:

@@ -95,3 +95,52 @@ def test_follower_on_dancer_follows_gaps_and_recovers():
     # a track without a box this frame is dropped from the follower's state
     follower.step(frames[4], [])
     assert follower.next_roi == {}
+
+
+VTEST = ROOT.parent / "shared" / "footage" / "vtest.avi"
+# vtest.avi frames 560-585, the tracker's boxes of two men (tracks 26 and 28 of ``engine analyze``):
+# the one in front walks past the one behind, their boxes overlapping by up to a half
+BEHIND = np.array([
+    [171, 351, 219, 503], [169, 344, 229, 497], [176, 346, 229, 444], [178, 348, 233, 459],
+    [178, 349, 233, 459], [189, 349, 233, 475], [190, 346, 232, 477], [190, 346, 230, 462],
+    [184, 336, 227, 488], [188, 342, 233, 497], [189, 337, 237, 487], [187, 337, 240, 484],
+    [189, 338, 246, 482], [193, 338, 245, 473], [193, 339, 244, 474], [195, 341, 245, 473],
+    [203, 344, 252, 474], [209, 343, 259, 469], [213, 341, 262, 469], [216, 339, 270, 467],
+    [227, 336, 281, 467], [239, 333, 283, 457], [248, 329, 291, 453], [261, 328, 324, 451],
+    [267, 330, 330, 450], [273, 328, 327, 445]
+], float)
+FRONT = np.array([
+    [198, 397, 243, 538], [191, 418, 247, 535], [186, 393, 250, 539], [182, 378, 243, 544],
+    [181, 384, 238, 551], [181, 393, 243, 559], [179, 408, 262, 559], [180, 409, 258, 560],
+    [180, 398, 246, 557], [177, 409, 243, 560], [171, 407, 226, 562], [168, 407, 227, 564],
+    [163, 407, 230, 563], [160, 413, 221, 568], [157, 415, 218, 573], [159, 420, 220, 575],
+    [166, 425, 223, 574], [167, 427, 226, 574], [171, 429, 227, 573], [175, 429, 233, 574],
+    [180, 429, 259, 576], [183, 434, 258, 576], [189, 427, 263, 575], [214, 425, 264, 574],
+    [219, 424, 274, 574], [225, 424, 292, 575]
+], float)
+
+
+@pytest.mark.skipif(not VTEST.is_file(), reason="../shared/footage/vtest.avi not present")
+def test_follower_keeps_each_crop_on_its_own_person():
+    """The man in front's landmark crop (from his previous landmarks) also holds the man behind;
+    the network's landmarks slid onto the latter (their box fitting the other track's box with
+    IoU 0.6-0.9, his own 0.0-0.05) while the crop centre stayed within his box. Now a crop whose
+    landmarks fit another person's box better is redone from his box (or a gap)."""
+    from engine.landmarks import assets
+    from engine.landmarks.landmarker import Landmarker, PersonFollower, landmark_box
+    from engine.people.tracking import box_iou
+    from engine.video.decode import iter_frames
+
+    follower = PersonFollower(Landmarker(assets.converted_path("full"), "full", device="cpu"))
+    own, gaps = [], 0
+    for i, frame in enumerate(iter_frames(VTEST, start=560, stop=586)):
+        boxes = {26: BEHIND[i], 28: FRONT[i]}
+        seen = follower.step(frame.image, list(boxes.items()))
+        for tid, other in ((26, 28), (28, 26)):
+            if seen[tid] is None:
+                gaps += 1
+                continue
+            b = landmark_box(seen[tid].image)
+            own.append(box_iou(b, boxes[tid]))
+            assert box_iou(b, boxes[other]) <= own[-1] + 0.1, (frame.index, tid)
+    assert gaps <= 4 and np.median(own) > 0.5
