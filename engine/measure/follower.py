@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.measure.report import write_section
+from engine.measure.report import command_line, publish
 
 ROOT = Path(__file__).resolve().parents[2]
 VTEST = ROOT.parent / "shared" / "footage" / "vtest.avi"
@@ -115,11 +115,8 @@ def main(argv=None) -> int:
                          ("without the drift check", None)):
         rows[name] = replay(args.video, by_frame, PersonFollower(landmarker, drift_margin=margin))
         print(name, {k: v for k, v in rows[name].items() if k != "own_iou"}, flush=True)
-    command = "python -m " + MODULE + " " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = report(rows, args.video, command.strip())
-    if args.out:
-        write_section(Path(args.out), text, MODULE)
-    print(text)
+    text = report(rows, args.video, command_line(MODULE, argv))
+    publish(text, args.out, MODULE)
     return 0
 
 

@@ -5,6 +5,7 @@ The part sits between ``<!-- measured: python -m MODULE writes from here -->`` a
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 END = "<!-- measured: end -->"
@@ -25,3 +26,15 @@ def write_section(path: Path, text: str, module: str) -> None:
         path.write_text(f"{head}{begin}\n{text}\n{END}{tail}")
     else:
         path.write_text(f"{old}{begin}\n{text}\n{END}\n")
+
+
+def command_line(module: str, argv=None) -> str:
+    """The command that made a table, as the docs show it: ``python -m MODULE ARGS``."""
+    return " ".join(["python -m", module, *(argv if argv is not None else sys.argv[1:])])
+
+
+def publish(text: str, out, module: str) -> None:
+    """Print a measured section and, with ``out``, write it into that page (``write_section``)."""
+    if out:
+        write_section(Path(out), text, module)
+    print(text)
