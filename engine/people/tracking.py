@@ -151,8 +151,10 @@ class TrackerParams:
     (``_prefer_occluders``).
 
     ``take_back``: after two people separate, a track holding a box takes a spare one that
-    looks like it instead when a lost track looks like the box it holds (appearance pairs
-    the two people the other way round, ``_take_back``)."""
+    looks like it (appearance distance at most ``take_back_dist``) instead when a lost track
+    looks like the box it holds (at most ``reid_dist``; appearance pairs the two people the
+    other way round, ``_take_back``). The holder's own gate is looser than re-identification's:
+    its descriptor has just been learning from the box both people shared."""
     high_thresh: float = 0.5
     low_thresh: float = 0.1
     new_thresh: float | None = None
@@ -168,6 +170,7 @@ class TrackerParams:
     birth_iou: float = 0.3
     occluder_margin: float = 0.15
     take_back: bool = True
+    take_back_dist: float = 0.45
 
 
 RELINK_SECONDS = 1.0   # a person the detector misses for up to this long keeps their id
@@ -290,7 +293,7 @@ def _take_back(tracks, pairs, spare, lost, boxes, apps, frame, p) -> tuple:
     person's box, reappearing beside it, is left over (or only found with a low score). A
     track A holding box j takes a spare box u instead when appearance pairs the two people
     the other way round: u is near A's predicted box (``reid_reach`` box heights) and looks
-    like A (appearance distance <= ``reid_dist``), a lost track B near j looks like j
+    like A (appearance distance <= ``take_back_dist``), a lost track B near j looks like j
     (<= ``reid_dist``), and d(A, u) + d(B, j) < d(A, j) + d(B, u). The box given up becomes
     spare, for B to re-identify.
     ``tracks``: the live tracks; ``pairs``: [(track index, detection index)]; ``spare``:
@@ -304,7 +307,7 @@ def _take_back(tracks, pairs, spare, lost, boxes, apps, frame, p) -> tuple:
             continue
         cand = np.array(spare)
         d_a = appearance_distance(a.app[None], apps[np.append(cand, j)])[0]
-        ok = _near([a], boxes[cand], frame, p.reid_reach)[0] & (d_a[:-1] <= p.reid_dist)
+        ok = _near([a], boxes[cand], frame, p.reid_reach)[0] & (d_a[:-1] <= p.take_back_dist)
         if not ok.any():
             continue
         k = int(np.flatnonzero(ok)[np.argmin(d_a[:-1][ok])])
