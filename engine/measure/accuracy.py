@@ -179,15 +179,16 @@ def network_on_clips(clips, predictor, body) -> dict:
             "frames_per_s": len(pj) / max(seconds, 1e-9)}
 
 
-def measure_synthetic(sizes, clips_per_motion: int, frames: int, log, heads=None) -> dict:
+def measure_synthetic(sizes, clips_per_motion: int, frames: int, log, heads=None, fit_params=None) -> dict:
     """-> {size: {...metrics...}, "pymaf": {...}, "heads": {...} (with ``heads``, a weights
-    file of PyMAF's heads on the BlazePose trunk)} on the same rendered clips."""
+    file of PyMAF's heads on the BlazePose trunk)} on the same rendered clips. ``fit_params``:
+    the landmark fit's ``FitParams`` (default: the shipped ones)."""
     import torch
 
     from engine.body.mannequin import build_mannequin
     from engine.body.smpl_torch import SMPL
     from engine.fit.correspondence import landmark_basis
-    from engine.fit.fit import fit_track
+    from engine.fit.fit import FitParams, fit_track
     from engine.landmarks.assets import converted_path
     from engine.landmarks.landmarker import Landmarker, PersonFollower
     from engine.data.clips import MOTIONS, render_person_clip
@@ -224,7 +225,8 @@ def measure_synthetic(sizes, clips_per_motion: int, frames: int, log, heads=None
             world = np.stack([o.world for o in ob])
             t0 = time.perf_counter()
             fit = fit_track(world, np.stack([o.image for o in ob]), np.stack([o.visibility for o in ob]),
-                            np.array([o.presence for o in ob]), clip.focal_px, (320, 240), body=basis)
+                            np.array([o.presence for o in ob]), clip.focal_px, (320, 240), body=basis,
+                            params=fit_params or FitParams())
             t_fit += time.perf_counter() - t0
             n_fit += len(ob)
             v = fit.valid
@@ -544,6 +546,9 @@ def main(argv=None) -> int:
                    help="weights of PyMAF's heads on the BlazePose trunk to measure next to the landmark fit "
                         "(default: the shipped ones, engine/model/weights/pymaf_blazepose_full.pt, when present)")
     p.add_argument("--no-heads", action="store_true", help="measure the landmark fit only")
+    p.add_argument("--image-weight", type=float, default=None,
+                   help="the landmark fit's image term weight on the rendered clips (FitParams.weight_2d; "
+                        "default: the shipped one): how it was chosen, docs/landmark-fit.md")
     args = p.parse_args(argv)
     from engine.run import BLAZE_HEADS
 
@@ -552,8 +557,11 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(2)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    from engine.fit.fit import FitParams
+
+    fit_params = None if args.image_weight is None else FitParams(weight_2d=args.image_weight)
     syn = {} if args.skip_synthetic else measure_synthetic(args.sizes.split(","), args.clips_per_motion,
-                                                           args.frames, log, heads)
+                                                           args.frames, log, heads, fit_params)
     real = {} if args.skip_footage else measure_footage(args.vtest_frames, log, heads)
     command = "python -m engine.measure.accuracy " + " ".join(argv if argv is not None else sys.argv[1:])
     text = report(syn, real, command.strip())
