@@ -339,16 +339,13 @@ def test_a_person_going_out_of_view_is_found_again():
     assert len(tracks) == 1 and list(tracks.values())[0].frames.tolist() == list(range(T))
 
 
-def test_a_track_gives_back_a_box_it_took_over():
-    """A man (black) walks left and stops behind a woman (red) walking right, in front of him:
-    for 11 frames one box around both (she keeps it, the nearer person; his track coasts on
-    left, past where he stopped), then both boxes again, hers with a low score at first. Her
-    track, overlapping his box most, takes it; by appearance it gives it back and takes hers,
-    and his lost track re-identifies his box: each keeps one id. Without that
-    (``take_back=False``) his track ends and she comes out under a new id."""
+def _woman_passes_man(her_after=RED) -> list:
+    """A man (black) walks left and stops at x = 180 behind a woman (red) walking right, in
+    front of him: for 11 frames one box around both, then both boxes again, hers with a low
+    score for the first frames and the descriptor ``her_after``. -> detections per frame."""
     rows, apps, merged = [], [], None
     for t in range(40):
-        xw, xm = 100 + 4 * t, max(260 - 4 * t, 180)                 # he stops at x = 180
+        xw, xm = 100 + 4 * t, max(260 - 4 * t, 180)
         if abs(xw - xm) < 30:                                       # one box around both
             merged = t
             rows.append([[min(xw, xm), 100, max(xw, xm) + 40, 240, 0.9]])
@@ -356,18 +353,27 @@ def test_a_track_gives_back_a_box_it_took_over():
         else:
             low = merged is not None and t - merged <= 2
             rows.append([[xm, 100, xm + 40, 220, 0.9], [xw, 110, xw + 40, 240, 0.3 if low else 0.9]])
-            apps.append([BLACK, RED])
-    dets = [_with(r, a) for r, a in zip(rows, apps)]
+            apps.append([BLACK, RED if merged is None else her_after])
+    return [_with(r, a) for r, a in zip(rows, apps)]
 
-    def who(tracks, frame):
-        """{track id: 'man' / 'woman'} of the boxes at ``frame`` (his box ends at x = 180)."""
-        return {tid: "man" if abs(tr.xyxy[list(tr.frames).index(frame), 0] - max(260 - 4 * frame, 180)) < 1
-                else "woman" for tid, tr in tracks.items() if frame in tr.frames}
 
+def _who(tracks, frame) -> dict:
+    """{track id: 'man' / 'woman'} of the boxes at ``frame`` of ``_woman_passes_man``."""
+    return {tid: "man" if abs(tr.xyxy[list(tr.frames).index(frame), 0] - max(260 - 4 * frame, 180)) < 1
+            else "woman" for tid, tr in tracks.items() if frame in tr.frames}
+
+
+def test_a_track_gives_back_a_box_it_took_over():
+    """The woman keeps the shared box (the nearer person; his track coasts on left, past where
+    he stopped); when they separate her track, overlapping his box most, takes it; by
+    appearance it gives it back and takes hers, and his lost track re-identifies his box: each
+    keeps one id. Without that (``take_back=False``) his track ends and she comes out under a
+    new id."""
+    dets = _woman_passes_man()
     tracks = tk.track(dets, min_track_frames=5)
-    assert who(tracks, 0) == who(tracks, 39) and sorted(who(tracks, 0).values()) == ["man", "woman"]
+    assert _who(tracks, 0) == _who(tracks, 39) and sorted(_who(tracks, 0).values()) == ["man", "woman"]
     off = tk.track(dets, min_track_frames=5, take_back=False)
-    assert len(off) == 3 and who(off, 0) != who(off, 39)
+    assert len(off) == 3 and _who(off, 0) != _who(off, 39)
 
 
 def test_a_track_takes_back_its_person_who_looks_less_alike_after():
@@ -377,28 +383,11 @@ def test_a_track_takes_back_its_person_who_looks_less_alike_after():
     about as far from it as the man's box is; the lost man's track is close to his. The holder's
     looser gate (``take_back_dist``) still gives each their id back; with the re-identification
     gate (0.35) her track keeps his box."""
-    lit = np.array([0.2, 0.6, 0.1, 0.1])
-    rows, apps, merged = [], [], None
-    for t in range(40):
-        xw, xm = 100 + 4 * t, max(260 - 4 * t, 180)
-        if abs(xw - xm) < 30:
-            merged = t
-            rows.append([[min(xw, xm), 100, max(xw, xm) + 40, 240, 0.9]])
-            apps.append([(RED + BLACK) / 2])
-        else:
-            low = merged is not None and t - merged <= 2
-            rows.append([[xm, 100, xm + 40, 220, 0.9], [xw, 110, xw + 40, 240, 0.3 if low else 0.9]])
-            apps.append([BLACK, RED if merged is None else lit])
-    dets = [_with(r, a) for r, a in zip(rows, apps)]
-
-    def woman_id(tracks, frame):
-        return {tid for tid, tr in tracks.items() if frame in tr.frames
-                and abs(tr.xyxy[list(tr.frames).index(frame), 0] - (100 + 4 * frame)) < 1}
-
+    dets = _woman_passes_man(her_after=np.array([0.2, 0.6, 0.1, 0.1]))
     tracks = tk.track(dets, min_track_frames=5)
-    assert len(tracks) == 2 and woman_id(tracks, 0) == woman_id(tracks, 39)
+    assert len(tracks) == 2 and _who(tracks, 0) == _who(tracks, 39)
     strict = tk.track(dets, min_track_frames=5, take_back_dist=0.35)
-    assert woman_id(strict, 0) != woman_id(strict, 39)
+    assert _who(strict, 0) != _who(strict, 39)
 
 
 def test_square_and_xyxy_boxes_convert_both_ways():
