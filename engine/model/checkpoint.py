@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
 from engine.body.loading import body_model_from_state_dict
@@ -232,14 +233,42 @@ def weights_layout(model: PyMAF) -> dict:
     return {k: shape for k, shape in expected_layout(model).items() if not rebuilt_key(k)}
 
 
+BODY_SUMMARY_SIZE = 16      # random projections of the body's template and shape basis
+BODY_SUMMARY_RTOL = 1e-4    # the same body built on another CPU differs in the last float bits
+
+
+def body_summary(v_template: np.ndarray, shapedirs: np.ndarray) -> np.ndarray:
+    """(V, 3) template, (V, 3, B) shape basis -> (BODY_SUMMARY_SIZE,) float64: fixed random
+    projections of both, compared with a tolerance (``same_body``). A digest alone changes
+    with the last bits of a body rebuilt on another machine (the mannequin is generated, and
+    numpy's vectorised sums differ by CPU); a different body moves the projections by far more."""
+    x = np.concatenate([np.asarray(v_template, np.float64).ravel(), np.asarray(shapedirs, np.float64).ravel()])
+    directions = np.random.default_rng(0).standard_normal((BODY_SUMMARY_SIZE, x.size))
+    return directions @ x / np.sqrt(x.size)
+
+
 def body_fingerprint(model: PyMAF) -> dict:
-    """Which body model the network was trained with: vertex count and a digest of its
-    template and shape basis (the caller's body is compared with it at load)."""
+    """Which body model the network was trained with: vertex count, a digest of its template
+    and shape basis, and their ``body_summary`` (the caller's body is compared at load)."""
     smpl = model.regressor[0].smpl
     digest = hashlib.sha256()
-    for t in (smpl.v_template, smpl.shapedirs):
-        digest.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-    return {"num_vertices": int(smpl.v_template.shape[0]), "sha256": digest.hexdigest()}
+    arrays = [t.detach().float().cpu().contiguous().numpy() for t in (smpl.v_template, smpl.shapedirs)]
+    for a in arrays:
+        digest.update(a.tobytes())
+    return {"num_vertices": int(smpl.v_template.shape[0]), "sha256": digest.hexdigest(),
+            "summary": body_summary(*arrays).tolist()}
+
+
+def same_body(trained: dict, current: dict) -> bool:
+    """A file's ``body`` entry against ``body_fingerprint`` of the body chosen now: the same
+    digest, or (when the file holds one) the same summary within ``BODY_SUMMARY_RTOL``."""
+    if trained.get("sha256") == current["sha256"]:
+        return True
+    summary = trained.get("summary")
+    if not isinstance(summary, list) or len(summary) != BODY_SUMMARY_SIZE:
+        return False
+    a, b = np.asarray(summary, np.float64), np.asarray(current["summary"], np.float64)
+    return bool(np.allclose(a, b, rtol=BODY_SUMMARY_RTOL, atol=BODY_SUMMARY_RTOL * np.abs(b).max()))
 
 
 def _check_rebuildable(model: PyMAF) -> None:
@@ -337,7 +366,7 @@ def load_weights_only(obj: dict, body: Optional[BodyModelData], name: str) -> tu
     dtype = str(obj.get("dtype", "float32"))
     info = {"config": config.to_dict(), "format": WEIGHTS_FORMAT, "dtype": dtype,
             "kind": f"PyMAF weights only ({config.trunk_label} trunk, {dtype})",
-            "body_matches": trained.get("sha256") == body_fingerprint(model)["sha256"]}
+            "body_matches": same_body(trained, body_fingerprint(model))}
     return model, info
 
 

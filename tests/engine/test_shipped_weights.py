@@ -4,6 +4,7 @@ reproduce the network exactly in float32 and closely in float16, and a file with
 or extra tensor is refused by name."""
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -124,3 +125,22 @@ def test_a_missing_or_extra_key_is_refused_by_name(files, mannequin, tmp_path):
     bad_ids = _rewrite(paths["fp16"], tmp_path / "ids.pt", lambda o: o.update(maf_vertex_ids=o["maf_vertex_ids"][:2]))
     with pytest.raises(ckpt.CheckpointError, match="maf_vertex_ids"):
         ckpt.load_pymaf(bad_ids, body=mannequin)
+
+
+def test_the_body_check_allows_float_noise_but_not_another_body(mannequin):
+    """The shipped heads were trained on the mannequin as built on another machine: the same
+    body to the last few float bits, another digest. The summary check accepts that (noise of
+    1e-7 relative, the size of a CPU's vectorised rounding) and refuses a body 1 mm off or with
+    another shape basis."""
+    v, dirs = np.asarray(mannequin.v_template, np.float64), np.asarray(mannequin.shapedirs, np.float64)
+    trained = {"sha256": "another machine's digest", "summary": ckpt.body_summary(v, dirs).tolist()}
+
+    def now(v2, d2):
+        return {"sha256": "this machine's digest", "summary": ckpt.body_summary(v2, d2).tolist()}
+
+    rng = np.random.default_rng(1)
+    noisy = v * (1 + 1e-7 * rng.standard_normal(v.shape))
+    assert ckpt.same_body(trained, now(noisy, dirs))
+    assert not ckpt.same_body(trained, now(v + 0.001, dirs))
+    assert not ckpt.same_body(trained, now(v, dirs * 1.01))
+    assert not ckpt.same_body({"sha256": "another machine's digest"}, now(noisy, dirs))   # no summary: digest only
