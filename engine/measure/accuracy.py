@@ -179,10 +179,10 @@ def network_on_clips(clips, predictor, body) -> dict:
             "frames_per_s": len(pj) / max(seconds, 1e-9)}
 
 
-def measure_synthetic(sizes, clips_per_motion: int, frames: int, log, heads=None, fit_params=None) -> dict:
+def measure_synthetic(sizes, clips_per_motion: int, frames: int, log, heads=None, image_weight=None) -> dict:
     """-> {size: {...metrics...}, "pymaf": {...}, "heads": {...} (with ``heads``, a weights
-    file of PyMAF's heads on the BlazePose trunk)} on the same rendered clips. ``fit_params``:
-    the landmark fit's ``FitParams`` (default: the shipped ones)."""
+    file of PyMAF's heads on the BlazePose trunk)} on the same rendered clips. ``image_weight``:
+    the landmark fit's ``FitParams.weight_2d`` (default: the shipped one)."""
     import torch
 
     from engine.body.mannequin import build_mannequin
@@ -196,6 +196,7 @@ def measure_synthetic(sizes, clips_per_motion: int, frames: int, log, heads=None
     from engine.model.pymaf import ModelConfig, PyMAF
     from engine.render.renderer import Renderer
 
+    fit_params = FitParams() if image_weight is None else FitParams(weight_2d=image_weight)
     body = build_mannequin()
     smpl = SMPL(body).eval()
     basis = landmark_basis(body)
@@ -226,7 +227,7 @@ def measure_synthetic(sizes, clips_per_motion: int, frames: int, log, heads=None
             t0 = time.perf_counter()
             fit = fit_track(world, np.stack([o.image for o in ob]), np.stack([o.visibility for o in ob]),
                             np.array([o.presence for o in ob]), clip.focal_px, (320, 240), body=basis,
-                            params=fit_params or FitParams())
+                            params=fit_params)
             t_fit += time.perf_counter() - t0
             n_fit += len(ob)
             v = fit.valid
@@ -557,11 +558,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(2)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    from engine.fit.fit import FitParams
-
-    fit_params = None if args.image_weight is None else FitParams(weight_2d=args.image_weight)
     syn = {} if args.skip_synthetic else measure_synthetic(args.sizes.split(","), args.clips_per_motion,
-                                                           args.frames, log, heads, fit_params)
+                                                           args.frames, log, heads, args.image_weight)
     real = {} if args.skip_footage else measure_footage(args.vtest_frames, log, heads)
     command = "python -m engine.measure.accuracy " + " ".join(argv if argv is not None else sys.argv[1:])
     text = report(syn, real, command.strip())

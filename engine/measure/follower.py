@@ -5,7 +5,8 @@ frame's landmarks (``engine.landmarks.landmarker.PersonFollower``). Where people
 crop holds two of them and the network may find the other one. This replays the follower over
 a clip's tracks (from ``python -m engine analyze``, cached) and counts, per track-frame where
 the network sees a person, whether the landmarks' extent fits another track's box of that
-frame better than its own by more than 0.1 IoU ("on another person"): such a frame's fit is
+frame better than its own by more than ``DRIFT_MARGIN`` IoU ("on another person", the
+follower's own test, ``fits_another_box``): such a frame's fit is
 the neighbour's pose under this person's id. Once with the follower as it runs, once with its
 drift check off (``drift_margin=None``: the follower before the check).
 
@@ -27,7 +28,6 @@ from engine.measure.report import command_line, publish
 ROOT = Path(__file__).resolve().parents[2]
 VTEST = ROOT.parent / "shared" / "footage" / "vtest.avi"
 MODULE = "engine.measure.follower"
-MARGIN = 0.1
 
 
 def cached_tracks(video: Path, cache: Path) -> Path:
@@ -50,8 +50,8 @@ def boxes_by_frame(tracks: dict) -> dict:
 
 def replay(video: Path, by_frame: dict, follower) -> dict:
     """Run the follower over the clip -> {"boxes": track-frames with a box, "seen": with a
-    person seen, "on_other": seen but fitting another box better by > MARGIN, "own_iou": (n,)}."""
-    from engine.landmarks.landmarker import landmark_box
+    person seen, "on_other": seen but ``fits_another_box``, "own_iou": (n,)}."""
+    from engine.landmarks.landmarker import fits_another_box, landmark_box
     from engine.people.tracking import box_iou
     from engine.video.decode import iter_frames
 
@@ -66,22 +66,21 @@ def replay(video: Path, by_frame: dict, follower) -> dict:
             obs = seen.get(tid)
             if obs is None:
                 continue
-            b = landmark_box(obs.image)
-            own = float(box_iou(b, xyxy))
-            others = [float(box_iou(b, o)) for t, o in boxes if t != tid]
             counts["seen"] += 1
-            counts["on_other"] += int(bool(others) and max(others) > own + MARGIN)
-            own_iou.append(own)
+            counts["on_other"] += int(fits_another_box(obs.image, tid, dict(boxes)))
+            own_iou.append(float(box_iou(landmark_box(obs.image), xyxy)))
     counts["own_iou"] = np.array(own_iou)
     return counts
 
 
 def report(rows: dict, video: Path, command: str) -> str:
+    from engine.landmarks.landmarker import DRIFT_MARGIN
+
     lines = ["### Landmark crops on their own person", "",
              f"`{command}` (engine/measure/follower.py): the landmark follower of `engine run` replayed over "
              f"the tracks `python -m engine analyze` finds in {video.name} (defaults). A track-frame is on another "
              f"person when the extent of the landmarks the network found fits another track's box of that frame "
-             f"better than the person's own by more than {MARGIN} IoU; those frames' fits are the neighbour's pose "
+             f"better than the person's own by more than {DRIFT_MARGIN} IoU; those frames' fits are the neighbour's pose "
              "under this person's id. Own IoU: the landmarks' extent against the person's own box (it is "
              "below 1 even when right: the landmarks stop at the eyes and ankles, boxes at the hair and shoes).",
              "", "| follower | track-frames with a box | person seen | on another person | own IoU 1st pct | "
