@@ -23,6 +23,8 @@ around a standing person: about a third); Hungarian on the covered share, one to
 
     python -m engine.measure.people [--out docs/people-real.md] [--candidates NAME,...] [--cache DIR]
     python -m engine.measure.people --cache DIR --rescore     (labels changed: no detector runs)
+    python -m engine.measure.people --cache DIR --replay [--tracker FIELD=VALUE,...]
+        (tracker settings tried on the detections the cache recorded: no detector runs)
 """
 from __future__ import annotations
 
@@ -146,10 +148,39 @@ def detection_scores(detector, labels: dict, record: dict | None = None, replay:
 
 
 # ----------------------------------------------------------------------------- tracking
-def run_tracker(path: Path, detector, stop: int, verify: bool, min_track_frames: int = 10) -> tuple:
+def tracker_settings(video_fps: float, min_track_frames: int = 10, **overrides) -> dict:
+    """The ``OnlineTracker`` settings ``engine run`` uses for a video (``overrides``: other
+    ``TrackerParams`` values, for ``--replay``)."""
+    from engine.people.tracking import relink_frames
+
+    lost = relink_frames(video_fps)
+    return {"min_track_frames": min_track_frames, "max_lost": lost, "max_gap": lost, **overrides}
+
+
+def _recording_tracker(**params):
+    """An ``OnlineTracker`` that keeps each frame's detections as they are given to it
+    (``.given``: (N, 5 + K) arrays with the appearance descriptors, None where the detector
+    skipped the frame), so that ``replay_tracks`` can run the tracker again without the detector."""
+    from engine.people.tracking import OnlineTracker
+
+    class Recording(OnlineTracker):
+        def __init__(self):
+            super().__init__(**params)
+            self.given = []
+
+        def update(self, detections) -> list:
+            self.given.append(None if detections is None else np.asarray(detections, np.float64))
+            return super().update(detections)
+
+    return Recording()
+
+
+def run_tracker(path: Path, detector, stop: int, verify: bool, min_track_frames: int = 10,
+                record: list | None = None) -> tuple:
     """Detect + track (+ verify) frames 0 .. stop-1 as ``analyze`` does.
-    -> ({track id: (frames (T,), xyxy (T, 4))}, frames/s, {id: is person} or None)."""
-    from engine.people.tracking import FinalFrame, OnlineTracker, tracks_from_frames
+    -> ({track id: (frames (T,), xyxy (T, 4))}, frames/s, {id: is person} or None).
+    ``record``: a list that gets each frame's detections as the tracker saw them."""
+    from engine.people.tracking import FinalFrame, tracks_from_frames
     from engine.pipeline import StageTimes, StreamStats, track_stream
     from engine.video.decode import iter_frames
 
@@ -160,22 +191,49 @@ def run_tracker(path: Path, detector, stop: int, verify: bool, min_track_frames:
         verifier, why = make_verifier(device="cpu")
         if verifier is None:
             raise RuntimeError(why)
-    from engine.people.tracking import relink_frames
     from engine.video.decode import probe
 
     video_fps = probe(path).fps
-    lost = relink_frames(video_fps)   # the settings engine run uses
-    tracker = OnlineTracker(min_track_frames=min_track_frames, max_lost=lost, max_gap=lost)
+    tracker = _recording_tracker(**tracker_settings(video_fps, min_track_frames))
     t0 = time.perf_counter()
     finals = [FinalFrame(it.index, it.boxes) for it in track_stream(
         iter_frames(path, start=0, stop=stop), detector, tracker, StageTimes(), StreamStats(), keep_images=False,
         verifier=verifier, fps=video_fps, last=stop - 1)]
     fps = len(finals) / max(time.perf_counter() - t0, 1e-9)
+    if record is not None:
+        record.extend(tracker.given)
     tracks = tracks_from_frames(finals)
     verdict = verifier.verdict() if verifier is not None else None
     if verdict is not None:
         tracks = {t: tr for t, tr in tracks.items() if verdict.get(t, False)}
     return {t: (tr.frames, tr.xyxy) for t, tr in tracks.items()}, fps, verdict
+
+
+def replay_tracks(given: list, video_fps: float, **params) -> dict:
+    """The tracks the tracker makes from recorded detections (``run_tracker(record=...)``),
+    with ``params`` changed from what ``engine run`` uses. -> {track id: (frames, xyxy)}."""
+    from engine.people.tracking import OnlineTracker, tracks_from_frames
+
+    tracker = OnlineTracker(**tracker_settings(video_fps, **params))
+    finals = [ff for d in given for ff in tracker.update(d)] + tracker.close()
+    return {t: (tr.frames, tr.xyxy) for t, tr in tracks_from_frames(finals).items()}
+
+
+def pack_detections(given: list) -> dict:
+    """[(N_f, C) array or None per frame] -> plain arrays for an .npz: ``rows`` (sum N_f, C),
+    ``count`` (F,) (-1 for a frame the detector skipped)."""
+    width = max((d.shape[1] for d in given if d is not None), default=5)
+    return {"rows": np.concatenate([d.reshape(-1, width) for d in given if d is not None] or [np.zeros((0, width))]),
+            "count": np.array([-1 if d is None else len(d) for d in given], np.int64)}
+
+
+def unpack_detections(rows: np.ndarray, count: np.ndarray) -> list:
+    """``pack_detections``'s arrays -> the per-frame list."""
+    out, at = [], 0
+    for n in np.asarray(count).tolist():
+        out.append(None if n < 0 else rows[at:at + n])
+        at += max(n, 0)
+    return out
 
 
 def tracking_scores(tracks: dict, entry: dict) -> dict:
@@ -252,6 +310,8 @@ def measure(names=None, log=print, cache=None) -> list:
     """Run each candidate; -> report rows. ``cache``: a folder where each candidate's
     detection scores and tracks are kept (JSON), so ``rescore`` can score them again after
     the labels change without running the detectors."""
+    from engine.video.decode import probe
+
     labels = load_labels()
     rows = []
     for name, (factory, verify) in candidates().items():
@@ -260,22 +320,74 @@ def measure(names=None, log=print, cache=None) -> list:
         detector = factory()
         found = {}
         det = None if verify else detection_scores(detector, labels, record=found)   # verification: tracks only
-        track, kept = {}, {}
+        track, kept, given = {}, {}, {}
         for vname, entry in labels["videos"].items():
             path = video_path(entry)
             if path is None:
                 continue
             stop = max(int(k) for k in entry["frames"]) + 1
-            tracks, fps, _ = run_tracker(path, detector, stop, verify)
+            given[vname] = []
+            tracks, fps, _ = run_tracker(path, detector, stop, verify, record=given[vname])
             track[vname] = {**tracking_scores(tracks, entry), "fps": fps}
-            kept[vname] = {"fps": fps, "tracks": {str(t): [np.asarray(f).tolist(), np.asarray(b).tolist()]
-                                                  for t, (f, b) in tracks.items()}}
+            kept[vname] = {"fps": fps, "video_fps": probe(path).fps,
+                           "tracks": {str(t): [np.asarray(f).tolist(), np.asarray(b).tolist()]
+                                      for t, (f, b) in tracks.items()}}
         rows.append({"name": name, "detection": det, "tracking": track})
         if cache:
             Path(cache).mkdir(parents=True, exist_ok=True)
             _cache_file(cache, name).write_text(json.dumps({"name": name, "detections": found, "videos": kept}))
+            if not verify:   # what --replay reads (verification looks at the frames: not replayed)
+                np.savez_compressed(_given_file(cache, name), **{
+                    f"{v}/{k}": a for v, g in given.items() for k, a in pack_detections(g).items()})
         log(f"{name}: {rows[-1]}")
     return rows
+
+
+def _given_file(cache, name: str) -> Path:
+    return _cache_file(cache, name).with_suffix(".detections.npz")
+
+
+def replay(cache, params: dict, names=None) -> list:
+    """Report rows with the tracker run again, ``params`` changed, on each candidate's recorded
+    detections (a ``measure`` cache; candidates without verification): tracker settings
+    measured in seconds instead of the detectors' hour. Detection scores and frames/s are the
+    cached ones."""
+    labels = load_labels()
+    rows = []
+    for name in candidates():
+        f, g = _cache_file(cache, name), _given_file(cache, name)
+        if (names and name not in names) or not g.is_file() or not f.is_file():
+            continue
+        doc = json.loads(f.read_text())
+        with np.load(g, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        track = {}
+        for vname, v in doc["videos"].items():
+            given = unpack_detections(arrays[f"{vname}/rows"], arrays[f"{vname}/count"])
+            tracks = replay_tracks(given, v["video_fps"], **params)
+            track[vname] = {**tracking_scores(tracks, labels["videos"][vname]), "fps": v["fps"]}
+        det = detection_scores(None, labels, replay=doc["detections"]) if doc["detections"] else None
+        rows.append({"name": name, "detection": det, "tracking": track})
+    return rows
+
+
+def tracker_overrides(text: str) -> dict:
+    """``"take_back_dist=0.5,occluder_margin=0"`` -> {field: value} of ``TrackerParams``, each
+    value of its field's type."""
+    import dataclasses
+
+    from engine.people.tracking import TrackerParams
+
+    fields = {f.name: f for f in dataclasses.fields(TrackerParams)}
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        key, _, value = item.partition("=")
+        if key not in fields or not value:
+            raise ValueError(f"--tracker: {item!r} is not FIELD=VALUE of one of {', '.join(fields)}")
+        default = fields[key].default
+        out[key] = (value.lower() in ("1", "true", "yes") if isinstance(default, bool)
+                    else int(value) if isinstance(default, int) else float(value))
+    return out
 
 
 def rescore(cache, names=None) -> list:
@@ -331,12 +443,23 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default=None, help="keep each candidate's scores and tracks in this folder")
     p.add_argument("--rescore", action="store_true",
                    help="no detector runs: the table from --cache, tracking scored against the current labels")
+    p.add_argument("--replay", action="store_true",
+                   help="no detector runs: the tracker again on the detections --cache recorded "
+                        "(candidates without verification), with --tracker's settings")
+    p.add_argument("--tracker", default="", help="with --replay: TrackerParams changes, e.g. take_back_dist=0.5")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.candidates.split(",") if n.strip()] or None
+    if (args.rescore or args.replay) and not args.cache:
+        p.error("--rescore and --replay need --cache")
+    if args.tracker and not args.replay:
+        p.error("--tracker goes with --replay")
     if args.rescore:
-        if not args.cache:
-            p.error("--rescore needs --cache")
         rows = rescore(args.cache, names)
+    elif args.replay:
+        try:
+            rows = replay(args.cache, tracker_overrides(args.tracker), names)
+        except ValueError as exc:
+            p.error(str(exc))
     else:
         import torch
 
