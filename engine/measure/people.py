@@ -176,10 +176,10 @@ def _recording_tracker(**params):
 
 
 def run_tracker(path: Path, detector, stop: int, verify: bool, min_track_frames: int = 10,
-                record: list | None = None) -> tuple:
-    """Detect + track (+ verify) frames 0 .. stop-1 as ``analyze`` does.
-    -> ({track id: (frames (T,), xyxy (T, 4))}, frames/s, {id: is person} or None).
-    ``record``: a list that gets each frame's detections as the tracker saw them."""
+                record: list | None = None, start: int = 0) -> tuple:
+    """Detect + track (+ verify) frames start .. stop-1 as ``analyze`` does.
+    -> ({track id: (frames (T,) counted from ``start``, xyxy (T, 4))}, frames/s, {id: is person}
+    or None). ``record``: a list that gets each frame's detections as the tracker saw them."""
     from engine.people.tracking import FinalFrame, tracks_from_frames
     from engine.pipeline import StageTimes, StreamStats, track_stream
     from engine.video.decode import iter_frames
@@ -197,8 +197,8 @@ def run_tracker(path: Path, detector, stop: int, verify: bool, min_track_frames:
     tracker = _recording_tracker(**tracker_settings(video_fps, min_track_frames))
     t0 = time.perf_counter()
     finals = [FinalFrame(it.index, it.boxes) for it in track_stream(
-        iter_frames(path, start=0, stop=stop), detector, tracker, StageTimes(), StreamStats(), keep_images=False,
-        verifier=verifier, fps=video_fps, last=stop - 1)]
+        iter_frames(path, start=start, stop=stop), detector, tracker, StageTimes(), StreamStats(), keep_images=False,
+        verifier=verifier, fps=video_fps, last=stop - 1 - start)]
     fps = len(finals) / max(time.perf_counter() - t0, 1e-9)
     if record is not None:
         record.extend(tracker.given)

@@ -154,7 +154,13 @@ class TrackerParams:
     looks like it (appearance distance at most ``take_back_dist``) instead when a lost track
     looks like the box it holds (at most ``reid_dist``; appearance pairs the two people the
     other way round, ``_take_back``). The holder's own gate is looser than re-identification's:
-    its descriptor has just been learning from the box both people shared."""
+    its descriptor has just been learning from the box both people shared.
+
+    ``hand_over_margin``: a track lost under another's box takes a box that other track got by
+    overlap when it looks like it within ``reid_dist`` and by this much more than the holder
+    does (``_hand_over``; 0 = off). ``late_reid_frames``: a track lost under another's box
+    takes over a track started at most this many frames after it when that one's box
+    re-identifies it (``_late_reidentify``; 0 = off)."""
     high_thresh: float = 0.5
     low_thresh: float = 0.1
     new_thresh: float | None = None
@@ -171,6 +177,8 @@ class TrackerParams:
     occluder_margin: float = 0.15
     take_back: bool = True
     take_back_dist: float = 0.45
+    hand_over_margin: float = 0.1
+    late_reid_frames: int = 3
 
 
 RELINK_SECONDS = 1.0   # a person the detector misses for up to this long keeps their id
@@ -196,6 +204,7 @@ class _Live:
         self.sent = frame   # OnlineTracker: first frame not handed to _ready yet
         self.obs = [(frame, self.box.copy(), float(score))]
         self.app = app      # (K,) appearance descriptor or None
+        self.hidden_by = None   # the track whose box covered this one's place when it was first missed
 
     def predict(self, frame):
         """The box expected at ``frame``: the last one moved by the centre's velocity, same size.
@@ -211,6 +220,12 @@ class _Live:
         self.box, self.last = box, frame
         self.seen += 1
         self.obs.append((frame, box.copy(), float(score)))
+
+    def absorb(self, other, alpha):
+        """Take over a younger track's observations (all after this one's last)."""
+        for frame, box, score in other.obs:
+            self.update(frame, box, score, alpha)
+        self.hidden_by = None
 
     def learn_appearance(self, app, alpha):
         """Running mean of the descriptors of clean (unoverlapped) detections."""
@@ -322,6 +337,76 @@ def _take_back(tracks, pairs, spare, lost, boxes, apps, frame, p) -> tuple:
     return pairs, spare
 
 
+def _late_reidentify(live, pairs, apps, frame, p) -> list:
+    """Young tracks (started at most ``late_reid_frames`` frames ago, nothing handed out yet)
+    whose box on this frame a track lost before they started re-identifies (appearance
+    distance <= ``reid_dist``, within ``reid_reach`` box heights): a person coming back from
+    behind something is often only half seen on their first frame, too unlike their track to
+    be re-identified there, and a new id started. -> [(young, lost track)], each once."""
+    out, used = [], set()
+    for i, j in pairs:
+        y = live[i]
+        if not (0 < frame - y.first <= p.late_reid_frames and y.sent == y.first):
+            continue
+        olds = [t for t in live if t.last < y.first and t.app is not None and t.hidden_by is not None
+                and id(t) not in used]
+        if not olds:
+            continue
+        dist = appearance_distance(np.array([t.app for t in olds]), apps[j:j + 1])[:, 0]
+        ok = (dist <= p.reid_dist) & _near(olds, y.box[None], frame, p.reid_reach)[:, 0]
+        if ok.any():
+            k = int(np.flatnonzero(ok)[np.argmin(dist[ok])])
+            out.append((y, olds[k]))
+            used.add(id(olds[k]))
+    return out
+
+
+HIDDEN_IOU = 0.3   # a missed track's predicted box under another's new box by more: hidden by them
+
+
+def _note_hiding(tracks, pairs, boxes, frame, examined) -> None:
+    """A track missed for the first time whose predicted box another track's new box covers
+    (IoU > HIDDEN_IOU) is taken to be hidden by (or merged into) that person: ``hidden_by``
+    (their id) until it is matched again."""
+    if not pairs:
+        return
+    held = np.array([boxes[j] for _, j in pairs])
+    for t in tracks:
+        if t.last == examined and t.last < frame:
+            iou = iou_matrix(t.predict(frame)[None], held)[0]
+            k = int(np.argmax(iou))
+            t.hidden_by = tracks[pairs[k][0]].id if iou[k] > HIDDEN_IOU else None
+
+
+def _hand_over(tracks, pairs, lost, boxes, apps, frame, p) -> list:
+    """A box matched by overlap to track A goes to a lost track B instead when B was lost under
+    A's box (``hidden_by``), is near it (``reid_reach`` box heights), looks like it
+    (appearance distance <= ``reid_dist``) and clearly more than A does (by
+    ``hand_over_margin``): where two people walked together under one box, the hidden one's
+    track coasts on its old speed, and when that person's box comes back the track that held
+    the shared box is often the nearer one. A then coasts (hidden by B) and can be handed the
+    next box that looks like it. ``lost``: indices of lost tracks. -> pairs."""
+    pairs = list(pairs)
+    lost = [k for k in lost if tracks[k].app is not None]
+    if not lost:
+        return pairs
+    for n, (i, j) in enumerate(pairs):
+        a = tracks[i]
+        if a.app is None:
+            continue
+        d_a = appearance_distance(a.app[None], apps[j:j + 1])[0, 0]
+        cand = [k for k in lost if tracks[k].hidden_by == a.id
+                and _near([tracks[k]], boxes[j:j + 1], frame, p.reid_reach)[0, 0]]
+        if not cand:
+            continue
+        d_b = appearance_distance(np.array([tracks[k].app for k in cand]), apps[j:j + 1])[:, 0]
+        b = int(np.argmin(d_b))
+        if d_b[b] <= p.reid_dist and d_b[b] + p.hand_over_margin <= d_a:
+            pairs[n] = (cand[b], j)
+            lost = [k for k in lost if k != cand[b]] + [i]
+    return pairs
+
+
 class _Associator:
     """The per-frame association step shared by ``track`` and ``OnlineTracker``."""
 
@@ -349,6 +434,7 @@ class _Associator:
 
         def take(t, j):          # track t gets detection j (a row of d)
             t.update(f, d[j, :4], d[j, 4], p.velocity_alpha)
+            t.hidden_by = None
             if clean[j]:
                 t.learn_appearance(app(j), p.appearance_alpha)
 
@@ -365,8 +451,17 @@ class _Associator:
             paired = {i for i, _ in pairs}
             lost = [i for i in range(len(live)) if live[i].last < self.examined and i not in paired]
             pairs, spare = _take_back(live, pairs, spare, lost, d[:, :4], apps, f, p)
+            if p.hand_over_margin > 0:
+                paired = {i for i, _ in pairs}
+                lost = [i for i in range(len(live)) if live[i].last < self.examined and i not in paired]
+                pairs = _hand_over(live, pairs, lost, d[:, :4], apps, f, p)
         for i, j in pairs:
             take(live[i], j)
+        _note_hiding(live, pairs, d[:, :4], f, self.examined)
+        if p.late_reid_frames > 0 and apps is not None:
+            for young, old in _late_reidentify(live, pairs, apps, f, p):
+                old.absorb(young, p.velocity_alpha)
+                live.remove(young)
         lost = [t for t in live if t.last < f]
         new_i = np.array([j for j in spare if d[j, 4] >= max(p.high_thresh, self.new_thresh)], int)
         revived = set()

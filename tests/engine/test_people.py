@@ -382,11 +382,11 @@ def test_a_track_takes_back_its_person_who_looks_less_alike_after():
     after a shared box). Her track's descriptor has learned from the shared box too, so she is
     about as far from it as the man's box is; the lost man's track is close to his. The holder's
     looser gate (``take_back_dist``) still gives each their id back; with the re-identification
-    gate (0.35) her track keeps his box."""
+    gate (0.35) her track keeps his box (the hand-over, which would also give it back to him, off)."""
     dets = _woman_passes_man(her_after=np.array([0.2, 0.6, 0.1, 0.1]))
     tracks = tk.track(dets, min_track_frames=5)
     assert len(tracks) == 2 and _who(tracks, 0) == _who(tracks, 39)
-    strict = tk.track(dets, min_track_frames=5, take_back_dist=0.35)
+    strict = tk.track(dets, min_track_frames=5, take_back_dist=0.35, hand_over_margin=0.0)
     assert _who(strict, 0) != _who(strict, 39)
 
 
