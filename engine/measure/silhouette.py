@@ -253,8 +253,9 @@ def report(renders: list, dancer: dict | None, command: str, params: RefineParam
     lines = ["### Silhouette term (prototype, not in the engine yet)", "",
              f"`{command}` (engine/measure/silhouette.py): each frame of an `engine run` result (defaults) "
              "refined from its own pose to the BlazePose segmentation of the person on the plate (the module's "
-             f"docstring: {params.iterations} Adam steps, {params.points} surface points, pull to the fit's "
-             f"rotations {params.weight_rotation:g} and translation {params.weight_translation:g}), then its body "
+             f"docstring: {params.iterations} Adam steps, {params.points} surface points, pulls to the fit's "
+             f"rotations {params.weight_rotation:g}, translation {params.weight_translation:g} and joint depths "
+             f"{params.weight_depth:g}), then its body "
              "matte made as `engine mattes` makes it. Rendered clips: 640x480, one clip per motion (seeds as in the "
              "tables above), every other frame; IoU against the renderer's true masks; joints: mean distance of the "
              "24 joints to the true ones, in the camera frame (position included) and root-relative (the pose). "
