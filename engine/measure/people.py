@@ -309,7 +309,9 @@ def _cache_file(cache, name: str) -> Path:
 def measure(names=None, log=print, cache=None) -> list:
     """Run each candidate; -> report rows. ``cache``: a folder where each candidate's
     detection scores and tracks are kept (JSON), so ``rescore`` can score them again after
-    the labels change without running the detectors."""
+    the labels change without running the detectors, and, for candidates without
+    verification, the detections of every frame as the tracker saw them
+    (``<name>.detections.npz``), so ``replay`` can run the tracker on them again."""
     from engine.video.decode import probe
 
     labels = load_labels()
