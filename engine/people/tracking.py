@@ -348,14 +348,8 @@ def _late_reidentify(live, pairs, apps, frame, p) -> list:
         y = live[i]
         if not (0 < frame - y.first <= p.late_reid_frames and y.sent == y.first):
             continue
-        olds = [t for t in live if t.last < y.first and t.app is not None and t.hidden_by is not None
-                and id(t) not in used]
-        if not olds:
-            continue
-        dist = appearance_distance(np.array([t.app for t in olds]), apps[j:j + 1])[:, 0]
-        ok = (dist <= p.reid_dist) & _near(olds, y.box[None], frame, p.reid_reach)[:, 0]
-        if ok.any():
-            k = int(np.flatnonzero(ok)[np.argmin(dist[ok])])
+        olds = [t for t in live if t.last < y.first and t.hidden_by is not None and id(t) not in used]
+        for k, _ in _reidentify(olds, y.box[None], apps[j:j + 1], frame, p.reid_dist, p.reid_reach):
             out.append((y, olds[k]))
             used.add(id(olds[k]))
     return out
@@ -386,24 +380,18 @@ def _hand_over(tracks, pairs, lost, boxes, apps, frame, p) -> list:
     track coasts on its old speed, and when that person's box comes back the track that held
     the shared box is often the nearer one. A then coasts (hidden by B) and can be handed the
     next box that looks like it. ``lost``: indices of lost tracks. -> pairs."""
-    pairs = list(pairs)
-    lost = [k for k in lost if tracks[k].app is not None]
-    if not lost:
-        return pairs
+    pairs, lost = list(pairs), list(lost)
     for n, (i, j) in enumerate(pairs):
         a = tracks[i]
-        if a.app is None:
+        cand = [k for k in lost if tracks[k].hidden_by == a.id]
+        if a.app is None or not cand:
             continue
-        d_a = appearance_distance(a.app[None], apps[j:j + 1])[0, 0]
-        cand = [k for k in lost if tracks[k].hidden_by == a.id
-                and _near([tracks[k]], boxes[j:j + 1], frame, p.reid_reach)[0, 0]]
-        if not cand:
-            continue
-        d_b = appearance_distance(np.array([tracks[k].app for k in cand]), apps[j:j + 1])[:, 0]
-        b = int(np.argmin(d_b))
-        if d_b[b] <= p.reid_dist and d_b[b] + p.hand_over_margin <= d_a:
-            pairs[n] = (cand[b], j)
-            lost = [k for k in lost if k != cand[b]] + [i]
+        for b, _ in _reidentify([tracks[k] for k in cand], boxes[j:j + 1], apps[j:j + 1], frame, p.reid_dist,
+                                p.reid_reach):
+            d_a, d_b = _app_distance([a, tracks[cand[b]]], apps[j:j + 1])[:, 0]
+            if d_b + p.hand_over_margin <= d_a:
+                pairs[n] = (cand[b], j)
+                lost = [k for k in lost if k != cand[b]] + [i]
     return pairs
 
 
@@ -448,13 +436,13 @@ class _Associator:
         held = {j for _, j in pairs}
         spare = [j for j in range(len(d)) if j not in held]
         if p.take_back and apps is not None:
-            paired = {i for i, _ in pairs}
-            lost = [i for i in range(len(live)) if live[i].last < self.examined and i not in paired]
-            pairs, spare = _take_back(live, pairs, spare, lost, d[:, :4], apps, f, p)
-            if p.hand_over_margin > 0:
+            def unmatched_lost(pairs):
                 paired = {i for i, _ in pairs}
-                lost = [i for i in range(len(live)) if live[i].last < self.examined and i not in paired]
-                pairs = _hand_over(live, pairs, lost, d[:, :4], apps, f, p)
+                return [i for i in range(len(live)) if live[i].last < self.examined and i not in paired]
+
+            pairs, spare = _take_back(live, pairs, spare, unmatched_lost(pairs), d[:, :4], apps, f, p)
+            if p.hand_over_margin > 0:
+                pairs = _hand_over(live, pairs, unmatched_lost(pairs), d[:, :4], apps, f, p)
         for i, j in pairs:
             take(live[i], j)
         _note_hiding(live, pairs, d[:, :4], f, self.examined)
