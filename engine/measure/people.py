@@ -354,23 +354,15 @@ def replay(cache, params: dict, names=None) -> list:
     detections (a ``measure`` cache; candidates without verification): tracker settings
     measured in seconds instead of the detectors' hour. Detection scores and frames/s are the
     cached ones."""
-    labels = load_labels()
-    rows = []
-    for name in candidates():
-        f, g = _cache_file(cache, name), _given_file(cache, name)
-        if (names and name not in names) or not g.is_file() or not f.is_file():
-            continue
-        doc = json.loads(f.read_text())
+    def tracks_of(name, doc):
+        g = _given_file(cache, name)
+        if not g.is_file():
+            return None
         with np.load(g, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        track = {}
-        for vname, v in doc["videos"].items():
-            given = unpack_detections(arrays[f"{vname}/rows"], arrays[f"{vname}/count"])
-            tracks = replay_tracks(given, v["video_fps"], **params)
-            track[vname] = {**tracking_scores(tracks, labels["videos"][vname]), "fps": v["fps"]}
-        det = detection_scores(None, labels, replay=doc["detections"]) if doc["detections"] else None
-        rows.append({"name": name, "detection": det, "tracking": track})
-    return rows
+            return {vname: replay_tracks(unpack_detections(z[f"{vname}/rows"], z[f"{vname}/count"]),
+                                         v["video_fps"], **params) for vname, v in doc["videos"].items()}
+
+    return _rows_from_cache(cache, names, tracks_of)
 
 
 def tracker_overrides(text: str) -> dict:
@@ -395,6 +387,17 @@ def tracker_overrides(text: str) -> dict:
 def rescore(cache, names=None) -> list:
     """Report rows from a ``measure`` cache, detection and tracking scored against the current
     labels (same labelled frames)."""
+    def tracks_of(name, doc):
+        return {vname: {t: (np.asarray(fr, int), np.asarray(b, np.float64).reshape(-1, 4))
+                        for t, (fr, b) in v["tracks"].items()} for vname, v in doc["videos"].items()}
+
+    return _rows_from_cache(cache, names, tracks_of)
+
+
+def _rows_from_cache(cache, names, tracks_of) -> list:
+    """Report rows for the candidates a ``measure`` cache holds, scored against the current
+    labels; ``tracks_of(name, cached doc)`` -> {video: {track id: (frames, xyxy)}}, or None to
+    leave the candidate out. Frames/s are the cached ones."""
     labels = load_labels()
     rows = []
     for name in candidates():
@@ -402,11 +405,11 @@ def rescore(cache, names=None) -> list:
         if (names and name not in names) or not f.is_file():
             continue
         doc = json.loads(f.read_text())
-        track = {}
-        for vname, v in doc["videos"].items():
-            tracks = {t: (np.asarray(fr, int), np.asarray(b, np.float64).reshape(-1, 4))
-                      for t, (fr, b) in v["tracks"].items()}
-            track[vname] = {**tracking_scores(tracks, labels["videos"][vname]), "fps": v["fps"]}
+        tracks = tracks_of(name, doc)
+        if tracks is None:
+            continue
+        track = {vname: {**tracking_scores(t, labels["videos"][vname]), "fps": doc["videos"][vname]["fps"]}
+                 for vname, t in tracks.items()}
         det = detection_scores(None, labels, replay=doc["detections"]) if doc["detections"] else None
         rows.append({"name": name, "detection": det, "tracking": track})
     return rows
