@@ -234,6 +234,10 @@ def build_parser(command: str = "run") -> UsageParser:
         p.add_argument("--batch-size", type=_positive_int, default=16)
         p.add_argument("--autocast", default="none", choices=("none", "bf16", "fp16"),
                        help="reduced precision for the trunk and pyramid (fp16: GPU only)")
+        p.add_argument("--no-silhouette", action="store_true",
+                       help="landmark estimator: skip the silhouette term (each frame's body moved onto the "
+                            "person's segmentation, people over ~150 px; engine/fit/silhouette.py): faster, "
+                            "outlines a few pixels off")
     p.add_argument("--start", type=nonneg_int, default=None,
                    help="first video frame (0-based; default 0, or the --tracks file's first frame)")
     p.add_argument("--stop", type=nonneg_int, default=None, help="stop before this video frame")
@@ -346,8 +350,9 @@ def make_follower(args):
         raise RunError(EXIT_MODEL, "device", str(e).splitlines()[0]) from None
     log(f"estimator: {args._estimator_meta['label']} on {landmarker.device}")
     prov = {"estimator": "landmarks", "landmark_model": size, "landmark_weights": os.path.abspath(path),
-            "landmark_source": landmarker.source, "body": os.path.abspath(args.body) if args.body else "mannequin"}
-    return PersonFollower(landmarker), prov
+            "landmark_source": landmarker.source, "body": os.path.abspath(args.body) if args.body else "mannequin",
+            "silhouette_term": not args.no_silhouette}
+    return PersonFollower(landmarker, keep_segmentation=not args.no_silhouette), prov
 
 
 def load_rig_body(args):

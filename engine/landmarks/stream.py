@@ -17,6 +17,8 @@ import numpy as np
 
 from engine.pipeline import Cancelled, Outcome
 
+MIN_MASK_PIXELS = 100   # of the 256 x 256 crop: less is no person's outline to refine to
+
 
 @dataclass
 class TrackObservations:
@@ -24,15 +26,18 @@ class TrackObservations:
     frames: list = field(default_factory=list)        # relative frame indices
     observations: list = field(default_factory=list)  # engine.landmarks.landmarker.Observation
     interpolated: list = field(default_factory=list)  # the tracker filled this box across a gap
+    masks: list = field(default_factory=list)         # packed crop segmentation (engine/fit/silhouette.py) or None
     missed: int = 0                                   # frames with a box but presence too low
 
     def arrays(self, upto: int) -> dict:
         """Stacked arrays of the frames < ``upto``: frames (T,), image (T, 33, 2), depth (T, 33),
-        visibility (T, 33), world (T, 33, 3), presence (T,), roi (T, 4), interpolated (T,)."""
+        visibility (T, 33), world (T, 33, 3), presence (T,), roi (T, 4), interpolated (T,);
+        masks: a list of T packed masks or None."""
         keep = [i for i, f in enumerate(self.frames) if f < upto]
         obs = [self.observations[i] for i in keep]
         out = {"frames": np.array([self.frames[i] for i in keep], np.int64),
-               "interpolated": np.array([self.interpolated[i] for i in keep], bool)}
+               "interpolated": np.array([self.interpolated[i] for i in keep], bool),
+               "masks": [self.masks[i] if i < len(self.masks) else None for i in keep]}
         for name in ("image", "depth", "visibility", "world", "roi"):
             out[name] = np.stack([getattr(o, name) for o in obs]) if obs else np.zeros((0,))
         out["presence"] = np.array([o.presence for o in obs], np.float64)
@@ -45,8 +50,11 @@ def landmark_stream(items, follower, people, times, *, cancel: Callable[[], bool
 
     -> (Outcome, {track id: TrackObservations}). Stops after the current frame when
     ``cancel()``; a GPU out-of-memory (one frame's people at once) ends it like the network
-    stage does. Never raises those: the Outcome says what happened."""
+    stage does. Never raises those: the Outcome says what happened. A follower that keeps
+    the segmentation leaves each large enough person's mask for the silhouette term."""
     import torch
+
+    from engine.fit.silhouette import pack_mask, wants_silhouette
 
     tracks: dict = {}
     stamps = []
@@ -65,6 +73,9 @@ def landmark_stream(items, follower, people, times, *, cancel: Callable[[], bool
                     tr.frames.append(it.index)
                     tr.observations.append(obs)
                     tr.interpolated.append(bool(b.interpolated))
+                    seg = follower.segmentation.get(b.id) if follower.keep_segmentation else None
+                    keep = seg is not None and wants_silhouette(obs.roi) and (seg > 0).sum() > MIN_MASK_PIXELS
+                    tr.masks.append(pack_mask(seg > 0) if keep else None)
             it.image = None
             stamps.append(it.timestamp)
             on_progress(len(stamps))
@@ -86,13 +97,16 @@ def fit_records(observed: dict, frames_done: int, focal_px: float, principal_poi
     landmark model saw a person in fewer than ``min_frames`` of its frames (the tracker's own
     minimum track length) or is not a person by ``engine.people.verify.is_person`` (the rule
     of the track verifier): on vtest.avi such tracks were detector false positives (a fence,
-    a building) where BlazePose now and then imagined a person."""
+    a building) where BlazePose now and then imagined a person. Frames that kept the person's
+    mask are then refined to it (engine/fit/silhouette.py)."""
     from engine.fit.correspondence import landmark_basis
-    from engine.fit.fit import fit_track
+    from engine.fit.fit import fit_track, make_rig
+    from engine.fit.silhouette import SilhouetteParams, refine_track, surface_basis
     from engine.people.verify import is_person
     from engine.pipeline import log
 
     basis = landmark_basis(body) if observed else None   # the body's landmark points, once per run
+    surface = None                                       # its surface points, when a mask needs them
     records = {}
     for tid, tr in sorted(observed.items()):
         a = tr.arrays(frames_done)
@@ -102,6 +116,14 @@ def fit_records(observed: dict, frames_done: int, focal_px: float, principal_poi
             continue
         fit = fit_track(a["world"], a["image"], a["visibility"], a["presence"], focal_px=focal_px,
                         principal_point=principal_point, body=basis)
+        if any(m is not None for m in a["masks"]):
+            params = SilhouetteParams()
+            surface = surface or surface_basis(body, params.points)
+            T = len(a["frames"])
+            done = refine_track(fit.rotmat, fit.transl, make_rig(surface, fit.betas), a["masks"], a["roi"],
+                                np.full(T, float(focal_px)), np.tile(np.asarray(principal_point, np.float64), (T, 1)),
+                                params)
+            log(f"track {tid}: {int(done.sum())} frame(s) refined to the person's silhouette")
         recs = []
         for i in np.flatnonzero(fit.valid):
             recs.append({"frame": int(a["frames"][i]), "box": a["roi"][i, :3], "score": float(a["presence"][i]),

@@ -1,0 +1,172 @@
+"""The silhouette term: each fitted frame moved so that the body's outline is the person's.
+
+The landmark fit (engine/fit/fit.py) places the body by 33 points; its outline then misses the
+person's by a few pixels along every limb. The BlazePose landmark network also segments the
+person on its crop; this refines each frame's rotations and translation from the fit's own so
+that the body's projected surface lies inside that mask and covers it, with a pull back to the
+fit (docs/landmark-fit.md, "Silhouette term"):
+
+    E = mean_v rho(D_out(pi(v))) + mean_e rho(min_v |e - pi(v)|)
+        + w_R |6D - 6D_0|^2 + w_t |t - t_0|^2 + w_z |z_J - z_J0|^2
+
+v: surface points (vertices sampled once, skinned as the fit skins its landmark points), pi
+the camera, D_out the distance (frame pixels) outside the mask, e points on the mask's
+outline, rho the Charbonnier cost, z_J the joints' depths: a mask says nothing about depth,
+the fit's 3D landmarks do. The hands (joints 22, 23) keep their rotations.
+
+Masks live on the landmark crops: (S, S) bool over the crop an observation came from, with the
+crop's ROI (cx, cy, side, angle) taking crop pixels to frame pixels (engine/landmarks/roi.py).
+Shapes: N frames refined together, P surface points, K outline points, S crop size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from engine.fit import correspondence as corr
+from engine.fit.fit import (NUM_FITTED_JOINTS, Rig, assemble_rotations, charbonnier, forward_kinematics,
+                            project, skin_points)
+from engine.landmarks import roi as rois
+from engine.model.geometry import rotmat_to_rot6d
+
+
+@dataclass(frozen=True)
+class SilhouetteParams:
+    iterations: int = 60
+    learning_rate: float = 0.01       # Adam, on the 6D entries and metres
+    weight_rotation: float = 50.0     # pull to the fit's 6D rotations (mean square)
+    weight_translation: float = 2000.0    # pull to the fit's translation (mean square, metres)
+    weight_depth: float = 5000.0      # pull to the fit's joint depths (mean square, metres)
+    robust_px: float = 2.0            # Charbonnier scale of both distances
+    points: int = 1000                # surface points sampled from the body's vertices (3000 and 400
+    outline_points: int = 200         # mask outline points per frame: +0.01 IoU, 6x the time)
+    min_crop_px: float = 200.0        # smaller crops (people under ~150 px) are not refined: their
+    #                                   masks are a few blurred pixels wide at the limbs
+    chunk_frames: int = 32            # frames refined together (memory: N x K x P distances)
+
+
+def surface_basis(body, count: int, seed: int = 0) -> corr.LandmarkBasis:
+    """The fit's correspondence with ``count`` of the body's vertices as its points (each with
+    its own skinning weights) instead of the 33 landmarks: ``make_rig`` of it gives a Rig
+    whose ``skin_points`` are surface points. body: ``BodyModelData``."""
+    basis = corr.landmark_basis(body)
+    V = body.num_vertices
+    idx = np.sort(np.random.RandomState(seed).choice(V, min(count, V), replace=False))
+    return basis._replace(points0=np.asarray(body.v_template, np.float64)[idx],
+                          point_dirs=np.asarray(body.shapedirs, np.float64)[idx],
+                          weights=np.asarray(body.weights, np.float64)[idx])
+
+
+def wants_silhouette(roi, params: SilhouetteParams = SilhouetteParams()) -> bool:
+    """Whether a crop (cx, cy, side, angle) is large enough for its mask to be refined to."""
+    return float(roi[2]) >= params.min_crop_px
+
+
+def pack_mask(mask: np.ndarray) -> np.ndarray:
+    """(S, S) bool -> (S * S / 8,) uint8: what the landmark stream keeps per person-frame."""
+    return np.packbits(np.asarray(mask, bool).reshape(-1))
+
+
+def unpack_masks(packed: np.ndarray, size: int = rois.INPUT_SIZE) -> np.ndarray:
+    """(N, S * S / 8) uint8 -> (N, S, S) bool."""
+    return np.unpackbits(packed, axis=-1)[:, :size * size].reshape(-1, size, size).astype(bool)
+
+
+def outside_distance_fields(masks: np.ndarray) -> np.ndarray:
+    """(N, S, S) bool -> (N, S, S) float32: each pixel's distance to the mask's edge (0 inside), crop px."""
+    import cv2
+
+    # distanceTransform measures to the nearest mask pixel's centre; the edge lies half a pixel nearer
+    return np.stack([np.maximum(cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE) - 0.5, 0)
+                     for m in masks]).astype(np.float32)
+
+
+def outline_points(masks: np.ndarray, crop_to_image: np.ndarray, count: int, rng) -> np.ndarray:
+    """(N, S, S) bool, (N, 2, 3) crop -> frame affines -> (N, count, 2) frame px: points on each
+    mask's outer outline (pixel centres), drawn with replacement where the outline is shorter."""
+    import cv2
+
+    out = np.zeros((len(masks), count, 2), np.float32)
+    for k, m in enumerate(masks):
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        edge = np.concatenate([c[:, 0] for c in contours], 0).astype(np.float64) + 0.5
+        edge = edge[rng.choice(len(edge), count, replace=len(edge) < count)]
+        out[k] = edge @ crop_to_image[k, :, :2].T + crop_to_image[k, :, 2]
+    return out
+
+
+def distance_outside_px(uv: torch.Tensor, fields: torch.Tensor, image_to_crop: torch.Tensor,
+                        px_per_crop: torch.Tensor) -> torch.Tensor:
+    """Frame pixels uv (N, P, 2) -> their distance outside each frame's mask (N, P), frame px.
+
+    fields (N, S, S) ``outside_distance_fields``; image_to_crop (N, 2, 3); px_per_crop (N,).
+    Bilinear inside the crop; beyond it, the crop's border value plus the way out to it."""
+    S = fields.shape[-1]
+    crop = uv @ image_to_crop[:, :, :2].transpose(1, 2) + image_to_crop[:, None, :, 2]
+    index = crop - 0.5                                   # pixel centres at +0.5
+    inside = index.clamp(0, S - 1)
+    beyond = (index - inside).norm(dim=-1)
+    grid = (inside / (S - 1) * 2 - 1)[:, None]           # (N, 1, P, 2)
+    d = torch.nn.functional.grid_sample(fields[:, None], grid, align_corners=True)[:, 0, 0]
+    return (d + beyond) * px_per_crop[:, None]
+
+
+def refine_to_silhouettes(rotmat: torch.Tensor, transl: torch.Tensor, rig: Rig, masks: np.ndarray,
+                          crop_rois: np.ndarray, focal: torch.Tensor, principal_point: torch.Tensor,
+                          params: SilhouetteParams = SilhouetteParams(), seed: int = 0) -> tuple:
+    """N frames refined together (module docstring).
+
+    rotmat (N, 24, 3, 3) local, transl (N, 3): camera frame = FK(rotmat) + transl; rig: a
+    surface Rig (``make_rig(surface_basis(...), betas)``); masks (N, S, S) bool over the crops
+    ``crop_rois`` (N, 4); focal (N,), principal_point (N, 2). -> (rotmat, transl), float32."""
+    A = rois.crop_to_image_matrix(crop_rois, masks.shape[-1])
+    fields = torch.as_tensor(outside_distance_fields(masks))
+    edges = torch.as_tensor(outline_points(masks, A, params.outline_points, np.random.RandomState(seed)))
+    to_crop = torch.as_tensor(rois.image_to_crop_matrix(crop_rois, masks.shape[-1]), dtype=torch.float32)
+    scale = torch.as_tensor(np.sqrt(np.abs(np.linalg.det(A[:, :, :2]))), dtype=torch.float32)
+    with torch.no_grad():
+        J0, _ = forward_kinematics(rotmat, rig)
+        depth0 = J0[..., 2] + transl[:, None, 2]
+    six0 = rotmat_to_rot6d(rotmat[:, :NUM_FITTED_JOINTS]).detach()
+    six = six0.clone().requires_grad_(True)
+    shift = torch.zeros_like(transl, requires_grad=True)
+    opt = torch.optim.Adam([six, shift], lr=params.learning_rate)
+    for _ in range(params.iterations):
+        R = assemble_rotations(six)
+        J, Rw = forward_kinematics(R, rig)
+        uv = project(skin_points(J, Rw, rig) + (transl + shift)[:, None], focal, principal_point)
+        inside = charbonnier(distance_outside_px(uv, fields, to_crop, scale), params.robust_px).mean(1)
+        cover = charbonnier(torch.cdist(edges, uv).min(2).values, params.robust_px).mean(1)
+        pull = (params.weight_rotation * ((six - six0) ** 2).flatten(1).mean(1)
+                + params.weight_translation * (shift ** 2).mean(1)
+                + params.weight_depth * ((J[..., 2] + transl[:, None, 2] + shift[:, None, 2] - depth0) ** 2).mean(1))
+        loss = (inside + cover + pull).sum()   # frames are independent: a sum keeps each one's scale
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        R = assemble_rotations(six)
+        R[:, NUM_FITTED_JOINTS:] = rotmat[:, NUM_FITTED_JOINTS:]
+        return R, transl + shift
+
+
+def refine_track(rotmat: np.ndarray, transl: np.ndarray, rig: Rig, packed_masks: list, crop_rois: np.ndarray,
+                 focal: np.ndarray, principal_point: np.ndarray,
+                 params: SilhouetteParams = SilhouetteParams()) -> np.ndarray:
+    """A fitted track's frames that have a mask, refined in place.
+
+    rotmat (T, 24, 3, 3), transl (T, 3) float32 (NaN on gaps); rig: a surface Rig
+    (``make_rig(surface_basis(...), betas)``); packed_masks T of ``pack_mask`` output or
+    None; crop_rois (T, 4); focal (T,), principal_point (T, 2). -> (T,) bool: the frames refined."""
+    use = np.array([m is not None and np.isfinite(transl[i]).all() for i, m in enumerate(packed_masks)], bool)
+    frames = np.flatnonzero(use)
+    f32 = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
+    for start in range(0, len(frames), params.chunk_frames):
+        idx = frames[start:start + params.chunk_frames]
+        masks = unpack_masks(np.stack([packed_masks[i] for i in idx]))
+        R, t = refine_to_silhouettes(f32(rotmat[idx]), f32(transl[idx]), rig, masks, crop_rois[idx],
+                                     f32(focal[idx]), f32(principal_point[idx]), params, seed=start)
+        rotmat[idx], transl[idx] = R.numpy(), t.numpy()
+    return use
