@@ -34,8 +34,8 @@ import numpy as np
 from engine.people.tracking import with_appearance
 
 FRAME_QUEUE = 8            # decoded frames between the decode thread and detection
-STAGES = ("load", "decode", "detect", "track", "verify", "crop", "infer", "convert", "fit", "write", "detect_wait",
-          "infer_wait")
+STAGES = ("load", "decode", "detect", "track", "verify", "crop", "infer", "convert", "fit", "silhouette", "write",
+          "detect_wait", "infer_wait")
 OUTPUT_FIELDS = ("rotmat", "betas", "cam", "joints3d", "joints2d")   # of PyMAFOutput.final, kept per crop
 
 

@@ -76,6 +76,7 @@ Expected errors print one clear line (``error: ...``) on stderr, no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import json
@@ -692,15 +693,18 @@ OPTIONAL_RECORD_FIELDS = {"cam": "cam_crop", "kp2d": "keypoints2d", "joints3d": 
                           "landmarks2d": "landmarks2d", "landmarks3d": "landmarks3d"}
 
 
-def assemble(args, records, frames_done, fps, body=None):
+def assemble(args, records, frames_done, fps, body=None, camera=None, times=None):
     """{id: [record per frame]} -> {str id: TrackResult}, frames < frames_done, smoothed per the preset.
 
-    With ``body`` each track also gets its rig data: the rest mesh and joints of its robust shape."""
+    With ``body`` each track also gets its rig data: the rest mesh and joints of its robust shape;
+    records that kept the person's mask (the landmark estimator) are then refined to it through
+    ``camera`` (focal px, principal point), timed as the ``silhouette`` stage of ``times``."""
     from engine.common import smoothing as sm
     from engine.common.result_schema import TrackResult
+    from engine.landmarks.stream import silhouette_refined
 
     params = sm.PRESETS[args.smoothing]
-    result = {}
+    result, cache = {}, {}
     for tid, recs in sorted(records.items()):
         recs = [r for r in recs if r["frame"] < frames_done]
         if not recs:
@@ -720,6 +724,9 @@ def assemble(args, records, frames_done, fps, body=None):
         if body is not None:
             verts, joints = body.rest_shape(betas_robust)
             rig = {"rest_vertices": verts.astype(np.float32), "rest_joints": joints}
+            if camera is not None:
+                with times("silhouette") if times is not None else contextlib.nullcontext():
+                    R, transl = silhouette_refined(tid, recs, R, transl, betas_robust, body, camera, cache)
         # per-estimator extras: PyMAF's crop camera and 49 joints, BlazePose's 33 landmarks
         extras = {field: col(key) for key, field in OPTIONAL_RECORD_FIELDS.items() if key in recs[0]}
         result[str(tid)] = TrackResult.from_rotmats(
@@ -902,7 +909,7 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
                 f"at most {stats.held_max} frames held for the tracker")
     stamps = _timestamps(outcome.timestamps, args.start, info.fps)
     with times("write"):
-        track_results = assemble(args, records, k, info.fps if info.fps > 0 else 30.0, body)
+        track_results = assemble(args, records, k, info.fps if info.fps > 0 else 30.0, body, (focal, (W / 2, H / 2)), times)
         partial = outcome.status != "complete"
         if not partial and not track_results:   # e.g. --tracks whose chosen people lie outside the range
             seen = " (the landmark model saw no person in the tracked boxes)" \

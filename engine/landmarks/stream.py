@@ -97,16 +97,14 @@ def fit_records(observed: dict, frames_done: int, focal_px: float, principal_poi
     landmark model saw a person in fewer than ``min_frames`` of its frames (the tracker's own
     minimum track length) or is not a person by ``engine.people.verify.is_person`` (the rule
     of the track verifier): on vtest.avi such tracks were detector false positives (a fence,
-    a building) where BlazePose now and then imagined a person. Frames that kept the person's
-    mask are then refined to it (engine/fit/silhouette.py)."""
+    a building) where BlazePose now and then imagined a person. A frame that kept the
+    person's mask carries it ("mask", "crop_roi") for ``silhouette_refined``."""
     from engine.fit.correspondence import landmark_basis
-    from engine.fit.fit import fit_track, make_rig
-    from engine.fit.silhouette import SilhouetteParams, refine_track, surface_basis
+    from engine.fit.fit import fit_track
     from engine.people.verify import is_person
     from engine.pipeline import log
 
     basis = landmark_basis(body) if observed else None   # the body's landmark points, once per run
-    surface = None                                       # its surface points, when a mask needs them
     records = {}
     for tid, tr in sorted(observed.items()):
         a = tr.arrays(frames_done)
@@ -116,21 +114,13 @@ def fit_records(observed: dict, frames_done: int, focal_px: float, principal_poi
             continue
         fit = fit_track(a["world"], a["image"], a["visibility"], a["presence"], focal_px=focal_px,
                         principal_point=principal_point, body=basis)
-        if any(m is not None for m in a["masks"]):
-            params = SilhouetteParams()
-            surface = surface or surface_basis(body, params.points)
-            T = len(a["frames"])
-            done = refine_track(fit.rotmat, fit.transl, make_rig(surface, fit.betas), a["masks"], a["roi"],
-                                np.full(T, float(focal_px)), np.tile(np.asarray(principal_point, np.float64), (T, 1)),
-                                params)
-            log(f"track {tid}: {int(done.sum())} frame(s) refined to the person's silhouette")
         recs = []
         for i in np.flatnonzero(fit.valid):
             recs.append({"frame": int(a["frames"][i]), "box": a["roi"][i, :3], "score": float(a["presence"][i]),
                          "interp": bool(a["interpolated"][i]), "rotmat": fit.rotmat[i], "betas": fit.betas,
                          "transl": fit.transl[i],
                          "landmarks2d": np.concatenate([a["image"][i], a["visibility"][i][:, None]], 1),
-                         "landmarks3d": a["world"][i]})
+                         "landmarks3d": a["world"][i], "mask": a["masks"][i], "crop_roi": a["roi"][i]})
         dropped = len(a["frames"]) - len(recs)
         if tr.missed or dropped:
             log(f"track {tid}: {len(recs)} frames fitted; {tr.missed} frame(s) where the landmark model saw no "
@@ -138,3 +128,34 @@ def fit_records(observed: dict, frames_done: int, focal_px: float, principal_poi
         if recs:
             records[tid] = recs
     return records
+
+
+def silhouette_refined(tid, recs: list, rotmat: np.ndarray, transl: np.ndarray, betas, body, camera,
+                       cache: dict) -> tuple:
+    """A track's stored motion (after smoothing) moved onto the person's masks where its
+    records kept one (engine/fit/silhouette.py): refined last, so that what the file holds
+    (and the mattes made from it) is what was fitted to the plate.
+
+    recs: the track's records ("mask", "crop_roi"); rotmat (T, 24, 3, 3), transl (T, 3) as
+    stored; betas (B,): the track's rest shape; body: ``BodyModelData``; camera: (focal px,
+    principal point (2,)); cache: a dict kept across tracks (the surface points).
+    -> (rotmat, transl) float64, unchanged where a frame has no mask."""
+    from engine.fit.fit import make_rig
+    from engine.fit.silhouette import SilhouetteParams, refine_track, surface_basis
+    from engine.pipeline import log
+
+    masks = [r.get("mask") for r in recs]
+    if all(m is None for m in masks):
+        return rotmat, transl
+    params = SilhouetteParams()
+    if "surface" not in cache:
+        cache["surface"] = surface_basis(body, params.points)
+    T = len(recs)
+    R, t = rotmat.astype(np.float32), transl.astype(np.float32)
+    rois = np.stack([np.asarray(r["crop_roi"], np.float64) for r in recs])
+    done = refine_track(R, t, make_rig(cache["surface"], betas), masks, rois, np.full(T, float(camera[0])),
+                        np.tile(np.asarray(camera[1], np.float64), (T, 1)), params)
+    rotmat, transl = rotmat.copy(), transl.copy()
+    rotmat[done], transl[done] = R[done], t[done]
+    log(f"track {tid}: {int(done.sum())} frame(s) refined to the person's silhouette")
+    return rotmat, transl
