@@ -125,7 +125,7 @@ def report(renders: list, dancer: dict | None, command: str) -> str:
         lines += ["", f"dancer.mp4 ({a['frames']} frames), against the segmentation the term fits to (not "
                   f"independent): body matte IoU {a['iou']:.3f} with the term, {b['iou']:.3f} without; boundary "
                   f"error {a['boundary_px']:.2f} / {b['boundary_px']:.2f} px; fit and term {a['fit_s']:.1f} s / "
-                  f"{b['fit_s']:.1f} s (1080p, the dancer about 900 px tall)."]
+                  f"{b['fit_s']:.1f} s (1080p, the dancer about 580 px tall)."]
     return "\n".join(lines) + "\n"
 
 
