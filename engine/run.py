@@ -693,12 +693,13 @@ OPTIONAL_RECORD_FIELDS = {"cam": "cam_crop", "kp2d": "keypoints2d", "joints3d": 
                           "landmarks2d": "landmarks2d", "landmarks3d": "landmarks3d"}
 
 
-def assemble(args, records, frames_done, fps, body=None, camera=None, times=None):
+def assemble(args, records, frames_done, fps, body=None, camera=None, times=None, cancel=None, on_chunk=None):
     """{id: [record per frame]} -> {str id: TrackResult}, frames < frames_done, smoothed per the preset.
 
     With ``body`` each track also gets its rig data: the rest mesh and joints of its robust shape;
     records that kept the person's mask (the landmark estimator) are then refined to it through
-    ``camera`` (focal px, principal point), timed as the ``silhouette`` stage of ``times``."""
+    ``camera`` (focal px, principal point), timed as the ``silhouette`` stage of ``times``;
+    ``cancel()`` ends that refinement early, ``on_chunk(frames)`` reports it."""
     from engine.common import smoothing as sm
     from engine.common.result_schema import TrackResult
     from engine.landmarks.stream import silhouette_refined
@@ -726,7 +727,8 @@ def assemble(args, records, frames_done, fps, body=None, camera=None, times=None
             rig = {"rest_vertices": verts.astype(np.float32), "rest_joints": joints}
             if camera is not None:
                 with times("silhouette") if times is not None else contextlib.nullcontext():
-                    R, transl = silhouette_refined(tid, recs, R, transl, betas_robust, body, camera, cache)
+                    R, transl = silhouette_refined(tid, recs, R, transl, betas_robust, body, camera, cache, cancel,
+                                                   on_chunk)
         # per-estimator extras: PyMAF's crop camera and 49 joints, BlazePose's 33 landmarks
         extras = {field: col(key) for key, field in OPTIONAL_RECORD_FIELDS.items() if key in recs[0]}
         result[str(tid)] = TrackResult.from_rotmats(
@@ -908,8 +910,23 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
             log(f"tracked {len(stats.track_ids)} person(s) over {n} frames: ids {sorted(stats.track_ids)}; "
                 f"at most {stats.held_max} frames held for the tracker")
     stamps = _timestamps(outcome.timestamps, args.start, info.fps)
+    refining = 0
+    if args.estimator == "landmarks":
+        from engine.landmarks.stream import masked_frames
+        refining = masked_frames(records)
+    if refining:    # the silhouette term: its own progress, and a cancel keeps what is refined
+        progress.start("silhouette", refining)
+        refined = [0]
+
+        def on_chunk(frames):
+            refined[0] += frames
+            progress.update(refined[0])
     with times("write"):
-        track_results = assemble(args, records, k, info.fps if info.fps > 0 else 30.0, body, (focal, (W / 2, H / 2)), times)
+        track_results = assemble(args, records, k, info.fps if info.fps > 0 else 30.0, body, (focal, (W / 2, H / 2)),
+                                 times, lambda: cancel["flag"], on_chunk if refining else None)
+        if refining:
+            progress.update(refined[0], force=True)
+            progress.close()
         partial = outcome.status != "complete"
         if not partial and not track_results:   # e.g. --tracks whose chosen people lie outside the range
             seen = " (the landmark model saw no person in the tracked boxes)" \

@@ -40,7 +40,8 @@ _ACTIVE: dict = {}  # kind ("engine", "setup", "check", "batch") -> running Task
 _LAST: dict = {}    # kind -> the last task started (finished or not): for scripts and tests
 STAGE_SPANS = {"track": (0.0, 0.3), "infer": (0.3, 1.0)}  # engines that report two passes
 STAGE_NAMES = {"run": "Estimating motion", "analyze": "Finding people", "track": "Tracking people",
-               "infer": "Estimating poses", "overlay": "Drawing the overlay"}
+               "infer": "Estimating poses", "overlay": "Drawing the overlay",
+               "silhouette": "Fitting bodies to outlines"}
 TIME_SLICE_S = 0.05  # main-thread work per timer tick in the interface
 
 

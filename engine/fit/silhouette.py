@@ -153,20 +153,28 @@ def refine_to_silhouettes(rotmat: torch.Tensor, transl: torch.Tensor, rig: Rig, 
 
 
 def refine_track(rotmat: np.ndarray, transl: np.ndarray, rig: Rig, packed_masks: list, crop_rois: np.ndarray,
-                 focal: np.ndarray, principal_point: np.ndarray,
-                 params: SilhouetteParams = SilhouetteParams()) -> np.ndarray:
+                 focal: np.ndarray, principal_point: np.ndarray, params: SilhouetteParams = SilhouetteParams(),
+                 cancel=None, on_chunk=None) -> np.ndarray:
     """A fitted track's frames that have a mask, refined in place.
 
     rotmat (T, 24, 3, 3), transl (T, 3) float32 (NaN on gaps); rig: a surface Rig
     (``make_rig(surface_basis(...), betas)``); packed_masks T of ``pack_mask`` output or
-    None; crop_rois (T, 4); focal (T,), principal_point (T, 2). -> (T,) bool: the frames refined."""
+    None; crop_rois (T, 4); focal (T,), principal_point (T, 2). ``cancel()`` true stops before
+    the next chunk (the frames done stay done); ``on_chunk(frames)`` after each.
+    -> (T,) bool: the frames refined."""
     use = np.array([m is not None and np.isfinite(transl[i]).all() for i, m in enumerate(packed_masks)], bool)
     frames = np.flatnonzero(use)
+    done = np.zeros(len(use), bool)
     f32 = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
     for start in range(0, len(frames), params.chunk_frames):
+        if cancel is not None and cancel():
+            break
         idx = frames[start:start + params.chunk_frames]
         masks = unpack_masks(np.stack([packed_masks[i] for i in idx]))
         R, t = refine_to_silhouettes(f32(rotmat[idx]), f32(transl[idx]), rig, masks, crop_rois[idx],
                                      f32(focal[idx]), f32(principal_point[idx]), params, seed=start)
         rotmat[idx], transl[idx] = R.numpy(), t.numpy()
-    return use
+        done[idx] = True
+        if on_chunk is not None:
+            on_chunk(len(idx))
+    return done

@@ -130,16 +130,22 @@ def fit_records(observed: dict, frames_done: int, focal_px: float, principal_poi
     return records
 
 
+def masked_frames(records: dict) -> int:
+    """How many frames of {track id: [record]} kept a mask for ``silhouette_refined``."""
+    return sum(r.get("mask") is not None for recs in records.values() for r in recs)
+
+
 def silhouette_refined(tid, recs: list, rotmat: np.ndarray, transl: np.ndarray, betas, body, camera,
-                       cache: dict) -> tuple:
+                       cache: dict, cancel=None, on_chunk=None) -> tuple:
     """A track's stored motion (after smoothing) moved onto the person's masks where its
     records kept one (engine/fit/silhouette.py): refined last, so that what the file holds
     (and the mattes made from it) is what was fitted to the plate.
 
     recs: the track's records ("mask", "crop_roi"); rotmat (T, 24, 3, 3), transl (T, 3) as
     stored; betas (B,): the track's rest shape; body: ``BodyModelData``; camera: (focal px,
-    principal point (2,)); cache: a dict kept across tracks (the surface points).
-    -> (rotmat, transl) float64, unchanged where a frame has no mask."""
+    principal point (2,)); cache: a dict kept across tracks (the surface points); cancel,
+    on_chunk: as ``refine_track``'s. -> (rotmat, transl) float64, unchanged where a frame has
+    no mask (or was not reached before a cancel)."""
     from engine.fit.fit import make_rig
     from engine.fit.silhouette import SilhouetteParams, refine_track, surface_basis
     from engine.pipeline import log
@@ -154,8 +160,10 @@ def silhouette_refined(tid, recs: list, rotmat: np.ndarray, transl: np.ndarray, 
     R, t = rotmat.astype(np.float32), transl.astype(np.float32)
     rois = np.stack([np.asarray(r["crop_roi"], np.float64) for r in recs])
     done = refine_track(R, t, make_rig(cache["surface"], betas), masks, rois, np.full(T, float(camera[0])),
-                        np.tile(np.asarray(camera[1], np.float64), (T, 1)), params)
+                        np.tile(np.asarray(camera[1], np.float64), (T, 1)), params, cancel, on_chunk)
     rotmat, transl = rotmat.copy(), transl.copy()
     rotmat[done], transl[done] = R[done], t[done]
-    log(f"track {tid}: {int(done.sum())} frame(s) refined to the person's silhouette")
+    wanted = sum(m is not None for m in masks)
+    log(f"track {tid}: {int(done.sum())} frame(s) refined to the person's silhouette"
+        + (f"; cancelled, {wanted - int(done.sum())} keep the fit's pose" if done.sum() < wanted else ""))
     return rotmat, transl

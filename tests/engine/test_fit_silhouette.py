@@ -5,7 +5,8 @@ disc (beyond the crop: an upper bound). Refinement: a rendered clip of the manne
 renderer's true masks (put on crops as the landmark stream keeps them); the pose with both
 shoulders turned by 0.35 rad and the body 3 cm aside is refined to them: the body matte's IoU
 rises from under 0.7 to above 0.9 and the joints lose at least 40 % of their error; frames
-without a mask keep their pose; a body already on its mask stays where it is."""
+without a mask keep their pose; a cancel keeps the frames refined so far; a body already on
+its mask stays on it."""
 import numpy as np
 import pytest
 import torch
@@ -118,6 +119,15 @@ def test_refinement_puts_a_body_on_its_mask(mannequin, egl, moved_by):
         assert max(before) < 0.7 and min(after) > 0.9, (before, after)
         err = lambda res: np.linalg.norm(posed_joints_of(res, "1", frames) - clip.joints[frames], axis=-1).mean()  # noqa: E731
         assert err(refined) < 0.6 * err(off), (err(off), err(refined))
+        # a cancel between chunks keeps what is refined and leaves the rest as it was
+        rot2, t2, chunks = R.astype(np.float32), transl.astype(np.float32), []
+        done = fs.refine_track(rot2, t2, rig, packed, crop, np.full(3, clip.focal_px), np.tile([320.0, 240.0], (3, 1)),
+                               fs.SilhouetteParams(chunk_frames=1), cancel=lambda: len(chunks) >= 1,
+                               on_chunk=chunks.append)
+        np.testing.assert_array_equal(done, [True, False, False])
+        assert chunks == [1]
+        assert np.abs(rot2[0] - R[0]).max() > 0.1                  # refined (alone: not bit for bit the pair)
+        np.testing.assert_array_equal(rot2[2], R[2].astype(np.float32))
     else:   # on its mask already: stays on it (joints within 2.5 cm: 1000 sampled points leave
         #     outline points at thin parts with no point close by, and the crop mask has 1.6 px steps)
         assert min(after) > 0.95 and moved < 0.025, (after, moved)
