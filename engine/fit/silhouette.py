@@ -6,13 +6,15 @@ person on its crop; this refines each frame's rotations and translation from the
 that the body's projected surface lies inside that mask and covers it, with a pull back to the
 fit (docs/landmark-fit.md, "Silhouette term"):
 
-    E = mean_v rho(D_out(pi(v))) + mean_e rho(min_v |e - pi(v)|)
-        + w_R |6D - 6D_0|^2 + w_t |t - t_0|^2 + w_z |z_J - z_J0|^2
+    E = sum_frames [ mean_v rho(D_out(pi(v))) + mean_e rho(min_v |e - pi(v)|)
+                     + w_R |6D - 6D_0|^2 + w_t |t - t_0|^2 + w_z |z_J - z_J0|^2 ]
+        + w_sR |D2(6D - 6D_0)|^2 + w_st |D2(t - t_0)|^2
 
 v: surface points (vertices sampled once, skinned as the fit skins its landmark points), pi
 the camera, D_out the distance (frame pixels) outside the mask, e points on the mask's
 outline, rho the Charbonnier cost, z_J the joints' depths: a mask says nothing about depth,
-the fit's 3D landmarks do. The hands (joints 22, 23) keep their rotations.
+the fit's 3D landmarks do; D2 the second difference over consecutive frames (steadiness: each
+frame's mask has its own errors). The hands (joints 22, 23) keep their rotations.
 
 Masks live on the landmark crops: (S, S) bool over the crop an observation came from, with the
 crop's ROI (cx, cy, side, angle) taking crop pixels to frame pixels (engine/landmarks/roi.py).
@@ -39,12 +41,16 @@ class SilhouetteParams:
     weight_rotation: float = 50.0     # pull to the fit's 6D rotations (mean square)
     weight_translation: float = 2000.0    # pull to the fit's translation (mean square, metres)
     weight_depth: float = 5000.0      # pull to the fit's joint depths (mean square, metres)
+    weight_steady_rotation: float = 2000.0       # second differences over consecutive frames of the
+    weight_steady_translation: float = 80000.0   # change to the 6D rotations / translation: each frame's
+    #                                              mask has its own errors (dancer.mp4: jitter as without the term)
     robust_px: float = 2.0            # Charbonnier scale of both distances
     points: int = 1000                # surface points sampled from the body's vertices (3000 and 400
     outline_points: int = 200         # mask outline points per frame: +0.01 IoU, 6x the time)
     min_crop_px: float = 200.0        # smaller crops (people under ~150 px) are not refined: their
     #                                   masks are a few blurred pixels wide at the limbs
-    chunk_frames: int = 32            # frames refined together (memory: N x K x P distances)
+    chunk_frames: int = 96            # frames refined together (memory: N x K x P distances; steadiness
+    #                                   does not reach across chunks)
 
 
 def surface_basis(body, count: int, seed: int = 0) -> corr.LandmarkBasis:
@@ -113,14 +119,23 @@ def distance_outside_px(uv: torch.Tensor, fields: torch.Tensor, image_to_crop: t
     return (d + beyond) * px_per_crop[:, None]
 
 
+def second_differences(x: torch.Tensor, frames: np.ndarray) -> torch.Tensor:
+    """x (N, ...) over frame numbers ``frames`` (N,) -> x[t-1] - 2 x[t] + x[t+1] (M, ...) for
+    every t whose neighbours are the frames just before and after it."""
+    f = np.asarray(frames)
+    ok = torch.as_tensor((np.diff(f[:-1]) == 1) & (np.diff(f[1:]) == 1)) if len(f) >= 3 else torch.zeros(0, dtype=bool)
+    return (x[2:] - 2 * x[1:-1] + x[:-2])[ok] if len(f) >= 3 else x[:0]
+
+
 def refine_to_silhouettes(rotmat: torch.Tensor, transl: torch.Tensor, rig: Rig, masks: np.ndarray,
                           crop_rois: np.ndarray, focal: torch.Tensor, principal_point: torch.Tensor,
-                          params: SilhouetteParams = SilhouetteParams(), seed: int = 0) -> tuple:
+                          params: SilhouetteParams = SilhouetteParams(), seed: int = 0, frames=None) -> tuple:
     """N frames refined together (module docstring).
 
     rotmat (N, 24, 3, 3) local, transl (N, 3): camera frame = FK(rotmat) + transl; rig: a
     surface Rig (``make_rig(surface_basis(...), betas)``); masks (N, S, S) bool over the crops
-    ``crop_rois`` (N, 4); focal (N,), principal_point (N, 2). -> (rotmat, transl), float32."""
+    ``crop_rois`` (N, 4); focal (N,), principal_point (N, 2); frames (N,): their frame
+    numbers, for the steadiness terms (None: none). -> (rotmat, transl), float32."""
     A = rois.crop_to_image_matrix(crop_rois, masks.shape[-1])
     fields = torch.as_tensor(outside_distance_fields(masks))
     edges = torch.as_tensor(outline_points(masks, A, params.outline_points, np.random.RandomState(seed)))
@@ -142,7 +157,11 @@ def refine_to_silhouettes(rotmat: torch.Tensor, transl: torch.Tensor, rig: Rig, 
         pull = (params.weight_rotation * ((six - six0) ** 2).flatten(1).mean(1)
                 + params.weight_translation * (shift ** 2).mean(1)
                 + params.weight_depth * ((J[..., 2] + transl[:, None, 2] + shift[:, None, 2] - depth0) ** 2).mean(1))
-        loss = (inside + cover + pull).sum()   # frames are independent: a sum keeps each one's scale
+        loss = (inside + cover + pull).sum()   # a sum over frames keeps each one's scale
+        if frames is not None:
+            loss = loss + (params.weight_steady_rotation * (second_differences(six - six0, frames) ** 2).flatten(1).mean(1)
+                           ).sum() + (params.weight_steady_translation
+                                      * (second_differences(shift, frames) ** 2).mean(1)).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -154,25 +173,27 @@ def refine_to_silhouettes(rotmat: torch.Tensor, transl: torch.Tensor, rig: Rig, 
 
 def refine_track(rotmat: np.ndarray, transl: np.ndarray, rig: Rig, packed_masks: list, crop_rois: np.ndarray,
                  focal: np.ndarray, principal_point: np.ndarray, params: SilhouetteParams = SilhouetteParams(),
-                 cancel=None, on_chunk=None) -> np.ndarray:
+                 cancel=None, on_chunk=None, frames=None) -> np.ndarray:
     """A fitted track's frames that have a mask, refined in place.
 
     rotmat (T, 24, 3, 3), transl (T, 3) float32 (NaN on gaps); rig: a surface Rig
     (``make_rig(surface_basis(...), betas)``); packed_masks T of ``pack_mask`` output or
-    None; crop_rois (T, 4); focal (T,), principal_point (T, 2). ``cancel()`` true stops before
+    None; crop_rois (T, 4); focal (T,), principal_point (T, 2); frames (T,): frame numbers
+    (for the steadiness terms; None: without them). ``cancel()`` true stops before
     the next chunk (the frames done stay done); ``on_chunk(frames)`` after each.
     -> (T,) bool: the frames refined."""
     use = np.array([m is not None and np.isfinite(transl[i]).all() for i, m in enumerate(packed_masks)], bool)
-    frames = np.flatnonzero(use)
+    todo = np.flatnonzero(use)
     done = np.zeros(len(use), bool)
     f32 = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
-    for start in range(0, len(frames), params.chunk_frames):
+    for start in range(0, len(todo), params.chunk_frames):
         if cancel is not None and cancel():
             break
-        idx = frames[start:start + params.chunk_frames]
+        idx = todo[start:start + params.chunk_frames]
         masks = unpack_masks(np.stack([packed_masks[i] for i in idx]))
         R, t = refine_to_silhouettes(f32(rotmat[idx]), f32(transl[idx]), rig, masks, crop_rois[idx],
-                                     f32(focal[idx]), f32(principal_point[idx]), params, seed=start)
+                                     f32(focal[idx]), f32(principal_point[idx]), params, seed=start,
+                                     frames=None if frames is None else np.asarray(frames)[idx])
         rotmat[idx], transl[idx] = R.numpy(), t.numpy()
         done[idx] = True
         if on_chunk is not None:

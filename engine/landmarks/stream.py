@@ -160,7 +160,8 @@ def silhouette_refined(tid, recs: list, rotmat: np.ndarray, transl: np.ndarray, 
     R, t = rotmat.astype(np.float32), transl.astype(np.float32)
     rois = np.stack([np.asarray(r["crop_roi"], np.float64) for r in recs])
     done = refine_track(R, t, make_rig(cache["surface"], betas), masks, rois, np.full(T, float(camera[0])),
-                        np.tile(np.asarray(camera[1], np.float64), (T, 1)), params, cancel, on_chunk)
+                        np.tile(np.asarray(camera[1], np.float64), (T, 1)), params, cancel, on_chunk,
+                        np.array([r["frame"] for r in recs]))
     rotmat, transl = rotmat.copy(), transl.copy()
     rotmat[done], transl[done] = R[done], t[done]
     wanted = sum(m is not None for m in masks)

@@ -131,3 +131,38 @@ def test_refinement_puts_a_body_on_its_mask(mannequin, egl, moved_by):
     else:   # on its mask already: stays on it (joints within 2.5 cm: 1000 sampled points leave
         #     outline points at thin parts with no point close by, and the crop mask has 1.6 px steps)
         assert min(after) > 0.95 and moved < 0.025, (after, moved)
+
+
+def test_second_differences_only_over_consecutive_frames():
+    x = torch.arange(6, dtype=torch.float32)[:, None] ** 2          # t^2: second difference 2
+    got = fs.second_differences(x, np.array([0, 1, 2, 4, 5, 6]))     # t = 1 and t = 5 have both neighbours
+    np.testing.assert_array_equal(got.numpy(), [[2.0], [2.0]])
+    assert fs.second_differences(x[:2], np.array([0, 1])).shape[0] == 0
+
+
+def test_steadiness_evens_out_one_frame_whose_mask_is_off(mannequin, egl):
+    """Three frames on their true pose; the middle one's mask 8 px to the right. Without the
+    steadiness terms that frame follows its mask; with them the motion stays even."""
+    from engine.data.clips import render_person_clip
+    from engine.fit.fit import make_rig
+    from engine.measure.mattes import true_result
+    from engine.render.renderer import Renderer
+
+    body = mannequin
+    with Renderer(640, 480, body.faces, body.vertex_parts, body.vertex_uv, max_tiles=1) as r:
+        clip = render_person_clip(body, "walk", 3, 2102, renderer=r, heading_deg=0.0)
+        truth = [r.render(v[None], clip.focal_px).mask[0] for v in clip.vertices]
+    truth[1] = np.roll(truth[1], 8, axis=1)
+    true = true_result(body, clip)
+    tr = true.tracks["1"]
+    R0 = np.concatenate([tr.global_orient_rotmat[:, None], tr.body_pose_rotmat], 1).astype(np.float32)
+    packed, crop = _crop_masks(truth, [0, 1, 2], 3)
+    rig = make_rig(fs.surface_basis(body, fs.SilhouetteParams().points), clip.betas)
+    bumps = {}
+    for name, params in (("off", fs.SilhouetteParams(weight_steady_rotation=0.0, weight_steady_translation=0.0)),
+                         ("on", fs.SilhouetteParams())):
+        rot, t = R0.copy(), np.asarray(tr.transl, np.float32).copy()
+        fs.refine_track(rot, t, rig, packed, crop, np.full(3, clip.focal_px), np.tile([320.0, 240.0], (3, 1)),
+                        params, frames=np.arange(3))
+        bumps[name] = float(np.linalg.norm(t[0] - 2 * t[1] + t[2]))
+    assert bumps["off"] > 0.02 and bumps["on"] < 0.5 * bumps["off"], bumps
