@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 DANCER = Path(__file__).resolve().parents[2] / "shared" / "footage" / "dancer.mp4"
-COLUMNS = ("decode", "detect", "track", "crop", "infer", "convert", "fit", "write")
+COLUMNS = ("decode", "detect", "track", "crop", "infer", "convert", "fit", "silhouette", "write")
 
 
 def generated_clip(folder: Path, frames: int, width: int = 1920, height: int = 1080) -> tuple:

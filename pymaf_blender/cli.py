@@ -8,7 +8,7 @@ With the bpy module (a source checkout, from the repository root)::
     .venvs/blender-5.0/bin/python -m pymaf_blender.cli VIDEO --out DIR [--frames N] [--start N]
         [--estimator auto|landmarks|pymaf|pymaf-blazepose] [--landmark-model lite|full|heavy]
         [--checkpoint FILE] [--body FILE] [--device auto|cuda|cpu|mps] [--smoothing 0.67]
-        [--people 1,3] [--engine-python PY] [--space floor|camera|in-place] [--no-plant-feet]
+        [--people 1,3] [--engine-python PY] [--space floor|camera|in-place] [--no-plant-feet] [--no-silhouette]
         [--fbx-preset BLENDER|UNITY|UNREAL] [--fbx-one-file] [--fbx-camera] [--no-overlay]
         [--result RESULT.npz]     (build the scene from a finished result: no engine run)
         [--name STEM]             (the .blend and FBX file stem and the objects' name; default: the video's)
@@ -58,6 +58,8 @@ def _parser():
     p.add_argument("--space", default="floor", choices=("floor", "camera", "in-place"),
                    help="where the rigs stand: a world with the floor at Z = 0 (default), the engine's "
                         "camera space, or the floor world without horizontal root motion")
+    p.add_argument("--no-silhouette", action="store_true",
+                   help="landmarks estimator: skip fitting the bodies to the people's outlines (faster)")
     p.add_argument("--no-plant-feet", action="store_true",
                    help="keep the feet as estimated (by default, on the floor, planted feet are pinned)")
     p.add_argument("--fbx-preset", default="BLENDER", choices=("BLENDER", "UNITY", "UNREAL"))
@@ -157,6 +159,7 @@ def _job(args, bpy, tasks, paths, video, out_dir, stem) -> dict:
         s.smoothing = min(1.0, max(0.0, args.smoothing))
     s.estimator = args.estimator.upper().replace("-", "_")
     s.landmark_model = args.landmark_model.upper()
+    s.fit_outlines = not args.no_silhouette
 
     def failed(kind="engine"):
         task = tasks.last(kind)

@@ -79,6 +79,10 @@ class PYMAF_PG_settings(bpy.types.PropertyGroup):
     landmark_model: EnumProperty(name="Landmark model", items=LANDMARK_MODEL_ITEMS, default="FULL",
                                  description="Which BlazePose GHUM landmark model the Landmarks estimator uses "
                                              "(engine --landmark-model)")
+    fit_outlines: BoolProperty(name="Fit to outlines", default=True, description=(
+        "Landmarks estimator: move each frame's body onto the person's outline as BlazePose segments it "
+        "(people over about 150 px tall), so that rigs and mattes sit on the plate; about 2.5 times the "
+        "estimation time. Off: engine --no-silhouette"))
     tracks: CollectionProperty(type=PYMAF_PG_track)
     tracks_index: IntProperty(name="Active track", default=0)
     tracks_file: StringProperty(name="Tracks file", description="The analysis the list comes from")

@@ -360,6 +360,8 @@ def estimator_args(settings, prefs) -> list:
     else:
         size = str(getattr(settings, "landmark_model", "FULL")).lower()
         args = ["--estimator", "landmarks", "--landmark-model", size]
+        if not getattr(settings, "fit_outlines", True):
+            args.append("--no-silhouette")
     body = paths.abspath(getattr(prefs, "body_path", "") or "")
     if body and not os.path.isfile(body):
         raise TaskError(f"the body model file does not exist: {body} (Preferences > PyMAF for Blender)")

@@ -71,6 +71,7 @@ class PYMAF_PT_main(SidebarPanel, bpy.types.Panel):
         if name in ("landmarks", "pymaf-blazepose"):
             if name == "landmarks":
                 col.prop(s, "landmark_model")
+                col.prop(s, "fit_outlines")
             else:   # the heads read the full landmark network's features
                 col.label(text="Heads trained by this project (see accuracy notes)", icon="INFO")
             status, _ = paths.landmark_status()

@@ -345,6 +345,12 @@ def test_estimator_choice_reaches_the_engine_and_the_rig(ext, scene, prefs, fake
     run = argv_runs(argv_log)[-1]
     i = run.index("--estimator")
     assert run[i:i + len(flags)] == flags, run
+    assert "--no-silhouette" not in run          # fitting to the outlines is on by default
+    if flags[1] == "landmarks":
+        scene.pymaf.fit_outlines = False
+        assert bpy.ops.pymaf.import_video() == {"FINISHED"}
+        assert argv_runs(argv_log)[-1][i:i + len(flags) + 1] == flags + ["--no-silhouette"]
+        scene.pymaf.fit_outlines = True
     if flags[1] == "pymaf":
         assert "--landmark-model" not in run and run[run.index("--checkpoint") + 1] == str(ckpt)
     else:
