@@ -49,6 +49,7 @@ class SilhouetteParams:
     outline_points: int = 200         # mask outline points per frame: +0.01 IoU, 6x the time)
     min_crop_px: float = 200.0        # smaller crops (people under ~150 px) are not refined: their
     #                                   masks are a few blurred pixels wide at the limbs
+    min_mask_pixels: int = 100        # of the crop: less is no person's outline to refine to
     chunk_frames: int = 96            # frames refined together (memory: N x K x P distances; steadiness
     #                                   does not reach across chunks)
 
@@ -65,9 +66,9 @@ def surface_basis(body, count: int, seed: int = 0) -> corr.LandmarkBasis:
                           weights=np.asarray(body.weights, np.float64)[idx])
 
 
-def wants_silhouette(roi, params: SilhouetteParams = SilhouetteParams()) -> bool:
-    """Whether a crop (cx, cy, side, angle) is large enough for its mask to be refined to."""
-    return float(roi[2]) >= params.min_crop_px
+def wants_silhouette(roi, mask: np.ndarray, params: SilhouetteParams = SilhouetteParams()) -> bool:
+    """Whether a crop (cx, cy, side, angle) and its (S, S) bool mask are large enough to refine to."""
+    return float(roi[2]) >= params.min_crop_px and int(np.count_nonzero(mask)) > params.min_mask_pixels
 
 
 def pack_mask(mask: np.ndarray) -> np.ndarray:
@@ -85,8 +86,8 @@ def outside_distance_fields(masks: np.ndarray) -> np.ndarray:
     import cv2
 
     # distanceTransform measures to the nearest mask pixel's centre; the edge lies half a pixel nearer
-    return np.stack([np.maximum(cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE) - 0.5, 0)
-                     for m in masks]).astype(np.float32)
+    to_centre = [cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE) for m in masks]
+    return np.maximum(np.stack(to_centre) - 0.5, 0).astype(np.float32)
 
 
 def outline_points(masks: np.ndarray, crop_to_image: np.ndarray, count: int, rng) -> np.ndarray:
@@ -123,8 +124,10 @@ def second_differences(x: torch.Tensor, frames: np.ndarray) -> torch.Tensor:
     """x (N, ...) over frame numbers ``frames`` (N,) -> x[t-1] - 2 x[t] + x[t+1] (M, ...) for
     every t whose neighbours are the frames just before and after it."""
     f = np.asarray(frames)
-    ok = torch.as_tensor((np.diff(f[:-1]) == 1) & (np.diff(f[1:]) == 1)) if len(f) >= 3 else torch.zeros(0, dtype=bool)
-    return (x[2:] - 2 * x[1:-1] + x[:-2])[ok] if len(f) >= 3 else x[:0]
+    if len(f) < 3:
+        return x[:0]
+    ok = torch.as_tensor((np.diff(f[:-1]) == 1) & (np.diff(f[1:]) == 1))
+    return (x[2:] - 2 * x[1:-1] + x[:-2])[ok]
 
 
 def refine_to_silhouettes(rotmat: torch.Tensor, transl: torch.Tensor, rig: Rig, masks: np.ndarray,
@@ -159,9 +162,10 @@ def refine_to_silhouettes(rotmat: torch.Tensor, transl: torch.Tensor, rig: Rig, 
                 + params.weight_depth * ((J[..., 2] + transl[:, None, 2] + shift[:, None, 2] - depth0) ** 2).mean(1))
         loss = (inside + cover + pull).sum()   # a sum over frames keeps each one's scale
         if frames is not None:
-            loss = loss + (params.weight_steady_rotation * (second_differences(six - six0, frames) ** 2).flatten(1).mean(1)
-                           ).sum() + (params.weight_steady_translation
-                                      * (second_differences(shift, frames) ** 2).mean(1)).sum()
+            bend = second_differences(six - six0, frames) ** 2
+            jolt = second_differences(shift, frames) ** 2
+            loss = loss + (params.weight_steady_rotation * bend.flatten(1).mean(1)).sum() \
+                + (params.weight_steady_translation * jolt.mean(1)).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

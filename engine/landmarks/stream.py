@@ -17,8 +17,6 @@ import numpy as np
 
 from engine.pipeline import Cancelled, Outcome
 
-MIN_MASK_PIXELS = 100   # of the 256 x 256 crop: less is no person's outline to refine to
-
 
 @dataclass
 class TrackObservations:
@@ -37,7 +35,7 @@ class TrackObservations:
         obs = [self.observations[i] for i in keep]
         out = {"frames": np.array([self.frames[i] for i in keep], np.int64),
                "interpolated": np.array([self.interpolated[i] for i in keep], bool),
-               "masks": [self.masks[i] if i < len(self.masks) else None for i in keep]}
+               "masks": [self.masks[i] for i in keep]}
         for name in ("image", "depth", "visibility", "world", "roi"):
             out[name] = np.stack([getattr(o, name) for o in obs]) if obs else np.zeros((0,))
         out["presence"] = np.array([o.presence for o in obs], np.float64)
@@ -74,8 +72,8 @@ def landmark_stream(items, follower, people, times, *, cancel: Callable[[], bool
                     tr.observations.append(obs)
                     tr.interpolated.append(bool(b.interpolated))
                     seg = follower.segmentation.get(b.id) if follower.keep_segmentation else None
-                    keep = seg is not None and wants_silhouette(obs.roi) and (seg > 0).sum() > MIN_MASK_PIXELS
-                    tr.masks.append(pack_mask(seg > 0) if keep else None)
+                    mask = None if seg is None else seg > 0
+                    tr.masks.append(pack_mask(mask) if mask is not None and wants_silhouette(obs.roi, mask) else None)
             it.image = None
             stamps.append(it.timestamp)
             on_progress(len(stamps))

@@ -50,7 +50,8 @@ def _run(video, out, extra) -> tuple:
 
     done = _engine_run(video, out, *extra)
     res = read_result(out)
-    return res, max(res.tracks, key=lambda t: len(res.tracks[t].frames)), float(done["stages"]["fit"] + done["stages"]["silhouette"])   # the term runs in write
+    seconds = done["stages"]["fit"] + done["stages"]["silhouette"]
+    return res, max(res.tracks, key=lambda t: len(res.tracks[t].frames)), float(seconds)
 
 
 def measure_renders(frames: int, log) -> list:

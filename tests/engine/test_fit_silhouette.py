@@ -1,8 +1,8 @@
 """engine/fit/silhouette.py: the silhouette term of the landmark fit.
 
 Distances: a disc off the crop's centre, the crop turned, against the exact distance to the
-disc (beyond the crop: an upper bound). Refinement: a rendered clip of the mannequin reaching gives the true pose and the
-renderer's true masks (put on crops as the landmark stream keeps them); the pose with both
+disc (beyond the crop: an upper bound). Refinement: a rendered clip of the mannequin reaching
+gives the true pose and the renderer's true masks (put on crops as the landmark stream keeps them); the pose with both
 shoulders turned by 0.35 rad and the body 3 cm aside is refined to them: the body matte's IoU
 rises from under 0.7 to above 0.9 and the joints lose at least 40 % of their error; frames
 without a mask keep their pose; a cancel keeps the frames refined so far; a body already on
@@ -50,7 +50,6 @@ def test_masks_pack_and_unpack():
 
 
 def _moved(res, turn: float, shift: float):
-    from engine.common import result_schema as rs
     from engine.common.rotations import axis_angle_to_rotmat
     from engine.common.smpl_topology import SMPL_JOINT_NAMES
 
