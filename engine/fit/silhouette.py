@@ -8,13 +8,16 @@ fit (docs/landmark-fit.md, "Silhouette term"):
 
     E = sum_frames [ mean_v rho(D_out(pi(v))) + mean_e rho(min_v |e - pi(v)|)
                      + w_R |6D - 6D_0|^2 + w_t |t - t_0|^2 + w_z |z_J - z_J0|^2 ]
-        + w_sR |D2(6D - 6D_0)|^2 + w_st |D2(t - t_0)|^2
+        + w_sR |D2(6D)|^2 + w_st |D2(t)|^2
 
 v: surface points (vertices sampled once, skinned as the fit skins its landmark points), pi
 the camera, D_out the distance (frame pixels) outside the mask, e points on the mask's
 outline, rho the Charbonnier cost, z_J the joints' depths: a mask says nothing about depth,
-the fit's 3D landmarks do; D2 the second difference over consecutive frames (steadiness: each
-frame's mask has its own errors). The hands (joints 22, 23) keep their rotations.
+the fit's 3D landmarks do; D2 the second difference over consecutive frames of the refined
+motion itself (steadiness: each frame's mask has its own errors; on the change from the fit
+instead, it held back the corrections a jerky fit needs). The pulls are weak: the fit's pose
+is often a limb's width off, and where they were stronger the outline stopped short of the
+mask (docs/landmark-fit.md, "Silhouette term"). The hands (joints 22, 23) keep their rotations.
 
 Masks live on the landmark crops: (S, S) bool over the crop an observation came from, with the
 crop's ROI (cx, cy, side, angle) taking crop pixels to frame pixels (engine/landmarks/roi.py).
@@ -36,14 +39,15 @@ from engine.model.geometry import rotmat_to_rot6d
 
 @dataclass(frozen=True)
 class SilhouetteParams:
-    iterations: int = 60
-    learning_rate: float = 0.01       # Adam, on the 6D entries and metres
-    weight_rotation: float = 50.0     # pull to the fit's 6D rotations (mean square)
-    weight_translation: float = 2000.0    # pull to the fit's translation (mean square, metres)
-    weight_depth: float = 5000.0      # pull to the fit's joint depths (mean square, metres)
-    weight_steady_rotation: float = 2000.0       # second differences over consecutive frames of the
-    weight_steady_translation: float = 80000.0   # change to the 6D rotations / translation: each frame's
-    #                                              mask has its own errors (dancer.mp4: jitter as without the term)
+    iterations: int = 100
+    learning_rate: float = 0.02       # Adam, on the 6D entries and metres, cosine-decayed to
+    final_learning_rate: float = 0.001    # this, so that the last steps do not shake the limbs
+    weight_rotation: float = 1.0      # pull to the fit's 6D rotations (mean square)
+    weight_translation: float = 10.0  # pull to the fit's translation (mean square, metres)
+    weight_depth: float = 100.0       # pull to the fit's joint depths (mean square, metres)
+    weight_steady_rotation: float = 200.0        # second differences over consecutive frames of the
+    weight_steady_translation: float = 20000.0   # 6D rotations / translation: each frame's mask has its
+    #                                              own errors (dancer.mp4: jitter as without the term)
     robust_px: float = 2.0            # Charbonnier scale of both distances
     points: int = 1000                # surface points sampled from the body's vertices (3000 and 400
     outline_points: int = 200         # mask outline points per frame: +0.01 IoU, 6x the time)
@@ -130,6 +134,11 @@ def second_differences(x: torch.Tensor, frames: np.ndarray) -> torch.Tensor:
     return (x[2:] - 2 * x[1:-1] + x[:-2])[ok]
 
 
+def cosine_schedule(first: float, last: float, steps: int) -> np.ndarray:
+    """(steps,) learning rates from ``first`` down to ``last`` along half a cosine."""
+    return last + (first - last) * 0.5 * (1 + np.cos(np.pi * np.arange(steps) / max(steps - 1, 1)))
+
+
 def refine_to_silhouettes(rotmat: torch.Tensor, transl: torch.Tensor, rig: Rig, masks: np.ndarray,
                           crop_rois: np.ndarray, focal: torch.Tensor, principal_point: torch.Tensor,
                           params: SilhouetteParams = SilhouetteParams(), seed: int = 0, frames=None) -> tuple:
@@ -151,7 +160,9 @@ def refine_to_silhouettes(rotmat: torch.Tensor, transl: torch.Tensor, rig: Rig, 
     six = six0.clone().requires_grad_(True)
     shift = torch.zeros_like(transl, requires_grad=True)
     opt = torch.optim.Adam([six, shift], lr=params.learning_rate)
-    for _ in range(params.iterations):
+    for lr in cosine_schedule(params.learning_rate, params.final_learning_rate, params.iterations):
+        for group in opt.param_groups:
+            group["lr"] = lr
         R = assemble_rotations(six)
         J, Rw = forward_kinematics(R, rig)
         uv = project(skin_points(J, Rw, rig) + (transl + shift)[:, None], focal, principal_point)
@@ -162,8 +173,8 @@ def refine_to_silhouettes(rotmat: torch.Tensor, transl: torch.Tensor, rig: Rig, 
                 + params.weight_depth * ((J[..., 2] + transl[:, None, 2] + shift[:, None, 2] - depth0) ** 2).mean(1))
         loss = (inside + cover + pull).sum()   # a sum over frames keeps each one's scale
         if frames is not None:
-            bend = second_differences(six - six0, frames) ** 2
-            jolt = second_differences(shift, frames) ** 2
+            bend = second_differences(six, frames) ** 2
+            jolt = second_differences(transl + shift, frames) ** 2
             loss = loss + (params.weight_steady_rotation * bend.flatten(1).mean(1)).sum() \
                 + (params.weight_steady_translation * jolt.mean(1)).sum()
         opt.zero_grad(set_to_none=True)
