@@ -693,12 +693,14 @@ OPTIONAL_RECORD_FIELDS = {"cam": "cam_crop", "kp2d": "keypoints2d", "joints3d": 
                           "landmarks2d": "landmarks2d", "landmarks3d": "landmarks3d"}
 
 
-def assemble(args, records, frames_done, fps, body=None, camera=None, times=None, cancel=None, on_chunk=None):
+def assemble(args, records, frames_done, fps, body=None, camera=None, times=None, cancel=None, on_chunk=None,
+             frame_size=None):
     """{id: [record per frame]} -> {str id: TrackResult}, frames < frames_done, smoothed per the preset.
 
     With ``body`` each track also gets its rig data: the rest mesh and joints of its robust shape;
     records that kept the person's mask (the landmark estimator) are then refined to it through
-    ``camera`` (focal px, principal point), timed as the ``silhouette`` stage of ``times``;
+    ``camera`` (focal px, principal point) on frames of ``frame_size`` (W, H), timed as the
+    ``silhouette`` stage of ``times``;
     ``cancel()`` ends that refinement early, ``on_chunk(frames)`` reports it."""
     from engine.common import smoothing as sm
     from engine.common.result_schema import TrackResult
@@ -728,7 +730,7 @@ def assemble(args, records, frames_done, fps, body=None, camera=None, times=None
             if camera is not None:
                 with times("silhouette") if times is not None else contextlib.nullcontext():
                     R, transl = silhouette_refined(tid, recs, R, transl, betas_robust, body, camera, cache, cancel,
-                                                   on_chunk)
+                                                   on_chunk, frame_size)
         # per-estimator extras: PyMAF's crop camera and 49 joints, BlazePose's 33 landmarks
         extras = {field: col(key) for key, field in OPTIONAL_RECORD_FIELDS.items() if key in recs[0]}
         result[str(tid)] = TrackResult.from_rotmats(
@@ -923,7 +925,7 @@ def run(args, progress, cancel, wrap_predictor=None) -> dict:
             progress.update(refined[0])
     with times("write"):
         track_results = assemble(args, records, k, info.fps if info.fps > 0 else 30.0, body, (focal, (W / 2, H / 2)),
-                                 times, lambda: cancel["flag"], on_chunk if refining else None)
+                                 times, lambda: cancel["flag"], on_chunk if refining else None, (W, H))
         if refining:
             progress.update(refined[0], force=True)
             progress.close()

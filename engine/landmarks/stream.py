@@ -134,7 +134,7 @@ def masked_frames(records: dict) -> int:
 
 
 def silhouette_refined(tid, recs: list, rotmat: np.ndarray, transl: np.ndarray, betas, body, camera,
-                       cache: dict, cancel=None, on_chunk=None) -> tuple:
+                       cache: dict, cancel=None, on_chunk=None, frame_size=None) -> tuple:
     """A track's stored motion (after smoothing) moved onto the person's masks where its
     records kept one (engine/fit/silhouette.py): refined last, so that what the file holds
     (and the mattes made from it) is what was fitted to the plate.
@@ -142,7 +142,7 @@ def silhouette_refined(tid, recs: list, rotmat: np.ndarray, transl: np.ndarray, 
     recs: the track's records ("mask", "crop_roi"); rotmat (T, 24, 3, 3), transl (T, 3) as
     stored; betas (B,): the track's rest shape; body: ``BodyModelData``; camera: (focal px,
     principal point (2,)); cache: a dict kept across tracks (the surface points); cancel,
-    on_chunk: as ``refine_track``'s. -> (rotmat, transl) float64, unchanged where a frame has
+    on_chunk, frame_size: as ``refine_track``'s. -> (rotmat, transl) float64, unchanged where a frame has
     no mask (or was not reached before a cancel)."""
     from engine.fit.fit import make_rig
     from engine.fit.silhouette import SilhouetteParams, refine_track, surface_basis
@@ -159,7 +159,7 @@ def silhouette_refined(tid, recs: list, rotmat: np.ndarray, transl: np.ndarray, 
     rois = np.stack([np.asarray(r["crop_roi"], np.float64) for r in recs])
     done = refine_track(R, t, make_rig(cache["surface"], betas), masks, rois, np.full(T, float(camera[0])),
                         np.tile(np.asarray(camera[1], np.float64), (T, 1)), params, cancel, on_chunk,
-                        np.array([r["frame"] for r in recs]))
+                        np.array([r["frame"] for r in recs]), frame_size)
     rotmat, transl = rotmat.copy(), transl.copy()
     rotmat[done], transl[done] = R[done], t[done]
     wanted = sum(m is not None for m in masks)

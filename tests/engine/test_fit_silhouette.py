@@ -115,7 +115,9 @@ def test_refinement_puts_a_body_on_its_mask(mannequin, egl, moved_by):
     after = [iou(m, truth[f]) for m, f in zip(result_masks(refined, "1", frames), frames)]
     moved = np.abs(posed_joints_of(refined, "1", frames) - posed_joints_of(off, "1", frames)).max()
     if moved_by[0]:
-        assert max(before) < 0.7 and min(after) > 0.9, (before, after)
+        # the arm 20 degrees off: its outline lies beyond the outline cost's 10 px reach, the
+        # inside term brings it back (IoU 0.84 / 0.90)
+        assert max(before) < 0.7 and min(after) > 0.8 and np.mean(after) > np.mean(before) + 0.2, (before, after)
         err = lambda res: np.linalg.norm(posed_joints_of(res, "1", frames) - clip.joints[frames], axis=-1).mean()  # noqa: E731
         assert err(refined) < 0.6 * err(off), (err(off), err(refined))
         # a cancel between chunks keeps what is refined and leaves the rest as it was
@@ -131,6 +133,49 @@ def test_refinement_puts_a_body_on_its_mask(mannequin, egl, moved_by):
         #     outline points at thin parts with no point close by, the crop mask has 1.6 px steps, and
         #     the pulls to the fit are weak on purpose)
         assert min(after) > 0.94 and moved < 0.03, (after, moved)
+
+
+def test_an_object_in_the_mask_does_not_pull_the_body(mannequin, egl):
+    """A held object or loose clothes widen the person's mask where no body can follow: the
+    outline cost saturates, so the body stays where it was; a cost that keeps pulling from afar
+    (the same with a 1000 px reach) drags the body towards it."""
+    from engine.data.clips import render_person_clip
+    from engine.fit.fit import make_rig
+    from engine.measure.mattes import true_result
+    from engine.measure.silhouette import posed_joints_of
+    from engine.render.renderer import Renderer
+
+    body = mannequin
+    with Renderer(640, 480, body.faces, body.vertex_parts, body.vertex_uv, max_tiles=1) as r:
+        clip = render_person_clip(body, "reach", 3, 2101, renderer=r, heading_deg=0.0)
+        truth = [r.render(v[None], clip.focal_px).mask[0] for v in clip.vertices]
+    true = true_result(body, clip)
+    frames = [0, 2]
+    held = []
+    for m in truth:                                   # a 70 x 120 px board beside the body
+        ys, xs = np.nonzero(m)
+        m = m.copy()
+        y0 = int(ys.min() + 0.3 * (ys.max() - ys.min()))
+        m[y0:y0 + 120, xs.max() - 5:xs.max() + 65] = True
+        held.append(m)
+    packed, crop = _crop_masks(held, frames, 3)
+    tr = true.tracks["1"]
+    R0 = np.concatenate([tr.global_orient_rotmat[:, None], tr.body_pose_rotmat], 1)
+    rig = make_rig(fs.surface_basis(body, fs.SilhouetteParams().points), clip.betas)
+
+    def moved(params):
+        rot, t = R0.astype(np.float32), np.asarray(tr.transl, np.float32)
+        fs.refine_track(rot, t, rig, packed, crop, np.full(3, clip.focal_px), np.tile([320.0, 240.0], (3, 1)),
+                        params, frame_size=(640, 480))
+        return np.abs(posed_joints_of(_with_pose(true, rot, t), "1", frames) - clip.joints[frames]).max()
+
+    near, far = moved(fs.SilhouetteParams()), moved(fs.SilhouetteParams(cover_px=1000.0))
+    assert near < 0.03 and far > 2 * near, (near, far)
+
+
+def test_points_outside_the_frame_cost_nothing():
+    uv = torch.tensor([[[-3.0, 10.0], [5.0, 5.0], [5.0, 481.0], [641.0, 0.0]]])
+    np.testing.assert_array_equal(fs.in_frame(uv, (640, 480)).numpy(), [[0.0, 1.0, 0.0, 0.0]])
 
 
 def test_second_differences_only_over_consecutive_frames():
