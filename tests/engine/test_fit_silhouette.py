@@ -178,6 +178,21 @@ def test_points_outside_the_frame_cost_nothing():
     np.testing.assert_array_equal(fs.in_frame(uv, (640, 480)).numpy(), [[0.0, 1.0, 0.0, 0.0]])
 
 
+def test_distance_to_nearest_matches_the_whole_table_in_value_and_gradient():
+    g = torch.Generator().manual_seed(3)
+    points, others = torch.rand(2, 40, 2, generator=g) * 100, torch.rand(2, 300, 2, generator=g) * 100
+    a, b = points.clone().requires_grad_(True), others.clone().requires_grad_(True)
+    weights = torch.rand(2, 40, generator=g)
+    (fs.distance_to_nearest(a, b) * weights).sum().backward()
+    c, d = points.clone().requires_grad_(True), others.clone().requires_grad_(True)
+    table = lambda p, q: (p[:, :, None] - q[:, None]).norm(dim=-1)  # noqa: E731 - exact, differentiated whole
+    (table(c, d).min(2).values * weights).sum().backward()
+    torch.testing.assert_close(fs.distance_to_nearest(points, others), table(points, others).min(2).values)
+    torch.testing.assert_close(a.grad, c.grad)
+    torch.testing.assert_close(b.grad, d.grad)
+    assert b.grad.abs().sum() > 0
+
+
 def test_second_differences_only_over_consecutive_frames():
     x = torch.arange(6, dtype=torch.float32)[:, None] ** 2          # t^2: second difference 2
     got = fs.second_differences(x, np.array([0, 1, 2, 4, 5, 6]))     # t = 1 and t = 5 have both neighbours
