@@ -140,9 +140,11 @@ def distance_outside_px(uv: torch.Tensor, fields: torch.Tensor, image_to_crop: t
 def distance_to_nearest(points: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     """points (N, K, 2), others (N, P, 2) -> (N, K): each point's distance to the nearest of
     ``others``. Its gradient is that pair's alone, as for a minimum over the whole table; the
-    table is built without gradients (differentiated, it took 2/3 of the term's time)."""
+    table is built without gradients (differentiated, it took 2/3 of the term's time), and
+    holds |o|^2 - 2 p.o, the squared distance less the row's constant |p|^2."""
     with torch.no_grad():
-        nearest = torch.cdist(points, others).argmin(2)
+        nearest = torch.baddbmm((others * others).sum(-1)[:, None, :], points, others.transpose(1, 2),
+                                alpha=-2).argmin(2)
     return (points - torch.gather(others, 1, nearest[..., None].expand(-1, -1, others.shape[-1]))).norm(dim=-1)
 
 
