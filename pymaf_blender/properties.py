@@ -82,7 +82,7 @@ class PYMAF_PG_settings(bpy.types.PropertyGroup):
     fit_outlines: BoolProperty(name="Fit to outlines", default=True, description=(
         "Landmarks estimator: move each frame's body onto the person's outline as BlazePose segments it "
         "(people over about 150 px tall), so that rigs and mattes sit on the plate; on 2 CPU cores a run "
-        "goes at about 5 instead of 20 frames/s. Off: engine --no-silhouette"))
+        "goes at about 7 instead of 20 frames/s. Off: engine --no-silhouette"))
     tracks: CollectionProperty(type=PYMAF_PG_track)
     tracks_index: IntProperty(name="Active track", default=0)
     tracks_file: StringProperty(name="Tracks file", description="The analysis the list comes from")
